@@ -1,0 +1,23 @@
+"""`python -m gateway`: the REST gateway under uvicorn, with its metrics endpoint and graceful shutdown."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from shared import telemetry
+from shared.metrics import serve_metrics
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    telemetry.configure_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    serve_metrics(app.state.metrics_registry, settings.host, settings.metrics_port)
+    uvicorn.run(app, host=settings.host, port=settings.http_port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""create_app: one FastAPI process serving every dialect over the mesh."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from fastapi import HTTPException
+
+from gateway import errors
+from gateway.dialects import common, shotgun
+from gateway.mesh import Mesh
+from gateway.settings import GatewaySettings
+from shared.errors import ImageMeshError, ImageTooLarge
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while the body streams in, so an oversize upload is refused before it is buffered whole."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413)
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# (router, its error renderer, mount prefix) for every dialect; a dialect joins the gateway by a line here.
+DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
+    (common.router, shotgun.render_error, ""),
+    (shotgun.router, shotgun.render_error, ""),
+]
+
+
+def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.mesh is None:
+            app.state.mesh = Mesh.connect(settings)
+        yield
+        await app.state.mesh.close()
+
+    app = FastAPI(title="imagemesh gateway", version=settings.version, lifespan=lifespan,
+                  description="Five documented JSON APIs over the imagemesh gRPC mesh.")
+    app.state.settings = settings
+    app.state.mesh = mesh
+    app.state.default_error_renderer = errors.default_renderer
+    for router, renderer, prefix in DIALECTS:
+        # The matched route is the dialect router's own object, so the tag goes there.
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                route.imagemesh_error_renderer = renderer  # type: ignore[attr-defined]
+        app.include_router(router, prefix=prefix)
+
+    app.add_exception_handler(ImageMeshError, errors.handle_mesh_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, errors.handle_validation_error)  # type: ignore[arg-type]
+
+    async def body_too_large(request, exc: BodyTooLarge):  # noqa: ANN001
+        return errors.renderer_for(request)(
+            ImageTooLarge(f"request body exceeds the limit of {exc.limit} bytes ({exc.limit / 1048576:.0f} MB)",
+                          max_bytes=exc.limit))
+
+    app.add_exception_handler(BodyTooLarge, body_too_large)  # type: ignore[arg-type]
+    app.state.metrics_registry = CollectorRegistry()
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+class MetricsMiddleware:
+    """Counts requests by matched route and status (pure ASGI: BaseHTTPMiddleware would re-wrap body errors)."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("imagemesh_http_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=registry)
+        self.latency = Histogram("imagemesh_http_request_duration_seconds", "HTTP latency by route", ["route"],
+                                 registry=registry)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def observed_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(name, str(status["code"])).inc()
+            self.latency.labels(name).observe(time.perf_counter() - started)

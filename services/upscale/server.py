@@ -1,0 +1,34 @@
+"""create_server for the Upscale service."""
+
+from __future__ import annotations
+
+from services.upscale.core import UpscaleCore
+from services.upscale.servicer import UpscaleServicer
+from services.upscale.settings import UpscaleSettings
+from shared import images
+from shared.concurrency import BoundedExecutor
+from shared.gen.imagemesh.v1 import upscale_service_pb2, upscale_service_pb2_grpc
+from shared.image_store import LocalImageStore
+from shared.server import ServiceRuntime, build_server
+
+SERVICE_NAME = upscale_service_pb2.DESCRIPTOR.services_by_name["UpscaleService"].full_name
+
+
+def create_server(settings: UpscaleSettings | None = None) -> tuple[ServiceRuntime, int]:
+    settings = settings or UpscaleSettings()
+    core = UpscaleCore(settings)
+    executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "upscale")
+    store = LocalImageStore(settings.resolved_image_store_dir)
+    limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+    servicer = UpscaleServicer(core, executor, store, limits)
+    runtime = build_server(
+        settings,
+        lambda server: upscale_service_pb2_grpc.add_UpscaleServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+    )
+
+    async def shutdown() -> None:
+        executor.shutdown()
+
+    runtime.on_stop(shutdown)
+    return runtime, runtime.port

@@ -1,0 +1,226 @@
+"""The one error hierarchy of imagemesh.
+
+Each class carries its gRPC status code, its HTTP status and an UPPER_SNAKE reason (the google-api-core
+pattern). Services raise these from plain-Python cores; `shared.interceptors.ErrorMappingInterceptor` maps
+them to a gRPC status with a `google.rpc.ErrorInfo` detail in one place, and `error_from_rpc` rebuilds the
+same exception on the client side, so the gateway can render the reason in each dialect's format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "imagemesh.dev"
+
+
+class ImageMeshError(Exception):
+    """Base class: an error with a gRPC code, an HTTP status and a machine-readable reason."""
+
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int = 500
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, **metadata: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        # ErrorInfo metadata is a string map; keep it that way from the start so both ends agree.
+        self.metadata: dict[str, str] = {k: _to_str(v) for k, v in metadata.items() if v is not None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason}: {self.message})"
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+class InvalidArgument(ImageMeshError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    reason = "INVALID_ARGUMENT"
+
+
+class MissingImage(InvalidArgument):
+    reason = "MISSING_IMAGE"
+
+
+class InvalidFormat(InvalidArgument):
+    reason = "INVALID_FORMAT"
+
+
+class InvalidModel(InvalidArgument):
+    reason = "INVALID_MODEL"
+
+
+class PromptTooLong(InvalidArgument):
+    reason = "PROMPT_TOO_LONG"
+
+
+class ImageTooLarge(ImageMeshError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 413
+    reason = "IMAGE_TOO_LARGE"
+
+
+class NotFound(ImageMeshError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(ImageMeshError):
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ImageMeshError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    reason = "FAILED_PRECONDITION"
+
+
+class Unauthenticated(ImageMeshError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    reason = "INVALID_API_KEY"
+
+
+class PermissionDenied(ImageMeshError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    reason = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(ImageMeshError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class QueueFull(ResourceExhausted):
+    reason = "QUEUE_FULL"
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMIT_EXCEEDED"
+
+
+class ModelUnavailable(ImageMeshError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    reason = "MODEL_UNAVAILABLE"
+
+
+class ServiceUnavailable(ImageMeshError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    reason = "SERVICE_UNAVAILABLE"
+
+
+class DeadlineExceeded(ImageMeshError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ImageMeshError):
+    grpc_code = grpc.StatusCode.CANCELLED
+    http_status = 499
+    reason = "CANCELLED"
+
+
+class NotImplementedYet(ImageMeshError):
+    """A capability that is declared in the contract but not built (yet) in this deployment."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501
+    reason = "NOT_IMPLEMENTED"
+
+
+class Internal(ImageMeshError):
+    grpc_code = grpc.StatusCode.INTERNAL
+    http_status = 500
+    reason = "INTERNAL"
+
+
+# The class a client rebuilds for a status code when the server sent no ErrorInfo (or an unknown reason).
+_CLASS_BY_CODE: dict[grpc.StatusCode, type[ImageMeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: ServiceUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNIMPLEMENTED: NotImplementedYet,
+}
+
+
+def _all_subclasses(cls: type[ImageMeshError]) -> list[type[ImageMeshError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def _class_for(code: grpc.StatusCode, reason: str) -> type[ImageMeshError]:
+    for cls in _all_subclasses(ImageMeshError):
+        if cls.reason == reason and cls.grpc_code == code:
+            return cls
+    return _CLASS_BY_CODE.get(code, Internal)
+
+
+def to_rpc_status(error: ImageMeshError) -> status_pb2.Status:
+    """The google.rpc.Status (with ErrorInfo) that carries `error` over gRPC."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+
+
+def error_from_rpc(exc: grpc.RpcError) -> ImageMeshError:
+    """Rebuild the ImageMeshError a server raised, from a failed call (reason and metadata kept)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    message = exc.details() if hasattr(exc, "details") else str(exc)
+    reason, metadata = None, {}
+    status = None
+    try:
+        status = rpc_status.from_call(exc)  # works for sync calls
+    except Exception:  # noqa: BLE001 - aio errors are not calls; fall through to trailing metadata
+        status = None
+    if status is None:
+        for key, value in (exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else ():
+            if key == "grpc-status-details-bin":
+                status = status_pb2.Status.FromString(value)
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Is(info.DESCRIPTOR):
+                detail.Unpack(info)
+                reason, metadata = info.reason, dict(info.metadata)
+    if code == grpc.StatusCode.UNAVAILABLE and reason is None:
+        reason = ServiceUnavailable.reason
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and reason is None:
+        message = message or "deadline exceeded"
+    cls = _class_for(code, reason or "")
+    error = cls(message or code.name.lower(), reason=reason)
+    error.metadata = metadata
+    return error
+
+
+def status_code_name(code: int) -> str:
+    return code_pb2.Code.Name(code)

@@ -1,0 +1,167 @@
+"""The server interceptor every service runs: tracing, metrics and the one mapping of errors to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+from grpc.experimental import aio as _aio  # noqa: F401 - makes grpc.aio importable on older grpcio
+
+from shared import telemetry
+from shared.errors import ImageMeshError, to_rpc_status
+from shared.metrics import RpcMetrics
+
+log = logging.getLogger("imagemesh.rpc")
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class _Outcome:
+    """Status code of one call, filled in by the wrapper as the call ends."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, error: ImageMeshError, outcome: _Outcome) -> None:
+    outcome.code = error.grpc_code
+    status = to_rpc_status(error)
+    await context.abort(error.grpc_code, error.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),))
+
+
+async def _handle_exception(exc: BaseException, context: grpc.aio.ServicerContext, method: str, outcome: _Outcome) -> None:
+    if isinstance(exc, ImageMeshError):
+        log.info("%s failed: %s", method, exc.message, extra={"method": method, "code": exc.reason})
+        await _abort_with(context, exc, outcome)
+    if isinstance(exc, asyncio.CancelledError):
+        outcome.code = grpc.StatusCode.CANCELLED
+        raise exc
+    if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
+        outcome.code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+        raise exc
+    # Unknown failures never leak their text to clients; the traceback goes to the log with the trace id.
+    log.exception("%s crashed", method, extra={"method": method})
+    from shared.errors import Internal
+
+    await _abort_with(context, Internal("internal error"), outcome)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler once: a span (W3C context from metadata), metrics, and error mapping."""
+
+    def __init__(self, metrics: RpcMetrics | None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+            return handler
+        metadata = details.invocation_metadata
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client streaming is not used by the contract
+
+    def _begin(self, method: str) -> float:
+        if self._metrics:
+            self._metrics.in_flight.labels(method).inc()
+        return time.perf_counter()
+
+    def _end(self, method: str, started: float, outcome: _Outcome) -> None:
+        if self._metrics:
+            self._metrics.in_flight.labels(method).dec()
+            self._metrics.requests.labels(method, outcome.code.name).inc()
+            self._metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            outcome = _Outcome()
+            started = self._begin(method)
+            ctx = telemetry.extract_context(metadata)
+            with telemetry.tracer().start_as_current_span(method, context=ctx, kind=_server_kind()):
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:  # noqa: BLE001 - mapped below, never swallowed
+                    await _handle_exception(exc, context, method, outcome)
+                finally:
+                    self._end(method, started, outcome)
+
+        return wrapper
+
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            outcome = _Outcome()
+            started = self._begin(method)
+            ctx = telemetry.extract_context(metadata)
+            with telemetry.tracer().start_as_current_span(method, context=ctx, kind=_server_kind()):
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except BaseException as exc:  # noqa: BLE001
+                    if isinstance(exc, GeneratorExit):
+                        outcome.code = grpc.StatusCode.CANCELLED
+                        raise
+                    await _handle_exception(exc, context, method, outcome)
+                finally:
+                    self._end(method, started, outcome)
+
+        return wrapper
+
+
+def _server_kind() -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.SERVER
+
+
+class _ClientTracing:
+    """Starts a client span and injects W3C trace context into the outgoing metadata."""
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout,
+            metadata=telemetry.inject_metadata(details.metadata),
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+
+
+class ClientUnaryTracing(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        from opentelemetry.trace import SpanKind
+
+        name = client_call_details.method.decode() if isinstance(client_call_details.method, bytes) else client_call_details.method
+        with telemetry.tracer().start_as_current_span(name, kind=SpanKind.CLIENT):
+            call = await continuation(self._details(client_call_details), request)
+            return await call
+
+
+class ClientStreamTracing(_ClientTracing, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(self._details(client_call_details), request)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    return [ClientUnaryTracing(), ClientStreamTracing()]
