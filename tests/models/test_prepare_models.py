@@ -119,7 +119,8 @@ def test_onnx_conversion_matches_ncnn(prepared_models, scale):
     x = _to_nchw(_photo_crop(prepared_models, 48))
     chw = np.ascontiguousarray(x[0])
     expected = _ncnn_run(prepared_models, scale, chw)
-    got = _ort_session(prepared_models / "realesrgan" / f"realesr-animevideov3-x{scale}.onnx").run(None, {"input": x})[0][0]
+    session = _ort_session(prepared_models / "realesrgan" / f"realesr-animevideov3-x{scale}.onnx")
+    got = session.run(None, {"input": x})[0][0]
     assert got.shape == expected.shape == (3, 48 * scale, 48 * scale)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
@@ -131,7 +132,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_x4_upscale_of_a_real_photo_downscales_back_faithfully(prepared_models):
     rgb = _photo_crop(prepared_models, 128)
-    y = _ort_session(prepared_models / "realesrgan" / "realesr-animevideov3-x4.onnx").run(None, {"input": _to_nchw(rgb)})[0][0]
+    session = _ort_session(prepared_models / "realesrgan" / "realesr-animevideov3-x4.onnx")
+    y = session.run(None, {"input": _to_nchw(rgb)})[0][0]
     assert y.shape == (3, 512, 512)
     up = Image.fromarray(np.round(np.clip(y.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
     down = np.asarray(up.resize((128, 128), Image.Resampling.LANCZOS))
@@ -159,8 +161,8 @@ def _generate(pipe, seed: int, **kwargs) -> np.ndarray:
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    image = pipe("a photo of an astronaut", height=64, width=64, num_inference_steps=4, generator=generator, **kwargs).images[0]
-    return np.asarray(image)
+    result = pipe("a photo of an astronaut", height=64, width=64, num_inference_steps=4, generator=generator, **kwargs)
+    return np.asarray(result.images[0])
 
 
 @pytest.fixture(scope="module")
