@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1.7
+# imagemesh HTTP gateway (FastAPI/uvicorn): JSON dialects in, gRPC to the orchestrator out.
+#
+# Build from the repository root after `make wheelhouse` (no network is needed during the build):
+#   podman build -f docker/gateway.Dockerfile --build-arg BASE_IMAGE=localhost/imagemesh-base:bookworm .
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---- dependencies: only pyproject.toml, constraints.txt and the wheelhouse index are inputs ----
+FROM ${BASE_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+RUN python3 -m venv /opt/venv
+COPY pyproject.toml constraints.txt docker/requirements.py ./
+COPY var/cache/wheelhouse/INDEX /build/wheelhouse.index
+RUN --mount=type=bind,source=var/cache/wheelhouse,target=/wheels \
+    python3 requirements.py gateway > requirements.txt \
+ && /opt/venv/bin/pip install --no-index --find-links=/wheels -c constraints.txt -r requirements.txt
+
+# ---- runtime ----
+FROM ${BASE_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    IMAGEMESH_HOST=0.0.0.0 \
+    IMAGEMESH_HTTP_PORT=8080 \
+    IMAGEMESH_METRICS_PORT=9100 \
+    IMAGEMESH_VAR_DIR=/var/lib/imagemesh
+RUN (getent passwd 1000 >/dev/null || useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin imagemesh) \
+ && install -d -o 1000 -g 1000 /var/lib/imagemesh
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+COPY shared ./shared
+COPY gateway ./gateway
+RUN python -m compileall -q /app
+USER 1000:1000
+VOLUME ["/var/lib/imagemesh", "/tmp"]
+EXPOSE 8080 9100
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('IMAGEMESH_HTTP_PORT', '8080'), timeout=4)"]
+ENTRYPOINT ["python", "-m", "gateway"]
