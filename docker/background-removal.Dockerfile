@@ -29,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
+    U2NET_HOME=/models \
     IMAGEMESH_HOST=0.0.0.0 \
     IMAGEMESH_GRPC_PORT=50053 \
     IMAGEMESH_METRICS_PORT=9103 \

