@@ -52,7 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     IMAGEMESH_VAR_DIR=/var/lib/imagemesh \
     IMAGEMESH_MODELS_DIR=/models
 RUN (getent passwd 1000 >/dev/null || useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin imagemesh) \
- && install -d -o 1000 -g 1000 /var/lib/imagemesh
+ && install -d -o 1000 -g 1000 /var/lib/imagemesh /var/lib/imagemesh/images
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY ${MODELS_SRC} /models
