@@ -40,7 +40,7 @@ if [[ "$have" == "$digest" ]]; then
   exit 0
 fi
 echo "base-image: podman import $tarball -> $tag"
-podman import \
+podman import --quiet \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change "LABEL imagemesh.base.digest=$digest" \

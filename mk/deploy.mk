@@ -92,7 +92,7 @@ lint-deploy: lint-docker lint-helm
 
 test-deploy: deploy-tools $(HELM)
 	HELM=$(abspath $(HELM)) KUBERNETES_VALIDATE=$(abspath $(KUBERNETES_VALIDATE)) KUBE_VERSION=$(KUBE_VERSION) \
-	  $(DEPLOY_PYTHON) -m pytest -q tests/deploy -m 'not containers'
+	  $(DEPLOY_PYTHON) -m pytest -q tests/deploy
 
 # -- images -----------------------------------------------------------------------------------------
 $(DEPLOY_CACHE):
