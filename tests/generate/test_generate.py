@@ -128,7 +128,7 @@ INVALID = [
     (dict(prompt="x" * 1001), "PROMPT_TOO_LONG", "prompt"),
     (dict(negative_prompt="x" * 1001), "PROMPT_TOO_LONG", "negative_prompt"),
     (dict(model="invalid-model"), "INVALID_MODEL", "model"),
-    (dict(steps=2001), "INVALID_ARGUMENT", "steps"),
+    (dict(steps=801), "INVALID_ARGUMENT", "steps"),
     (dict(steps=-1), "INVALID_ARGUMENT", "steps"),
     (dict(guidance_scale=25.0), "INVALID_ARGUMENT", "guidance_scale"),
     (dict(width=60), "INVALID_ARGUMENT", "width"),
@@ -180,7 +180,7 @@ async def test_list_models_reports_states_device_and_limits(gen):
     assert set(models) == {"tiny-sd", "tiny-sd-b", "tiny-sd-inpaint"}
     tiny = models["tiny-sd"]
     assert tiny.state == pb.MODEL_STATE_READY and tiny.is_default and tiny.device == "cpu"
-    assert "flux-1" in tiny.aliases and tiny.size_multiple == 8 and tiny.max_steps == 2000
+    assert "flux-1" in tiny.aliases and tiny.size_multiple == 8 and tiny.max_steps == 800
     assert list(tiny.operations) == [pb.GENERATE_OPERATION_TEXT_TO_IMAGE, pb.GENERATE_OPERATION_IMAGE_TO_IMAGE]
     assert not models["tiny-sd-b"].supports_negative_prompt
     assert all(m.state != pb.MODEL_STATE_FAILED for m in reply.models)
