@@ -22,7 +22,8 @@ async def run() -> list[Comparison]:
     from services.generate.server import create_server
     from services.generate.settings import GenerateSettings
     from shared.clients import call, create_channel
-    from shared.gen.imagemesh.v1 import generate_service_pb2 as pb, generate_service_pb2_grpc as pb_grpc
+    from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
+    from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
     from tests.mesh import service_kwargs
 
     torch.set_num_threads(1)

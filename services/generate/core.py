@@ -97,7 +97,7 @@ class GenerateCore:
                         "total_ms": _ms(time.perf_counter() - started)},
             device_seconds=outcome.device_seconds,
             cost_usd=outcome.device_seconds * plan.entry.cost_per_second_usd,
-            batch_size=outcome.batch_requests, notes=list(plan.notes),
+            batch_size=outcome.batch_requests, notes=[*plan.notes, *outcome.notes],
         )
 
     def _encode(self, plan: Plan, outcome: Outcome) -> list[OutputImage]:

@@ -93,3 +93,18 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
 
 def scheduler_name(pipe: Any, override: str) -> str:
     return override or type(pipe.scheduler).__name__
+
+
+def truncation_notes(pipe: Any, plan: Plan) -> list[str]:
+    """Say so when the text encoder cuts the prompt (CLIP reads 77 tokens); diffusers only logs it."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    limit = getattr(tokenizer, "model_max_length", 0) or 0
+    if tokenizer is None or not 0 < limit < 100_000:
+        return []
+    notes = []
+    for name, text in (("prompt", plan.effective_prompt), ("negative_prompt", plan.negative_prompt)):
+        if text:
+            count = len(tokenizer(text, truncation=False).input_ids)
+            if count > limit:
+                notes.append(f"{name} truncated: the text encoder reads {limit} tokens, the prompt has {count}")
+    return notes

@@ -21,7 +21,7 @@ from PIL import Image
 
 from services.generate.models import ModelManager
 from services.generate.request import Plan
-from services.generate.runner import Interrupted, run_batch, scheduler_name
+from services.generate.runner import Interrupted, run_batch, scheduler_name, truncation_notes
 from shared.errors import Cancelled, ImageMeshError, Internal, QueueFull
 from shared.gen.imagemesh.v1 import common_pb2
 
@@ -42,9 +42,10 @@ class Outcome:
     device_seconds: float  # this request's share of it, by image count
     batch_requests: int
     batch_images: int
+    notes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two requests with equal parameters are still two jobs
 class Job:
     plan: Plan
     loop: asyncio.AbstractEventLoop
@@ -247,7 +248,7 @@ class DeviceWorker:
             outcomes[id(job)] = Outcome(
                 images=job_images, scheduler=used_scheduler, queue_s=started - job.enqueued, load_s=load_s,
                 inference_s=inference_s, device_seconds=inference_s * job.plan.num_images / n_images,
-                batch_requests=len(live), batch_images=n_images,
+                batch_requests=len(live), batch_images=n_images, notes=truncation_notes(pipe, job.plan),
             )
         return outcomes
 

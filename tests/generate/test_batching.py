@@ -14,7 +14,8 @@ import pytest
 import pytest_asyncio
 
 from shared.clients import call, stream
-from shared.gen.imagemesh.v1 import common_pb2, generate_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
 from tests.generate.conftest import params, pixels, start_generate
 
 MAX_GREY_LEVELS = 2
@@ -99,3 +100,17 @@ async def test_num_images_count_against_the_batch_size(batching, gen):
     assert [i.seed for i in three.images] == [70, 71, 72] and [i.seed for i in one.images] == [90]
     assert_same_image(one.images[0].image, (await generate(gen, seed=90)).images[0].image)
     assert_same_image(three.images[2].image, (await generate(gen, seed=72)).images[0].image)
+
+
+async def test_a_caller_leaving_a_shared_batch_does_not_stop_the_others(batching):
+    worker = batching.core.worker
+    interrupted = len(worker.stats.interrupted)
+    leaving = batching.stub.GenerateStream(pb.GenerateStreamRequest(parameters=params(steps=40, seed=1)))
+    staying = asyncio.create_task(generate(batching, steps=40, seed=2))
+    async for event in leaving:
+        if event.HasField("progress") and event.progress.step >= 2:
+            leaving.cancel()
+            break
+    reply = await staying
+    assert reply.metadata.batch_size == 2 and reply.images[0].seed == 2
+    assert len(worker.stats.interrupted) == interrupted  # the pipeline ran to the end for the one who stayed

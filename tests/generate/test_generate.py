@@ -188,3 +188,10 @@ async def test_list_models_reports_states_device_and_limits(gen):
 
 async def test_health_is_serving(gen):
     assert await clients.check_health(gen.channel) == "SERVING"
+
+
+async def test_a_prompt_longer_than_the_text_encoder_reads_gets_a_note(gen):
+    long_prompt = " ".join(["a very detailed castle on a hill"] * 20)  # ~140 CLIP tokens, 660 characters
+    reply = await generate(gen, prompt=long_prompt)
+    assert any(note.startswith("prompt truncated: the text encoder reads 77 tokens") for note in reply.notes)
+    assert not (await generate(gen)).notes

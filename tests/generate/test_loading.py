@@ -10,6 +10,7 @@ from services.generate.models import MIB, pipeline_bytes
 from shared import clients
 from shared.clients import call
 from shared.errors import ImageMeshError
+from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
 from tests.generate.conftest import params, start_generate, tiny_entry
 
@@ -120,5 +121,35 @@ async def test_a_pinned_device_that_does_not_exist_is_reported_not_replaced(tmp_
         with pytest.raises(ImageMeshError) as info:
             await call(server.stub.Generate, pb.GenerateRequest(parameters=params()))
         assert info.value.reason == "MODEL_UNAVAILABLE"
+    finally:
+        await server.close()
+
+
+async def test_the_first_request_streams_a_loading_stage(tmp_path):
+    server = await start_generate(tmp_path, [tiny_entry("tiny-sd", "tiny-sd")])
+    try:
+        request = pb.GenerateStreamRequest(parameters=params())
+        stages = [e.progress.stage async for e in clients.stream(server.stub.GenerateStream, request)
+                  if e.HasField("progress")]
+        assert stages[:2] == [common_pb2.STAGE_QUEUED, common_pb2.STAGE_LOADING]
+        assert stages.count(common_pb2.STAGE_GENERATING) == 3
+        again = [e.progress.stage async for e in clients.stream(server.stub.GenerateStream, request)
+                 if e.HasField("progress")]
+        assert common_pb2.STAGE_LOADING not in again
+    finally:
+        await server.close()
+
+
+async def test_a_hub_model_missing_from_the_offline_cache_is_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing can be found
+    hub = {k: v for k, v in tiny_entry("turbo", "x").items() if k != "path"}
+    server = await start_generate(tmp_path, [tiny_entry("tiny-sd", "tiny-sd"), dict(hub, hub="stabilityai/sd-turbo")])
+    try:
+        with pytest.raises(ImageMeshError) as info:
+            await call(server.stub.Generate, pb.GenerateRequest(parameters=params(model="turbo")))
+        assert info.value.reason == "MODEL_UNAVAILABLE"
+        state, reason = (await states(server))["turbo"]
+        assert state == pb.MODEL_STATE_FAILED and reason.startswith("load failed:")
     finally:
         await server.close()

@@ -121,3 +121,9 @@ async def test_past_the_queue_bound_requests_get_queue_full(busy):
     running.cancel()
     reply = await call(busy.stub.Generate, pb.GenerateRequest(parameters=params()))
     assert len(reply.images) == 1
+
+
+async def test_a_bad_stream_request_fails_with_the_same_error_as_unary(gen):
+    with pytest.raises(ImageMeshError) as info:
+        await events_of(gen, steps=10_000)
+    assert (info.value.reason, info.value.metadata["field"]) == ("INVALID_ARGUMENT", "steps")
