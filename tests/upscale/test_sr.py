@@ -31,7 +31,7 @@ async def test_realesrgan_x4_on_a_real_photo_is_faithful_and_sharper_than_bicubi
     back = out.resize((128, 128), Image.Resampling.LANCZOS)
     assert psnr(back, source) > 30.0
     bicubic = source.resize((512, 512), Image.Resampling.BICUBIC)
-    assert sharpness(out) > 1.3 * sharpness(bicubic)
+    assert sharpness(out) > 2 * sharpness(bicubic)  # measured 36 vs 7.4
 
 
 def test_tiled_and_untiled_agree(tmp_path):
