@@ -23,6 +23,6 @@ class UpscaleSettings(ServiceSettings):
     # stay bounded. 0 = never tile. sr_tile_overlap input pixels of context are added on each side of a tile
     # (half of it discarded, half cross-faded with the neighbour).
     sr_tile_size: int = 256
-    sr_tile_overlap: int = 32
+    sr_tile_overlap: int = 16
     # The catalogue of social platform formats; empty = the built-in services/upscale/platforms.yaml.
     platforms_file: str = ""
