@@ -34,7 +34,7 @@ async def test_output_past_max_pixels_is_image_too_large(upscale):
     assert caught.value.metadata["max_output_pixels"] == str(8192 * 8192)
 
 
-async def test_a_preset_past_max_pixels_is_image_too_large(tmp_path):
+def test_a_preset_past_max_pixels_is_image_too_large(tmp_path):
     from services.upscale.core import UpscaleCore, UpscaleJob
 
     core = UpscaleCore(settings_for(tmp_path, max_output_pixels=1_000_000), engines={})

@@ -11,7 +11,7 @@ from services.upscale.sr import CPU, resolve_providers
 from services.upscale.tiling import upscale_tiled
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as pb
 from tests.images import disc_rgba
-from tests.upscale.conftest import decode, photo_crop, png_message, psnr, settings_for
+from tests.upscale.conftest import MODELS_DIR, decode, photo_crop, png_message, psnr, settings_for
 
 
 def sharpness(img: Image.Image) -> float:
@@ -38,7 +38,7 @@ def test_tiled_and_untiled_agree(tmp_path):
     """Feathered tiles (64 px, 3x3 grid with 16 px overlap) against one pass over the whole 160x160 image."""
     core = UpscaleCore(settings_for(tmp_path))
     engine = core.engines["realesrgan-x4"]
-    rgb = np.asarray(Image.open(photo_crop.__globals__["MODELS_DIR"] / "testdata" / "coffee.png")
+    rgb = np.asarray(Image.open(MODELS_DIR / "testdata" / "coffee.png")
                      .convert("RGB").crop((200, 100, 360, 260)))
     whole = upscale_tiled(rgb, engine.run, 4, 0, 0)
     tiled = upscale_tiled(rgb, engine.run, 4, 64, 16)
