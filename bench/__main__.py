@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.harness import markdown_table
 
 # Each module exposes `async def run() -> list[Comparison]`.
-BENCHMARKS = ["mesh_overhead", "generate_overhead", "generate_batching"]
+BENCHMARKS = ["mesh_overhead", "upscale_lanczos", "upscale_sr", "generate_overhead", "generate_batching"]
 
 
 async def main(selected: list[str]) -> int:
