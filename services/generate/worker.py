@@ -200,7 +200,6 @@ class DeviceWorker:
         live = [job for job in batch if not job.cancelled.is_set()]
         if not live:
             return {id(job): Cancelled("generation cancelled by the client") for job in batch}
-        n_images = sum(j.plan.num_images for j in live)
 
         def loading() -> None:
             for job in live:
@@ -210,6 +209,11 @@ class DeviceWorker:
             pipe, load_s = self.manager.acquire(plan.entry, plan.operation, loading)
         except ImageMeshError as exc:
             return {id(job): exc for job in batch}
+        # Callers may have left while the model loaded.
+        live = [job for job in live if not job.cancelled.is_set()]
+        if not live:
+            return {id(job): Cancelled("generation cancelled by the client") for job in batch}
+        n_images = sum(j.plan.num_images for j in live)
 
         def on_step(step: int, total: int) -> None:
             for job in live:

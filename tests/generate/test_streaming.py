@@ -73,6 +73,7 @@ async def test_image_to_image_reports_the_steps_it_really_runs(gen):
 
 async def test_a_cancelled_stream_stops_the_pipeline_and_frees_the_worker(busy):
     worker = busy.core.worker
+    reference = await call(busy.stub.Generate, pb.GenerateRequest(parameters=params(seed=5)))
     before = len(worker.stats.interrupted)
     call_ = busy.stub.GenerateStream(pb.GenerateStreamRequest(parameters=params(steps=LONG)))
     seen = 0
@@ -89,6 +90,8 @@ async def test_a_cancelled_stream_stops_the_pipeline_and_frees_the_worker(busy):
     # The worker is free: the next request runs and completes.
     reply = await call(busy.stub.Generate, pb.GenerateRequest(parameters=params(seed=5)))
     assert reply.images[0].seed == 5 and reply.metadata.batch_size == 1
+    # An interrupted call leaves no state behind in the pipeline or its scheduler.
+    assert reply.images[0].image.data == reference.images[0].image.data
 
 
 async def test_a_passed_deadline_stops_the_pipeline_and_frees_the_worker(busy):
