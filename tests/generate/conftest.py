@@ -71,7 +71,8 @@ async def start_generate(tmp: Path, entries: list[dict] | None = None, default: 
                          **overrides) -> GenServer:
     tmp.mkdir(parents=True, exist_ok=True)
     registry = write_registry(tmp, entries or standard_entries(), default)
-    settings = dict(service_kwargs(tmp), models_file=registry, torch_threads=1, batch_window_ms=0,
+    # Pinned to cpu so that the assertions hold on a GPU machine too (auto is tested in test_registry).
+    settings = dict(service_kwargs(tmp), models_file=registry, device="cpu", torch_threads=1, batch_window_ms=0,
                     max_batch_images=4)
     settings.update(overrides)
     runtime, port = create_server(GenerateSettings(**settings))

@@ -84,3 +84,19 @@ def test_style_presets_template_the_prompt():
 def test_aspect_ratio_keeps_the_ratio_when_the_budget_is_under_min_size():
     assert presets.size_for_ratio(16 / 9, 64 * 64, 8, 64, 512) == (112, 64)
     assert presets.size_for_ratio(1 / 4, 64 * 64, 8, 64, 128) == (64, 128)
+
+
+def test_device_choice():
+    import torch
+
+    from services.generate.device import choose_device, default_budget
+
+    auto = choose_device("auto")
+    assert auto.available
+    assert auto.name == ("cuda:0" if torch.cuda.is_available() else
+                         "mps" if torch.backends.mps.is_available() else "cpu")
+    cpu = choose_device("cpu")
+    assert (cpu.name, cpu.kind) == ("cpu", "cpu") and default_budget(cpu) == cpu.total_memory // 2
+    assert not choose_device("tpu").available
+    missing = choose_device(f"cuda:{torch.cuda.device_count() + 7}")
+    assert not missing.available and "not available" in missing.error
