@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
-from rembg.bg import alpha_matting_cutout, apply_background_color, naive_cutout, post_process
+from rembg.bg import alpha_matting_cutout, apply_background_color, post_process
 
 from services.background_removal.catalog import ModelSpec
 from services.background_removal.registry import ModelRegistry
@@ -42,6 +42,17 @@ class RemovalResult:
     provider: str
     processing_time_ms: int
     device_seconds: float
+
+
+def straight_cutout(source: Image.Image, mask: Image.Image) -> Image.Image:
+    """Colours untouched, alpha = mask (times the input's own alpha). rembg's naive cut-out blends the colours
+    with black as well, which darkens every soft edge a second time once the alpha is applied."""
+    out = source.convert("RGBA")
+    alpha = np.asarray(mask, dtype=np.uint16)
+    if source.mode == "RGBA":
+        alpha = alpha * np.asarray(source.getchannel("A"), dtype=np.uint16) // 255
+    out.putalpha(Image.fromarray(alpha.astype(np.uint8), "L"))
+    return out
 
 
 class BackgroundRemovalCore:
@@ -91,9 +102,9 @@ class BackgroundRemovalCore:
             except ValueError:
                 # pymatting refuses a trimap without unknown pixels (a mask that is already binary): rembg's own
                 # answer is the plain cut-out, which is exact in that case.
-                out = naive_cutout(rgb, mask)
+                out = straight_cutout(rgb, mask)
         else:
-            out = naive_cutout(source, mask)
+            out = straight_cutout(source, mask)
         if job.background is not None and not job.only_mask:
             out = apply_background_color(out.convert("RGBA"), job.background)
         elapsed = time.perf_counter() - started

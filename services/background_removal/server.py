@@ -40,11 +40,10 @@ def create_server(settings: BackgroundRemovalSettings | None = None) -> tuple[Se
     loading: dict[str, asyncio.Task] = {}
 
     async def readiness() -> bool:
-        # Loading starts with the first probe (when the server starts), off the event loop; SERVING once the
-        # default model is loaded. A default model that cannot load keeps the service NOT_SERVING, with the reason
-        # in ListRemovalModels and the log.
-        if "task" not in loading:
-            loading["task"] = asyncio.create_task(asyncio.to_thread(registry.load, settings.preload_all))
+        # SERVING once the default model is loaded. A default model that cannot load keeps the service NOT_SERVING,
+        # with the reason in ListRemovalModels and the log. The other models load in the background after start.
+        if settings.preload_all and "task" not in loading:
+            loading["task"] = asyncio.create_task(asyncio.to_thread(registry.load, True))
         return registry.is_loaded(registry.default_model)
 
     def observe(model_id: str, seconds: float) -> None:
@@ -63,6 +62,9 @@ def create_server(settings: BackgroundRemovalSettings | None = None) -> tuple[Se
     holder["inference"] = Histogram("imagemesh_background_removal_seconds", "Removal time per model (inference and "
                                     "cut-out, without queueing)", ["model"], registry=runtime.metrics.registry,
                                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+    # The default model loads now, before the port serves: a started server is ready (or says why not), and an
+    # orchestration startupProbe sized to the load time covers the wait.
+    registry.load(preload_all=False)
     runtime.core = core  # type: ignore[attr-defined] - tests and benchmarks reach the loaded models through it
 
     async def shutdown() -> None:
