@@ -130,7 +130,7 @@ async def test_default_model_that_cannot_load_keeps_health_not_serving(tmp_path)
           - {id: broken, kind: modnet, file: modnet.onnx, sha256: "0000"}
           - {id: u2netp, kind: rembg, session: u2netp, file: u2netp.onnx}
     """)
-    async with running_service(tmp_path, models_config=config) as (runtime, stub, channel):
+    async with running_service(tmp_path, models_config=config) as (_runtime, stub, channel):
         assert await clients.check_health(channel) == "NOT_SERVING"
         listed = {m.id: m for m in (await clients.call(stub.ListRemovalModels, pb.ListRemovalModelsRequest())).models}
         assert not listed["broken"].available and "sha256" in listed["broken"].unavailable_reason
