@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from services.orchestrator.backends import Backends
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.shotgun import Shotgun
 from shared import clients
 from shared.errors import InvalidArgument, NotImplementedYet
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
@@ -25,9 +26,10 @@ def _now() -> timestamp_pb2.Timestamp:
 
 
 class OrchestratorCore:
-    def __init__(self, settings: OrchestratorSettings, backends: Backends) -> None:
+    def __init__(self, settings: OrchestratorSettings, backends: Backends, shotgun: Shotgun | None = None) -> None:
         self.settings = settings
         self.backends = backends
+        self.shotgun = shotgun
 
     async def execute(self, spec: pb.JobSpec) -> pb.JobResult:
         """Run one spec to completion and return its result; errors propagate as ImageMeshError."""
@@ -36,6 +38,8 @@ class OrchestratorCore:
         if kind == "upscale":
             response = await clients.call(self.backends.upscale.Upscale, spec.upscale, timeout=timeout)
             return pb.JobResult(upscale=response)
+        if kind == "shotgun" and self.shotgun is not None:
+            return pb.JobResult(shotgun=await self.shotgun.run(spec.shotgun))
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)

@@ -19,6 +19,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         job = await self.core.run_job(request.spec, request.owner, dict(request.labels))
         return pb.RunJobResponse(job=job)
 
+    async def RunShotgun(self, request: pb.RunShotgunRequest, context: grpc.aio.ServicerContext) -> pb.RunShotgunResponse:
+        return pb.RunShotgunResponse(summary=await self.core.shotgun.run(request.spec))
+
+    async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
+        async for event in self.core.shotgun.stream(request.spec):
+            yield event
+
 
 def _unimplemented(name: str, streaming: bool = False):
     message = f"{name} {_NOT_YET}"
@@ -34,9 +41,9 @@ def _unimplemented(name: str, streaming: bool = False):
 
 
 # Declared in the contract, answered with a clear UNIMPLEMENTED until their issue lands.
-for _name in ("SubmitJob", "GetJob", "CancelJob", "ListJobs", "RunShotgun", "ListWorkflows", "ExecuteWorkflow",
+for _name in ("SubmitJob", "GetJob", "CancelJob", "ListJobs", "ListWorkflows", "ExecuteWorkflow",
               "LogSelection", "GetSelectionRanking", "GetQueueStats", "ResetQueue", "GetAnalytics", "GetImage",
               "DeleteImage", "ListImages"):
     setattr(OrchestratorServicer, _name, _unimplemented(_name))
-for _name in ("WatchJob", "StreamShotgun"):
+for _name in ("WatchJob",):
     setattr(OrchestratorServicer, _name, _unimplemented(_name, streaming=True))
