@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.harness import markdown_table
 
 # Each module exposes `async def run() -> list[Comparison]`.
-BENCHMARKS = ["mesh_overhead", "bgremoval_e2e", "shotgun_replicas"]
+BENCHMARKS = ["mesh_overhead", "upscale_lanczos", "upscale_sr", "bgremoval_e2e", "shotgun_replicas"]
 
 
 async def main(selected: list[str]) -> int:
