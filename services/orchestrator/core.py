@@ -38,6 +38,10 @@ class OrchestratorCore:
         if kind == "upscale":
             response = await clients.call(self.backends.upscale.Upscale, spec.upscale, timeout=timeout)
             return pb.JobResult(upscale=response)
+        if kind == "remove_background":
+            response = await clients.call(self.backends.background_removal.RemoveBackground, spec.remove_background,
+                                          timeout=timeout)
+            return pb.JobResult(remove_background=response)
         if kind == "shotgun" and self.shotgun is not None:
             return pb.JobResult(shotgun=await self.shotgun.run(spec.shotgun))
         if kind is None:

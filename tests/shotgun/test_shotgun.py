@@ -188,6 +188,19 @@ async def test_run_job_with_a_shotgun_spec(mesh2):
     assert reply.job.result.shotgun.status == common_pb2.JOB_STATUS_COMPLETED
 
 
+async def test_run_job_with_a_single_removal(mesh2):
+    from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+
+    reply = await clients.call(mesh2.stub.RunJob, pb.RunJobRequest(spec=pb.JobSpec(
+        remove_background=br_pb.RemoveBackgroundRequest(image=disc_image(), model="modnet"))), timeout=120)
+    result = reply.job.result.remove_background
+    assert reply.job.status == common_pb2.JOB_STATUS_COMPLETED and result.model_id == "modnet"
+    assert decoded(result.image).mode == "RGBA"
+    with pytest.raises(ModelUnavailable):
+        await clients.call(mesh2.stub.RunJob, pb.RunJobRequest(spec=pb.JobSpec(
+            remove_background=br_pb.RemoveBackgroundRequest(image=disc_image(), model="u2net"))), timeout=120)
+
+
 @pytest.mark.parametrize("spec,error", [
     ({"image": common_pb2.Image(data=b"not an image")}, InvalidFormat),
     ({"image": common_pb2.Image(data=decompression_bomb_png())}, ImageTooLarge),
