@@ -14,6 +14,7 @@ image category; top_k > 0 = the k most chosen. Rankings come from a `RankingSour
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -123,6 +124,17 @@ class Shotgun:
                                   field="models", max=self.limits.max_models)
         return asked, names
 
+    @staticmethod
+    def validate(spec: pb.ShotgunSpec) -> None:
+        """What would fail every model the same way is refused once, before any model runs."""
+        if spec.output_format == common_pb2.IMAGE_FORMAT_JPEG and not spec.options.background_color:
+            raise InvalidArgument("output_format must be png or webp (alpha kept); jpeg only with background_color",
+                                  field="output_format")
+        if spec.upscale_factor < 0:
+            raise InvalidArgument("upscale_factor must be >= 0", field="upscale_factor", received=spec.upscale_factor)
+        if spec.per_model_timeout_ms < 0:
+            raise InvalidArgument("per_model_timeout_ms must be >= 0", field="per_model_timeout_ms")
+
     def prepare_image(self, spec: pb.ShotgunSpec) -> tuple[common_pb2.Image, common_pb2.Dimensions]:
         """Decode once (limits checked here) and carry raw RGBA to every call."""
         if spec.image.media_type == images.RAW_RGBA and spec.image.WhichOneof("source") == "data":
@@ -188,6 +200,7 @@ class Shotgun:
     async def stream(self, spec: pb.ShotgunSpec, job_id: str = "") -> AsyncIterator[pb.StreamShotgunResponse]:
         """Each model's result as it finishes, then the summary (results in request order)."""
         started = time.perf_counter()
+        self.validate(spec)
         image, size = self.prepare_image(spec)  # a bad image fails the whole request, before any model runs
         models, names = await self.resolve_models(spec)
         timeout = spec.per_model_timeout_ms / 1000 if spec.per_model_timeout_ms > 0 else self.limits.per_model_timeout_s
@@ -211,7 +224,8 @@ class Shotgun:
         ))
 
     async def run(self, spec: pb.ShotgunSpec, job_id: str = "") -> pb.ShotgunSummary:
-        async for event in self.stream(spec, job_id):
-            if event.WhichOneof("event") == "summary":
-                return event.summary
+        async with contextlib.aclosing(self.stream(spec, job_id)) as events:
+            async for event in events:
+                if event.WhichOneof("event") == "summary":
+                    return event.summary
         raise AssertionError("the shotgun stream always ends with a summary")  # pragma: no cover

@@ -12,7 +12,7 @@ from PIL import Image
 
 from services.orchestrator.shotgun import InMemoryRanking, Shotgun, overall_status
 from shared import clients
-from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, ModelUnavailable
+from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, MissingImage, ModelUnavailable
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -84,8 +84,10 @@ async def test_stream_yields_each_result_then_the_summary(mesh2):
     events = [event async for event in clients.stream(mesh2.stub.StreamShotgun, request, timeout=120)]
     kinds = [event.WhichOneof("event") for event in events]
     assert kinds == ["result", "result", "result", "summary"]
-    streamed = {event.result.model_id for event in events[:3]}
-    assert streamed == {"modnet", "u2netp", "birefnet-general"}
+    streamed = [event.result.model_id for event in events[:3]]
+    assert set(streamed) == {"modnet", "u2netp", "birefnet-general"}
+    # As they finish, not in request order: the missing model's error (milliseconds) beats both real models.
+    assert streamed[0] == "birefnet-general" and events[0].result.status == ERROR
     summary = events[-1].summary
     assert [r.model_id for r in summary.results] == ["modnet", "u2netp", "birefnet-general"]
     assert summary.status == common_pb2.JOB_STATUS_PARTIAL
@@ -206,6 +208,10 @@ async def test_run_job_with_a_single_removal(mesh2):
     ({"image": common_pb2.Image(data=decompression_bomb_png())}, ImageTooLarge),
     ({"models": [f"m{i}" for i in range(17)]}, InvalidArgument),
     ({"top_k": -1}, InvalidArgument),
+    ({"output_format": common_pb2.IMAGE_FORMAT_JPEG}, InvalidArgument),
+    ({"upscale_factor": -2}, InvalidArgument),
+    ({"per_model_timeout_ms": -1}, InvalidArgument),
+    ({"image": common_pb2.Image()}, MissingImage),
 ])
 async def test_whole_request_errors(mesh2, spec, error):
     spec = {"image": disc_image(), "models": ["u2netp"], **spec}
