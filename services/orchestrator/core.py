@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from google.protobuf import timestamp_pb2
 
 from services.orchestrator.backends import Backends
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.shotgun import Shotgun
 from shared import clients
 from shared.errors import InvalidArgument, NotImplementedYet
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
@@ -26,10 +26,11 @@ def _now() -> timestamp_pb2.Timestamp:
 
 
 class OrchestratorCore:
-    def __init__(self, settings: OrchestratorSettings, backends: Backends, shotgun: Shotgun | None = None) -> None:
+    def __init__(self, settings: OrchestratorSettings, backends: Backends) -> None:
         self.settings = settings
         self.backends = backends
-        self.shotgun = shotgun
+        # Set by the shotgun wiring: runs a ShotgunSpec and returns its summary.
+        self.shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None
 
     async def execute(self, spec: pb.JobSpec) -> pb.JobResult:
         """Run one spec to completion and return its result; errors propagate as ImageMeshError."""
@@ -42,8 +43,8 @@ class OrchestratorCore:
             response = await clients.call(self.backends.background_removal.RemoveBackground, spec.remove_background,
                                           timeout=timeout)
             return pb.JobResult(remove_background=response)
-        if kind == "shotgun" and self.shotgun is not None:
-            return pb.JobResult(shotgun=await self.shotgun.run(spec.shotgun))
+        if kind == "shotgun" and self.shotgun_runner is not None:
+            return pb.JobResult(shotgun=await self.shotgun_runner(spec.shotgun))
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)

@@ -21,14 +21,16 @@ def create_server(settings: OrchestratorSettings | None = None,
     an empty in-memory one when not given)."""
     settings = settings or OrchestratorSettings()
     backends = Backends.connect(settings)
+    core = OrchestratorCore(settings, backends)
+    servicer = OrchestratorServicer(core)
     shotgun = Shotgun(
         backends.background_removal, backends.upscale, ranking or InMemoryRanking(),
         ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
         images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         LocalImageStore(settings.resolved_image_store_dir),
     )
-    core = OrchestratorCore(settings, backends, shotgun)
-    servicer = OrchestratorServicer(core)
+    core.shotgun_runner = shotgun.run
+    servicer.shotgun = shotgun
     runtime = build_server(
         settings,
         lambda server: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, server),

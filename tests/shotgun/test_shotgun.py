@@ -190,6 +190,11 @@ async def test_run_job_with_a_shotgun_spec(mesh2):
     assert reply.job.result.shotgun.status == common_pb2.JOB_STATUS_COMPLETED
 
 
+async def test_run_shotgun_is_a_job_and_its_summary_carries_the_job_id(mesh2):
+    summary = await mesh2.run(image=disc_image(), models=["u2netp"])
+    assert summary.job_id.startswith("job_") and len(summary.job_id) == len("job_") + 32
+
+
 async def test_run_job_with_a_single_removal(mesh2):
     from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 
