@@ -140,6 +140,8 @@ async def test_health_serving_and_provider_metric(service):
     value = runtime.metrics.registry.get_sample_value(
         "imagemesh_background_removal_model_loaded", {"model": "u2netp", "provider": "CPUExecutionProvider"})
     assert value == 1.0
+    timed = runtime.metrics.registry.get_sample_value("imagemesh_background_removal_seconds_count", {"model": "u2netp"})
+    assert timed and timed > 0
 
 
 async def test_runner_loads_once_per_process(service):
