@@ -119,13 +119,15 @@ async def test_alpha_matting_refines_the_edge(stub):
 
 
 async def test_list_models_reports_availability_and_provider(stub):
+    for model in ("u2netp", "modnet"):  # loaded (at start-up or now): the provider is read from the live session
+        await remove(stub, red_disc(64, 16)[0], model)
     reply = await clients.call(stub.ListRemovalModels, pb.ListRemovalModelsRequest())
     models = {m.id: m for m in reply.models}
     assert reply.default_model == "u2netp"
     assert set(models) >= {"u2netp", "modnet", "isnet-general-use", "birefnet-general", "u2net", "silueta"}
     for available in ("u2netp", "modnet"):
         assert models[available].available and not models[available].unavailable_reason
-        assert models[available].provider == "CPUExecutionProvider"  # both loaded by now (requests above)
+        assert models[available].provider == "CPUExecutionProvider"
     for missing in ("isnet-general-use", "birefnet-general", "u2net", "silueta"):
         assert not models[missing].available
         assert f"{missing}.onnx is not in" in models[missing].unavailable_reason
