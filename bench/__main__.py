@@ -12,9 +12,8 @@ from pathlib import Path
 
 from bench.harness import markdown_table
 
-# Each module exposes `async def run() -> list[Comparison]`.
 def discover() -> list[str]:
-    """Every bench module with a `run` coroutine, in name order (so a new benchmark needs no registration)."""
+    """Every bench module (each has `async def run() -> list[Comparison]`), in name order: no registration."""
     here = Path(__file__).parent
     return sorted(p.stem for p in here.glob("*.py") if p.stem not in {"__init__", "__main__", "harness"})
 
