@@ -254,12 +254,12 @@ def test_models_from_a_pvc_are_mounted_read_only_in_model_services() -> None:
 def test_registry_and_workflows_come_from_configmaps() -> None:
     docs = render("gpu-production", "orchestrator.workflows.remove-then-upscale\\.yaml=steps: []")
     configmaps = objects(docs, "ConfigMap")
-    registry = yaml.safe_load(configmaps["imagemesh-generate"]["data"]["registry.yaml"])
-    assert registry["models"][0]["name"] == "tiny-sd"
+    registry = yaml.safe_load(configmaps["imagemesh-generate"]["data"]["models.yaml"])
+    assert registry["default"] == registry["models"][0]["id"] == "sdxl-base"
     assert "remove-then-upscale.yaml" in configmaps["imagemesh-orchestrator-workflows"]["data"]
     deployments = by_component(docs, "Deployment")
-    assert env_of(container(deployments["generate"]))["IMAGEMESH_GENERATE_REGISTRY"]["value"] == \
-        "/etc/imagemesh/registry/registry.yaml"
+    assert env_of(container(deployments["generate"]))["IMAGEMESH_MODELS_FILE"]["value"] == \
+        "/etc/imagemesh/registry/models.yaml"
     assert env_of(container(deployments["orchestrator"]))["IMAGEMESH_WORKFLOWS_DIR"]["value"] == \
         "/etc/imagemesh/workflows"
     # Config changes roll the pods.
