@@ -19,6 +19,13 @@ include=${BASE_INCLUDE:-python3,python3-venv,ca-certificates,tzdata}
 tarball="$cache_dir/$suite-minbase-python3.tar"
 mkdir -p "$cache_dir"
 
+if [[ ! -s "$tarball" && -z "${BASE_REFRESH:-}" ]] && podman image exists "$tag"; then
+  # A clean clone on a machine that already built the base (CI after a developer, or a second clone):
+  # keep it, so podman's layer cache stays valid. BASE_REFRESH=1 debootstraps a fresh one.
+  echo "base-image: reusing $tag from podman's storage (no cached tarball; BASE_REFRESH=1 rebuilds it)"
+  exit 0
+fi
+
 if [[ ! -s "$tarball" ]]; then
   root=$(mktemp -d "$cache_dir/rootfs.XXXXXX")
   trap 'rm -rf "$root"' EXIT

@@ -142,3 +142,6 @@ clean-images:
 	-podman rmi -f $(foreach i,$(IMAGES),$(IMAGE_PREFIX)-$(i):$(IMAGE_TAG)) 2>/dev/null
 
 FORCE:
+
+# `make lint` (top-level Makefile) also runs the deploy linters.
+lint: lint-deploy
