@@ -38,12 +38,20 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN (getent passwd 1000 >/dev/null || useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin imagemesh) \
  && install -d -o 1000 -g 1000 /var/lib/imagemesh /var/lib/imagemesh/images
 COPY --from=deps /opt/venv /opt/venv
+# Warm numba's cache for pymatting at build time (30 s per start otherwise) and seed the writable cache
+# directory from it when Python starts (see docker/numba_cache_seed.py).
+COPY docker/numba_cache_seed.py /opt/venv/lib/imagemesh_numba_cache_seed.py
+RUN site_packages="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && mv /opt/venv/lib/imagemesh_numba_cache_seed.py "$site_packages/" \
+ && echo "import imagemesh_numba_cache_seed" > "$site_packages/imagemesh-numba-cache-seed.pth" \
+ && NUMBA_CACHE_DIR=/opt/numba-cache python -c "import rembg" \
+ && chmod -R a+rX /opt/numba-cache
 WORKDIR /app
 COPY ${MODELS_SRC} /models
 COPY shared ./shared
 COPY services/__init__.py ./services/__init__.py
 COPY services/background_removal ./services/background_removal
-RUN python -m compileall -q /app
+RUN python -m compileall -q /app && rm -rf /tmp/* /tmp/.[!.]*
 USER 1000:1000
 VOLUME ["/var/lib/imagemesh", "/tmp"]
 EXPOSE 50053 9103

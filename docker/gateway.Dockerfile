@@ -35,7 +35,7 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY shared ./shared
 COPY gateway ./gateway
-RUN python -m compileall -q /app
+RUN python -m compileall -q /app && rm -rf /tmp/* /tmp/.[!.]*
 USER 1000:1000
 VOLUME ["/var/lib/imagemesh", "/tmp"]
 EXPOSE 8080 9100

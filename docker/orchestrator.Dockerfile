@@ -37,7 +37,7 @@ WORKDIR /app
 COPY shared ./shared
 COPY services/__init__.py ./services/__init__.py
 COPY services/orchestrator ./services/orchestrator
-RUN python -m compileall -q /app
+RUN python -m compileall -q /app && rm -rf /tmp/* /tmp/.[!.]*
 USER 1000:1000
 VOLUME ["/var/lib/imagemesh", "/tmp"]
 EXPOSE 50051 9101

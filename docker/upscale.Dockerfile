@@ -41,7 +41,7 @@ COPY ${MODELS_SRC} /models
 COPY shared ./shared
 COPY services/__init__.py ./services/__init__.py
 COPY services/upscale ./services/upscale
-RUN python -m compileall -q /app
+RUN python -m compileall -q /app && rm -rf /tmp/* /tmp/.[!.]*
 USER 1000:1000
 VOLUME ["/var/lib/imagemesh", "/tmp"]
 EXPOSE 50054 9104
