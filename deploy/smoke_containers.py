@@ -5,7 +5,8 @@ What is checked, in order:
      (`podman healthcheck run`, which runs `python -m shared.healthcheck` inside the container);
   2. the same grpc.health.v1 check from the host, over the published port;
   3. the gateway answers GET /health and POST /upscale (a 24x16 PNG, scale_factor 2 -> 48x32);
-  4. every container stops on SIGTERM within its grace period (exit code is not 137).
+  4. Generate (tiny-sd, 64x64) and RemoveBackground answer direct gRPC calls from the host;
+  5. every container stops on SIGTERM within its grace period (exit code is not 137).
 
 Containers run rootful with --network=host, bound to 127.0.0.1 on free ports picked here (ports are
 env-overridable), read-only root filesystem, all capabilities dropped, UID 1000, no --init: the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import os
 import socket
@@ -65,8 +65,12 @@ def free_ports(n: int) -> list[int]:
 
 def podman(*args: str, check: bool = True, capture: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["podman", *args], check=check, text=True, timeout=timeout,
-        stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+        ["podman", *args],
+        check=check,
+        text=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
     )
 
 
@@ -110,8 +114,10 @@ def wait_healthy(svc: Service, deadline: float) -> float:
         if res.returncode == 0:
             return time.monotonic() - start
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{svc.name} not healthy after {time.monotonic() - start:.0f}s "
-                               f"(healthcheck: {res.stdout.strip()} {res.stderr.strip()}):\n{logs(svc)}")
+            raise RuntimeError(
+                f"{svc.name} not healthy after {time.monotonic() - start:.0f}s "
+                f"(healthcheck: {res.stdout.strip()} {res.stderr.strip()}):\n{logs(svc)}"
+            )
         time.sleep(2)
 
 
@@ -128,6 +134,45 @@ def grpc_health_from_host(port: int) -> str:
     if status != "SERVING":
         raise RuntimeError(f"grpc health on 127.0.0.1:{port} is {status}")
     return status
+
+
+def direct_calls(generate_port: int, removal_port: int, src: bytes) -> list[str]:
+    """Call Generate and BackgroundRemoval over gRPC from the host, so the model images are seen doing real
+    work (torch/diffusers and onnxruntime on a read-only root), not only reporting SERVING."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        import grpc
+
+        from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br
+        from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
+        from shared.gen.imagemesh.v1 import common_pb2
+        from shared.gen.imagemesh.v1 import generate_service_pb2 as gen
+        from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as gen_grpc
+    except ImportError as exc:
+        return [f"direct gRPC calls skipped (stubs not importable on the host: {exc})"]
+    lines = []
+    with grpc.insecure_channel(f"127.0.0.1:{generate_port}") as channel:
+        params = gen.GenerateParameters(model="tiny-sd", prompt="a red square", width=64, height=64, steps=2, seed=7)
+        t = time.monotonic()
+        resp = gen_grpc.GenerateServiceStub(channel).Generate(gen.GenerateRequest(parameters=params), timeout=180)
+        size = png_size(resp.images[0].image.data)
+        if size != (64, 64):
+            raise RuntimeError(f"Generate returned a {size[0]}x{size[1]} image, wanted 64x64")
+        lines.append(
+            f"generate: Generate(tiny-sd, 64x64, 2 steps) -> {size[0]}x{size[1]} PNG in {time.monotonic() - t:.1f}s"
+        )
+    with grpc.insecure_channel(f"127.0.0.1:{removal_port}") as channel:
+        request = br.RemoveBackgroundRequest(image=common_pb2.Image(data=src, media_type="image/png"))
+        t = time.monotonic()
+        resp = br_grpc.BackgroundRemovalServiceStub(channel).RemoveBackground(request, timeout=120)
+        size = png_size(resp.image.data)
+        if size != png_size(src):
+            raise RuntimeError(f"RemoveBackground returned a {size[0]}x{size[1]} image for a 24x16 one")
+        lines.append(
+            f"background-removal: RemoveBackground -> {size[0]}x{size[1]} PNG with {resp.model_id} on "
+            f"{resp.provider} in {time.monotonic() - t:.1f}s"
+        )
+    return lines
 
 
 def http(method: str, url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
@@ -154,6 +199,13 @@ def main() -> int:
     if not models.is_dir():
         log(f"no models at {models}: run `python scripts/prepare_models.py --dest {args.models}` first")
         return 2
+    unreadable = [str(p) for p in models.rglob("*") if not p.stat().st_mode & (0o004 if p.is_file() else 0o005)]
+    if unreadable:
+        log(
+            f"model files not readable by the containers' UID 1000 (e.g. {unreadable[0]}); "
+            f"`chmod -R a+rX {args.models}` or prepare them again"
+        )
+        return 2
     ports = iter(free_ports(10))
     services = [
         Service("upscale", models=True),
@@ -165,7 +217,7 @@ def main() -> int:
     by_name = {s.name: s for s in services}
     for svc in services:
         svc.ports = {"main": next(ports), "metrics": next(ports)}
-    addr = lambda name: f"127.0.0.1:{by_name[name].ports['main']}"  # noqa: E731
+    addr = lambda name: f"127.0.0.1:{by_name[name].ports['main']}"
     workers = {
         "IMAGEMESH_GENERATE_ADDRESS": addr("generate"),
         "IMAGEMESH_BACKGROUND_REMOVAL_ADDRESS": addr("background-removal"),
@@ -197,11 +249,27 @@ def main() -> int:
                 **svc.env,
             }
             cmd = [
-                "run", "--detach", "--pull=never", "--name", svc.container, "--label", "imagemesh.smoke=1",
-                "--network=host", "--read-only", "--read-only-tmpfs", "--cap-drop=ALL",
-                "--security-opt=no-new-privileges", "--user", "1000:1000",
-                "--health-interval=disable", "--stop-timeout", "20",
-                "-v", f"{var}:/var/lib/imagemesh:rw", "-v", f"{images_dir}:/var/lib/imagemesh/images:rw",
+                "run",
+                "--detach",
+                "--pull=never",
+                "--name",
+                svc.container,
+                "--label",
+                "imagemesh.smoke=1",
+                "--network=host",
+                "--read-only",
+                "--read-only-tmpfs",
+                "--cap-drop=ALL",
+                "--security-opt=no-new-privileges",
+                "--user",
+                "1000:1000",
+                "--health-interval=disable",
+                "--stop-timeout",
+                "20",
+                "-v",
+                f"{var}:/var/lib/imagemesh:rw",
+                "-v",
+                f"{images_dir}:/var/lib/imagemesh/images:rw",
             ]
             if svc.models:
                 cmd += ["-v", f"{models}:/models:ro"]
@@ -210,8 +278,10 @@ def main() -> int:
             cmd.append(f"{args.image_prefix}-{svc.name}:{args.tag}")
             podman(*cmd)
             started.append(svc)
-            log(f"started {svc.name} ({'gRPC' if svc.grpc else 'HTTP'} 127.0.0.1:{svc.ports['main']}, "
-                f"metrics {svc.ports['metrics']})")
+            log(
+                f"started {svc.name} ({'gRPC' if svc.grpc else 'HTTP'} 127.0.0.1:{svc.ports['main']}, "
+                f"metrics {svc.ports['metrics']})"
+            )
 
         for svc in services:
             waited = wait_healthy(svc, time.monotonic() + svc.ready_timeout)
@@ -227,8 +297,9 @@ def main() -> int:
         log(f"gateway GET /health: {status} {json.dumps(body)[:200]}")
 
         src = png(24, 16)
-        status, body = http("POST", f"{gw}/upscale",
-                            {"image": base64.b64encode(src).decode(), "scale_factor": 2}, timeout=120)
+        status, body = http(
+            "POST", f"{gw}/upscale", {"image": base64.b64encode(src).decode(), "scale_factor": 2}, timeout=120
+        )
         if status != 200 or "image_base64" not in body:
             raise RuntimeError(f"POST /upscale answered {status}: {str(body)[:500]}")
         size = png_size(base64.b64decode(body["image_base64"]))
@@ -236,8 +307,12 @@ def main() -> int:
             raise RuntimeError(f"POST /upscale returned a {size[0]}x{size[1]} image, wanted 48x32")
         log(f"gateway POST /upscale: {status}, 24x16 -> {size[0]}x{size[1]} PNG")
 
+        for line in direct_calls(by_name["generate"].ports["main"], by_name["background-removal"].ports["main"], src):
+            log(line)
+
         metrics = urllib.request.urlopen(
-            f"http://127.0.0.1:{by_name['upscale'].ports['metrics']}/metrics", timeout=10).read()
+            f"http://127.0.0.1:{by_name['upscale'].ports['metrics']}/metrics", timeout=10
+        ).read()
         log(f"upscale metrics port answers ({len(metrics)} bytes)")
 
         if args.keep:

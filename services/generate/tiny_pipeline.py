@@ -167,6 +167,9 @@ def build_tiny_pipeline(
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    # safetensors writes its files 0600; the service reads them as another user in containers (UID 1000).
+    for path in tmp.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

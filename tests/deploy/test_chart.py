@@ -24,6 +24,7 @@ def container(deployment: dict) -> dict:
 
 # -- GPU ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value_set", ["default", "gpu-production"])
 def test_generate_requests_a_gpu_and_tolerates_the_gpu_taint(value_set: str) -> None:
     generate = by_component(render(value_set), "Deployment")["generate"]
@@ -57,6 +58,7 @@ def test_gpu_count_follows_the_values() -> None:
 
 # -- probes -------------------------------------------------------------------------------------------
 
+
 def test_grpc_services_probe_the_grpc_health_service_on_their_grpc_port(value_set: str) -> None:
     deployments = by_component(render(value_set), "Deployment")
     assert deployments, value_set
@@ -85,6 +87,7 @@ def test_generate_startup_probe_allows_for_model_loading() -> None:
 
 # -- security -------------------------------------------------------------------------------------------
 
+
 def test_every_pod_is_non_root_read_only_and_drops_all_capabilities(value_set: str) -> None:
     docs = render(value_set)
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
@@ -109,6 +112,7 @@ def test_every_pod_is_non_root_read_only_and_drops_all_capabilities(value_set: s
 
 
 # -- network policy ----------------------------------------------------------------------------------
+
 
 def _peer_name(peer: dict) -> str:
     if "podSelector" in peer and "namespaceSelector" not in peer:
@@ -140,8 +144,10 @@ def test_network_policies_admit_only_the_mesh_callers() -> None:
     assert admitted(policies["gateway"]) == {8080: None, 9100: monitoring}
     assert admitted(policies["orchestrator"]) == {50051: {"pod:gateway"}, 9101: monitoring}
     for name in WORKERS:
-        assert admitted(policies[name]) == {GRPC_PORTS[name]: {"pod:orchestrator", "pod:gateway"},
-                                            METRICS_PORTS[name]: monitoring}, name
+        assert admitted(policies[name]) == {
+            GRPC_PORTS[name]: {"pod:orchestrator", "pod:gateway"},
+            METRICS_PORTS[name]: monitoring,
+        }, name
 
 
 def test_every_pod_is_covered_by_a_network_policy(value_set: str) -> None:
@@ -175,23 +181,27 @@ def test_network_policies_can_be_switched_off() -> None:
 
 # -- services and wiring ---------------------------------------------------------------------------------
 
+
 def test_grpc_services_are_headless_and_clients_use_dns_round_robin() -> None:
     docs = render("default")
     services = by_component(docs, "Service")
-    for name in GRPC_PORTS:
+    for name, port in GRPC_PORTS.items():
         assert services[name]["spec"]["clusterIP"] == "None", name
         grpc_port = next(p for p in services[name]["spec"]["ports"] if p["name"] == "grpc")
-        assert grpc_port["port"] == GRPC_PORTS[name] and grpc_port["appProtocol"] == "grpc"
+        assert grpc_port["port"] == port and grpc_port["appProtocol"] == "grpc"
     assert services["gateway"]["spec"].get("clusterIP") != "None"
     orchestrator_env = env_of(container(by_component(docs, "Deployment")["orchestrator"]))
     address = orchestrator_env["IMAGEMESH_BACKGROUND_REMOVAL_ADDRESS"]["value"]
     assert address == "dns:///imagemesh-background-removal.imagemesh.svc.cluster.local:50053"
     for env_name, svc in (("IMAGEMESH_GENERATE_ADDRESS", "generate"), ("IMAGEMESH_UPSCALE_ADDRESS", "upscale")):
-        assert re.fullmatch(rf"dns:///imagemesh-{svc}\.imagemesh\.svc\.cluster\.local:{GRPC_PORTS[svc]}",
-                            orchestrator_env[env_name]["value"])
+        assert re.fullmatch(
+            rf"dns:///imagemesh-{svc}\.imagemesh\.svc\.cluster\.local:{GRPC_PORTS[svc]}",
+            orchestrator_env[env_name]["value"],
+        )
     gateway_env = env_of(container(by_component(docs, "Deployment")["gateway"]))
-    assert gateway_env["IMAGEMESH_ORCHESTRATOR_ADDRESS"]["value"].endswith("imagemesh-orchestrator.imagemesh.svc"
-                                                                          ".cluster.local:50051")
+    assert gateway_env["IMAGEMESH_ORCHESTRATOR_ADDRESS"]["value"].endswith(
+        "imagemesh-orchestrator.imagemesh.svc.cluster.local:50051"
+    )
 
 
 def test_minimal_runs_only_gateway_and_upscale() -> None:
@@ -211,7 +221,8 @@ def test_cpu_trial_uses_the_bundled_postgresql() -> None:
         env = env_of(container(by_component(docs, "Deployment")[name]))
         assert env["IMAGEMESH_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "imagemesh-postgresql"
         assert env["IMAGEMESH_DATABASE_URL"]["value"] == (
-            "postgresql+psycopg://imagemesh:$(IMAGEMESH_DATABASE_PASSWORD)@imagemesh-postgresql:5432/imagemesh")
+            "postgresql+psycopg://imagemesh:$(IMAGEMESH_DATABASE_PASSWORD)@imagemesh-postgresql:5432/imagemesh"
+        )
         # $(VAR) expansion only sees variables defined earlier in the list.
         names = [e["name"] for e in container(by_component(docs, "Deployment")[name])["env"]]
         assert names.index("IMAGEMESH_DATABASE_PASSWORD") < names.index("IMAGEMESH_DATABASE_URL")
@@ -223,14 +234,22 @@ def test_gpu_production_uses_external_postgresql_ingress_autoscaling_and_monitor
     env = env_of(container(by_component(docs, "Deployment")["orchestrator"]))
     assert env["IMAGEMESH_DATABASE_URL"]["value"] == (
         "postgresql+psycopg://imagemesh:$(IMAGEMESH_DATABASE_PASSWORD)@postgres.databases.svc.cluster.local:5432"
-        "/imagemesh?sslmode=require")
+        "/imagemesh?sslmode=require"
+    )
     (ingress,) = objects(docs, "Ingress").values()
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "imagemesh-gateway", "port": {"name": "http"}}
     hpas = by_component(docs, "HorizontalPodAutoscaler")
     assert set(hpas) == {"gateway", "orchestrator", *WORKERS}
-    assert hpas["generate"]["spec"]["metrics"] == [{"type": "Pods", "pods": {
-        "metric": {"name": "imagemesh_generate_queue_depth"}, "target": {"type": "AverageValue", "averageValue": "2"}}}]
+    assert hpas["generate"]["spec"]["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "imagemesh_generate_queue_depth"},
+                "target": {"type": "AverageValue", "averageValue": "2"},
+            },
+        }
+    ]
     for name in ("gateway", "orchestrator", "background-removal", "upscale"):
         assert hpas[name]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     # With an HPA the Deployment leaves replicas to it.
@@ -258,10 +277,13 @@ def test_registry_and_workflows_come_from_configmaps() -> None:
     assert registry["default"] == registry["models"][0]["id"] == "sdxl-base"
     assert "remove-then-upscale.yaml" in configmaps["imagemesh-orchestrator-workflows"]["data"]
     deployments = by_component(docs, "Deployment")
-    assert env_of(container(deployments["generate"]))["IMAGEMESH_MODELS_FILE"]["value"] == \
-        "/etc/imagemesh/registry/models.yaml"
-    assert env_of(container(deployments["orchestrator"]))["IMAGEMESH_WORKFLOWS_DIR"]["value"] == \
-        "/etc/imagemesh/workflows"
+    assert (
+        env_of(container(deployments["generate"]))["IMAGEMESH_MODELS_FILE"]["value"]
+        == "/etc/imagemesh/registry/models.yaml"
+    )
+    assert (
+        env_of(container(deployments["orchestrator"]))["IMAGEMESH_WORKFLOWS_DIR"]["value"] == "/etc/imagemesh/workflows"
+    )
     # Config changes roll the pods.
     assert "checksum/registry" in deployments["generate"]["spec"]["template"]["metadata"]["annotations"]
 
@@ -272,7 +294,10 @@ def test_api_keys_and_webhook_secret_come_from_a_secret() -> None:
     assert secret["stringData"]["api-keys"] == "trial-key-change-me"
     gateway_env = env_of(container(by_component(docs, "Deployment")["gateway"]))
     assert gateway_env["IMAGEMESH_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
-        "name": "imagemesh-auth", "key": "api-keys", "optional": True}
+        "name": "imagemesh-auth",
+        "key": "api-keys",
+        "optional": True,
+    }
     prod = render("gpu-production")
     assert "imagemesh-auth" not in objects(prod, "Secret")  # existingSecret: nothing rendered
     orchestrator_env = env_of(container(by_component(prod, "Deployment")["orchestrator"]))
@@ -300,7 +325,9 @@ def test_misconfigurations_fail_to_render() -> None:
         (["--set", "models.source=pvc"], "models.existingClaim is required"),
         (["--set", "imageStore.type=s3"], "imageStore.type must be"),
     ]:
-        res = subprocess.run([helm_path(), "template", "x", str(CHART), *args], text=True, capture_output=True)
+        res = subprocess.run(
+            [helm_path(), "template", "x", str(CHART), *args], check=False, text=True, capture_output=True
+        )
         assert res.returncode != 0 and message in res.stderr, (args, res.stderr)
 
 

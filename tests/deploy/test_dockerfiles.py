@@ -24,8 +24,9 @@ SERVICES = {
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(
-        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -42,11 +43,12 @@ def test_dockerfile_rules(name: str) -> None:
     assert len(froms) >= 2, "multi-stage"
     assert any(args.startswith("${BASE_IMAGE}") for args in froms), "BASE_IMAGE build argument"
     runs = [(i, args) for i, (word, args) in enumerate(ins) if word == "RUN"]
-    (install_at, install), = [(i, a) for i, a in runs if "pip install" in a]
+    ((install_at, install),) = [(i, a) for i, a in runs if "pip install" in a]
     assert "--no-index" in install and "--find-links=/wheels" in install and "-c constraints.txt" in install
     assert f"requirements.py {extra} " in install, "only this service's extra"
-    first_source_copy = min(i for i, (word, args) in enumerate(ins)
-                            if word == "COPY" and re.match(r"(shared|services|gateway)\b", args))
+    first_source_copy = min(
+        i for i, (word, args) in enumerate(ins) if word == "COPY" and re.match(r"(shared|services|gateway)\b", args)
+    )
     assert install_at < first_source_copy, "dependencies are installed before the source is copied"
     assert not any(word == "COPY" and args.split()[0] == "." for word, args in ins), "no COPY . ."
     assert ("USER", "1000:1000") in ins
@@ -62,13 +64,15 @@ def test_dockerfile_rules(name: str) -> None:
 
 
 def test_generate_defaults_to_a_cuda_runtime_base() -> None:
-    args = dict(a.split("=", 1) for w, a in instructions(REPO / "docker" / "generate.Dockerfile")
-                if w == "ARG" and "=" in a)
+    args = dict(
+        a.split("=", 1) for w, a in instructions(REPO / "docker" / "generate.Dockerfile") if w == "ARG" and "=" in a
+    )
     assert "nvidia/cuda" in args["BASE_IMAGE"] and "runtime" in args["BASE_IMAGE"]
     assert "devel" not in args["BASE_IMAGE"]
     for name in ("background-removal", "upscale", "orchestrator", "gateway"):
-        args = dict(a.split("=", 1) for w, a in instructions(REPO / "docker" / f"{name}.Dockerfile")
-                    if w == "ARG" and "=" in a)
+        args = dict(
+            a.split("=", 1) for w, a in instructions(REPO / "docker" / f"{name}.Dockerfile") if w == "ARG" and "=" in a
+        )
         assert "slim" in args["BASE_IMAGE"], name
 
 
@@ -99,7 +103,6 @@ def test_compose_runs_the_mesh_with_postgresql() -> None:
 
 
 def test_build_context_excludes_everything_but_what_images_copy() -> None:
-    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*"
     assert "!var/cache/wheelhouse" in lines and "!shared" in lines
