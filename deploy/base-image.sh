@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build the local stand-in for python:3.11-slim-bookworm without pulling from any registry:
-#   debootstrap --variant=minbase bookworm (+ python3, python3-venv) -> tarball (cached) -> podman import.
+#   debootstrap --variant=minbase bookworm (+ python3, python3-venv) -> tarball (cached) -> "$podman" import.
 # Python goes in at debootstrap time (--include), not in the Dockerfiles: image builds must need no
 # network, and the slim upstream base this stands in for ships Python too.
 # Usage: deploy/base-image.sh <cache-dir> <image-tag>
 set -euo pipefail
+podman=${PODMAN:-podman}
 cache_dir=${1:?cache dir}
 tag=${2:?image tag}
 suite=${DEBIAN_SUITE:-bookworm}
@@ -19,7 +20,7 @@ include=${BASE_INCLUDE:-python3,python3-venv,ca-certificates,tzdata}
 tarball="$cache_dir/$suite-minbase-python3.tar"
 mkdir -p "$cache_dir"
 
-if [[ ! -s "$tarball" && -z "${BASE_REFRESH:-}" ]] && podman image exists "$tag"; then
+if [[ ! -s "$tarball" && -z "${BASE_REFRESH:-}" ]] && "$podman" image exists "$tag"; then
   # A clean clone on a machine that already built the base (CI after a developer, or a second clone):
   # keep it, so podman's layer cache stays valid. BASE_REFRESH=1 debootstraps a fresh one.
   echo "base-image: reusing $tag from podman's storage (no cached tarball; BASE_REFRESH=1 rebuilds it)"
@@ -41,13 +42,13 @@ if [[ ! -s "$tarball" ]]; then
 fi
 
 digest=$(sha256sum "$tarball" | cut -c1-16)
-have=$(podman image inspect --format '{{ index .Labels "imagemesh.base.digest" }}' "$tag" 2>/dev/null || true)
+have=$("$podman" image inspect --format '{{ index .Labels "imagemesh.base.digest" }}' "$tag" 2>/dev/null || true)
 if [[ "$have" == "$digest" ]]; then
   echo "base-image: $tag is current ($digest)"
   exit 0
 fi
 echo "base-image: podman import $tarball -> $tag"
-podman import --quiet \
+"$podman" import --quiet \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change "LABEL imagemesh.base.digest=$digest" \

@@ -65,7 +65,7 @@ def free_ports(n: int) -> list[int]:
 
 def podman(*args: str, check: bool = True, capture: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["podman", *args],
+        [os.environ.get("PODMAN", "podman"), *args],
         check=check,
         text=True,
         timeout=timeout,

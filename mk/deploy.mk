@@ -28,6 +28,8 @@ HADOLINT ?= $(DEPLOY_BIN)hadolint
 
 # podman/buildah settings for this kind of machine (runc, cgroupfs, pinned ulimits); /etc stays untouched.
 export CONTAINERS_CONF := $(abspath deploy/containers.conf)
+export PODMAN ?= podman
+PODMAN_INSTALL ?= auto
 BASE_IMAGE ?= localhost/imagemesh-base:bookworm
 IMAGE_PREFIX ?= localhost/imagemesh
 IMAGE_TAG ?= dev
@@ -66,17 +68,21 @@ $(HELM):
 	@$(HELM) version --short
 
 # Debian's podman 4.3 + buildah + runc; crun is not used (see deploy/containers.conf).
+# PODMAN_INSTALL=no never installs (the target then fails when podman is missing).
 podman:
-	@if command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null; then \
-	  echo "podman: $$(podman --version)"; \
+	@mkdir -p $(DEPLOY_CACHE)
+	@if command -v $(PODMAN) >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null; then \
+	  echo "podman: $$($(PODMAN) --version)"; \
+	elif [ "$(PODMAN_INSTALL)" = no ]; then \
+	  echo "podman, runc or debootstrap is not installed and PODMAN_INSTALL=no" >&2; exit 1; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "podman: apt-get install podman buildah runc debootstrap"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns) >$(DEPLOY_CACHE)/apt-podman.log 2>&1 \
-	    || { tail -n 20 $(DEPLOY_CACHE)/apt-podman.log; exit 1; }; \
-	  podman --version; \
+	    || { tail -n 20 $(DEPLOY_CACHE)/apt-podman.log >&2; echo "apt-get install podman failed" >&2; exit 1; }; \
+	  $(PODMAN) --version; \
 	else \
-	  echo "podman: not installed and cannot be (needs root and apt-get)" >&2; exit 1; \
+	  echo "podman is not installed and cannot be installed here (needs root and apt-get)" >&2; exit 1; \
 	fi
 
 # -- lint -------------------------------------------------------------------------------------------
@@ -110,7 +116,7 @@ wheelhouse: | $(DEPLOY_CACHE)
 image-%: base-image wheelhouse FORCE
 	@echo "images: building $(IMAGE_PREFIX)-$*:$(IMAGE_TAG)"
 	@start=$$(date +%s); \
-	podman build --pull=never --format docker --layers --network=none \
+	$(PODMAN) build --pull=never --format docker --layers --network=none \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg MODELS_SRC=$(MODELS_SRC) \
 	  -f docker/$*.Dockerfile -t $(IMAGE_PREFIX)-$*:$(IMAGE_TAG) $(PODMAN_BUILD_FLAGS) . \
 	  >$(DEPLOY_CACHE)/image-$*.log 2>&1 || { tail -n 40 $(DEPLOY_CACHE)/image-$*.log; exit 1; }; \
@@ -120,7 +126,7 @@ images:
 	@start=$$(date +%s); \
 	timeout $(IMAGES_TIMEOUT) $(MAKE) --no-print-directory $(addprefix image-,$(IMAGES)) || exit $$?; \
 	echo "images: $(words $(IMAGES)) images built in $$(( $$(date +%s) - start ))s"; \
-	for i in $(IMAGES); do podman image inspect --format "  $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG)  {{.Size}} bytes" $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG); done
+	for i in $(IMAGES); do $(PODMAN) image inspect --format "  $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG)  {{.Size}} bytes" $(IMAGE_PREFIX)-$$i:$(IMAGE_TAG); done
 
 smoke-containers:
 	@test -d var/models/tiny-sd || $(MAKE) --no-print-directory models
@@ -129,17 +135,16 @@ smoke-containers:
 
 # make test calls this: real images and a real mesh where podman can be had, a clear SKIPPED otherwise.
 test-containers:
-	@if ! $(MAKE) --no-print-directory podman >/dev/null 2>&1 && ! command -v podman >/dev/null; then \
-	  echo "SKIPPED: smoke-containers (podman is not installed and cannot be installed here: needs root and apt-get)"; \
-	elif ! podman --version >/dev/null 2>&1 || ! podman info >/dev/null 2>&1; then \
-	  echo "SKIPPED: smoke-containers (podman is installed but cannot run here: podman info failed)"; \
-	else \
-	  $(MAKE) --no-print-directory images && $(MAKE) --no-print-directory smoke-containers; \
-	fi
+	@reason=$$($(MAKE) --no-print-directory podman 2>&1 >/dev/null) || { \
+	  echo "SKIPPED: smoke-containers ($$(echo "$$reason" | grep -v "^make" | tail -n 1))"; exit 0; }; \
+	if ! $(PODMAN) info >/dev/null 2>&1; then \
+	  echo "SKIPPED: smoke-containers (podman is installed but cannot run here: podman info failed)"; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory images && $(MAKE) --no-print-directory smoke-containers
 
 clean-images:
-	-podman rm -f $$(podman ps -aq --filter label=imagemesh.smoke) 2>/dev/null
-	-podman rmi -f $(foreach i,$(IMAGES),$(IMAGE_PREFIX)-$(i):$(IMAGE_TAG)) 2>/dev/null
+	-$(PODMAN) rm -f $$($(PODMAN) ps -aq --filter label=imagemesh.smoke) 2>/dev/null
+	-$(PODMAN) rmi -f $(foreach i,$(IMAGES),$(IMAGE_PREFIX)-$(i):$(IMAGE_TAG)) 2>/dev/null
 
 FORCE:
 

@@ -135,3 +135,19 @@ def test_hadolint_fails_on_a_bad_dockerfile(tmp_path: Path) -> None:
     assert res.returncode != 0
     for rule in ("DL3007", "DL3008", "DL3003", "DL3025"):
         assert rule in res.stdout, res.stdout
+
+
+def test_test_containers_reports_skipped_where_podman_cannot_be_had() -> None:
+    """`make test` must say clearly when the container smoke test cannot run, and still pass."""
+    res = subprocess.run(
+        ["make", "--no-print-directory", "test-containers", "PODMAN=podman-not-installed", "PODMAN_INSTALL=no"],
+        cwd=REPO,
+        check=False,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == (
+        "SKIPPED: smoke-containers (podman, runc or debootstrap is not installed and PODMAN_INSTALL=no)"
+    )
