@@ -288,6 +288,17 @@ def test_registry_and_workflows_come_from_configmaps() -> None:
     assert "checksum/registry" in deployments["generate"]["spec"]["template"]["metadata"]["annotations"]
 
 
+def test_background_removal_catalog_comes_from_a_configmap() -> None:
+    docs = render("default", "backgroundRemoval.catalog.default_model=modnet")
+    catalog = yaml.safe_load(objects(docs, "ConfigMap")["imagemesh-background-removal"]["data"]["models.yaml"])
+    assert catalog == {"default_model": "modnet"}
+    deployment = by_component(docs, "Deployment")["background-removal"]
+    env = env_of(container(deployment))
+    assert env["IMAGEMESH_MODELS_CONFIG"]["value"] == "/etc/imagemesh/catalog/models.yaml"
+    assert env["U2NET_HOME"]["value"] == env["IMAGEMESH_MODELS_DIR"]["value"] == "/models"
+    assert not objects(render("default"), "ConfigMap")
+
+
 def test_api_keys_and_webhook_secret_come_from_a_secret() -> None:
     docs = render("cpu-trial")
     secret = objects(docs, "Secret")["imagemesh-auth"]
