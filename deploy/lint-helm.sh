@@ -2,7 +2,7 @@
 # Lint the Helm chart and validate what it renders, once per value set:
 #   helm lint --strict, helm template, kubernetes-validate --strict (unknown fields are errors).
 # Usage: deploy/lint-helm.sh <chart-dir> <values-dir> <out-dir>
-# Env: HELM, KUBERNETES_VALIDATE, KUBE_VERSION (default 1.35.0).
+# Env: HELM, KUBERNETES_VALIDATE, KUBE_VERSION (default 1.35.0), PYTHON (with PyYAML and jsonschema).
 # The chart's own values.yaml is always one of the sets ("default"); every values-dir/*.yaml is another.
 set -euo pipefail
 chart=${1:?chart dir}
@@ -44,9 +44,16 @@ for set in "${sets[@]}"; do
     failed=1
     continue
   fi
+  # Custom resources (ServiceMonitor) against the schemas vendored in deploy/validate_crds.py, strictly too.
+  if ! "${PYTHON:-python3}" "$(dirname "$0")/validate_crds.py" "$rendered" >"$out/$set.crds.log" 2>&1; then
+    echo "lint-helm: custom resource validation FAILED for value set '$set':" >&2
+    cat "$out/$set.crds.log" >&2
+    failed=1
+    continue
+  fi
   kinds=$(grep -c '^kind:' "$rendered" || true)
   crds=$(grep -c "Couldn't find schema" "$out/$set.validate.log" || true)
   echo "lint-helm: $set: lint ok, $kinds objects rendered, validated against Kubernetes $kube_version" \
-       "($crds custom resources without a bundled schema)"
+       "(+ $crds custom resources against deploy/validate_crds.py)"
 done
 exit "$failed"

@@ -91,7 +91,7 @@ lint-docker: deploy-tools
 	@echo "lint-docker: hadolint clean ($(words $(wildcard docker/*.Dockerfile)) Dockerfiles)"
 
 lint-helm: deploy-tools $(HELM)
-	@HELM=$(HELM) KUBERNETES_VALIDATE=$(KUBERNETES_VALIDATE) KUBE_VERSION=$(KUBE_VERSION) \
+	@HELM=$(HELM) KUBERNETES_VALIDATE=$(KUBERNETES_VALIDATE) KUBE_VERSION=$(KUBE_VERSION) PYTHON=$(DEPLOY_PYTHON) \
 	  deploy/lint-helm.sh helm/imagemesh helm/values $(DEPLOY_CACHE)/helm-rendered
 
 lint-deploy: lint-docker lint-helm

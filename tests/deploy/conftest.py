@@ -69,6 +69,7 @@ def run_lint_helm(chart: Path, values_dir: Path, out: Path) -> subprocess.Comple
         "HELM": helm_path(),
         "KUBERNETES_VALIDATE": kubernetes_validate_path(),
         "KUBE_VERSION": KUBE_VERSION,
+        "PYTHON": sys.executable,
     }
     return subprocess.run(
         [str(REPO / "deploy" / "lint-helm.sh"), str(chart), str(values_dir), str(out)],
