@@ -91,6 +91,7 @@ lint-docker: deploy-tools
 	@echo "lint-docker: hadolint clean ($(words $(wildcard docker/*.Dockerfile)) Dockerfiles)"
 
 lint-helm: deploy-tools $(HELM)
+	@$(DEPLOY_PYTHON) deploy/gen_values_schema.py --check
 	@HELM=$(HELM) KUBERNETES_VALIDATE=$(KUBERNETES_VALIDATE) KUBE_VERSION=$(KUBE_VERSION) PYTHON=$(DEPLOY_PYTHON) \
 	  deploy/lint-helm.sh helm/imagemesh helm/values $(DEPLOY_CACHE)/helm-rendered
 

@@ -334,7 +334,7 @@ def test_misconfigurations_fail_to_render() -> None:
         (["--set", "postgresql.bundled.enabled=true", "--set", "postgresql.external.host=db"], "not both"),
         (["--set", "postgresql.external.host=db"], "passwordSecret is required"),
         (["--set", "models.source=pvc"], "models.existingClaim is required"),
-        (["--set", "imageStore.type=s3"], "imageStore.type must be"),
+        (["--set", "imageStore.type=s3"], "value must be one of 'pvc', 'emptyDir', 'objectStore'"),
     ]:
         res = subprocess.run(
             [helm_path(), "template", "x", str(CHART), *args], check=False, text=True, capture_output=True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,31 @@ def test_test_containers_reports_skipped_where_podman_cannot_be_had() -> None:
     assert res.stdout.strip().splitlines()[-1] == (
         "SKIPPED: smoke-containers (podman, runc or debootstrap is not installed and PODMAN_INSTALL=no)"
     )
+
+
+def test_values_schema_is_current() -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "gen_values_schema.py"), "--check"],
+        check=False,
+        text=True,
+        capture_output=True,
+    )
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ("generate:\n  gpus: 1\n", "additional properties 'gpus' not allowed"),
+        ("upscale:\n  replicas: two\n", "got string, want integer"),
+        ("models:\n  source: s3\n", "value must be one of"),
+        ("networkPolicy:\n  enable: false\n", "additional properties 'enable' not allowed"),
+    ],
+)
+def test_lint_helm_fails_on_a_misspelt_or_mistyped_value(tmp_path: Path, values: str, complaint: str) -> None:
+    """values.schema.json closes every values block: a typo is an error, not a silently ignored key."""
+    chart, values_dir = copy_chart(tmp_path)
+    (values_dir / "typo.yaml").write_text(values)
+    res = run_lint_helm(chart, values_dir, tmp_path / "out")
+    assert res.returncode != 0
+    assert "value set 'typo'" in res.stderr and complaint in res.stderr, res.stderr
