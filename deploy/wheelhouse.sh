@@ -16,7 +16,7 @@ if [[ "$have_py" != "$want_py" ]]; then
   exit 2
 fi
 
-stamp_value=$(cat pyproject.toml constraints.txt docker/requirements.py | sha256sum | cut -c1-16)
+stamp_value=$({ cat pyproject.toml constraints.txt docker/requirements.py; echo "python $have_py"; } | sha256sum | cut -c1-16)
 if [[ -f "$dest/INDEX" && "$(head -n1 "$dest/INDEX")" == "stamp $stamp_value" ]]; then
   echo "wheelhouse: $dest is current ($stamp_value, $(($(wc -l <"$dest/INDEX") - 1)) wheels)"
   exit 0
