@@ -6,7 +6,11 @@ from services.orchestrator.backends import Backends
 from services.orchestrator.core import OrchestratorCore
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.store import AsyncStore, JobStore, make_engine
+from services.orchestrator.webhooks import DeliveryFactory
+from services.orchestrator.workflows import Registry, load_workflows
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
+from shared.image_store import LocalImageStore
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -14,13 +18,39 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 def create_server(settings: OrchestratorSettings | None = None) -> tuple[ServiceRuntime, int]:
     settings = settings or OrchestratorSettings()
+    registry = Registry(load_workflows(settings.workflows_dir))
+    threads = settings.job_workers + 4
+    sync_store = JobStore(make_engine(settings.resolved_database_url, pool_size=threads),
+                          DeliveryFactory(settings.public_image_base_url), settings.max_pending_jobs)
+    sync_store.create_schema()
+    store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
-    core = OrchestratorCore(settings, backends)
+    core = OrchestratorCore(settings, backends, store, LocalImageStore(settings.resolved_image_store_dir), registry)
     servicer = OrchestratorServicer(core)
+
+    async def ready() -> bool:
+        return await store.ping()
+
     runtime = build_server(
         settings,
         lambda server: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
+        ready,
     )
-    runtime.on_stop(backends.close)
+    # The worker loops start with the server (they need the running event loop), and stop after it: jobs
+    # still running get the grace period, then go back to the queue for another replica.
+    serve = runtime.start
+
+    async def start() -> None:
+        await serve()
+        await core.start()
+
+    async def stop() -> None:
+        await core.stop(settings.grace_period_s)
+        await backends.close()
+        store.close()
+
+    runtime.start = start  # type: ignore[method-assign]
+    runtime.on_stop(stop)
+    runtime.core = core  # type: ignore[attr-defined]  # for tests and in-process tools
     return runtime, runtime.port

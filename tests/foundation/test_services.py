@@ -84,7 +84,7 @@ async def test_unbuilt_capability_says_so(mesh):
     channel = create_channel(mesh.address("orchestrator"))
     try:
         with pytest.raises(NotImplementedYet):
-            await clients.call(orch_grpc.OrchestratorServiceStub(channel).ListWorkflows, orch_pb.ListWorkflowsRequest())
+            await clients.call(orch_grpc.OrchestratorServiceStub(channel).RunShotgun, orch_pb.RunShotgunRequest())
     finally:
         await channel.close()
 
