@@ -118,8 +118,9 @@ async def start_orchestrator(tmp_path, upscale_address, shared_images):
     started: list[Orchestrator] = []
 
     async def start(database_url: str, **overrides) -> Orchestrator:
-        settings = orchestrator_settings(tmp_path / f"o{len(started)}", database_url, upscale_address,
-                                         shared_images, **overrides)
+        address = overrides.pop("upscale_address", upscale_address)
+        settings = orchestrator_settings(tmp_path / f"o{len(started)}", database_url, address, shared_images,
+                                         **overrides)
         runtime, port = create_orchestrator(settings)
         await runtime.start()
         channel = create_channel(f"127.0.0.1:{port}")
