@@ -16,7 +16,6 @@ import pytest
 
 from services.orchestrator.webhooks import WebhookSender, retry_after_seconds
 from services.orchestrator.settings import OrchestratorSettings
-from shared import clients
 from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
 from tests.orchestrator.helpers import submit, upscale_spec, wait_for
