@@ -63,7 +63,8 @@ async def test_selections_rank_models_per_category(orch):
         reply = await clients.call(orch.stub.LogSelection, pb.LogSelectionRequest(
             job_id=job.id, owner="alice", selected_model_id=model, image_category=category))
         assert reply.selection_id.startswith("sel_")
-    portrait = await clients.call(orch.stub.GetSelectionRanking, pb.GetSelectionRankingRequest(image_category="portrait"))
+    portrait = await clients.call(orch.stub.GetSelectionRanking,
+                                  pb.GetSelectionRankingRequest(image_category="portrait"))
     assert [(r.model_id, r.selections) for r in portrait.ranking] == [("modnet", 2), ("u2netp", 1)]
     assert portrait.ranking[0].share == pytest.approx(2 / 3) and portrait.auto_model == "modnet"
     overall = await clients.call(orch.stub.GetSelectionRanking, pb.GetSelectionRankingRequest())
