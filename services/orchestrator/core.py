@@ -16,6 +16,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
 from services.orchestrator.execution import CallOutcome, JobOutcome, run_job as run_claimed_job
+from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import (
@@ -102,7 +103,7 @@ class Analytics:
 
 class OrchestratorCore:
     def __init__(self, settings: OrchestratorSettings, backends: Backends, store: AsyncStore,
-                 images: LocalImageStore, registry: Registry) -> None:
+                 images: LocalImageStore, registry: Registry, metrics: JobMetrics | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.store = store
@@ -113,7 +114,7 @@ class OrchestratorCore:
         self.runner = JobRunner(
             store, self._run_claimed, workers=settings.job_workers, lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s, poll_interval_s=settings.poll_interval_s,
-            max_attempts=settings.max_job_attempts, pulse=self.pulse,
+            max_attempts=settings.max_job_attempts, pulse=self.pulse, metrics=metrics,
         )
         self.webhooks = WebhookSender(
             store, self.policy, delays_s=settings.webhook_retry_delays_s, jitter=settings.webhook_jitter,

@@ -12,10 +12,12 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Awaitable, Callable
 
 from services.orchestrator.execution import JobOutcome, StepFailed, error_detail
+from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.store import (
     CANCELLED, FAILED, AsyncStore, Claim, LostLease, StepRecord,
 )
@@ -58,12 +60,13 @@ class ClaimSink:
 class JobRunner:
     def __init__(self, store: AsyncStore, execute: Execute, *, workers: int = 4, lease_s: float = 30.0,
                  heartbeat_s: float = 5.0, poll_interval_s: float = 0.5, max_attempts: int = 3,
-                 pulse: Pulse | None = None, worker_id: str = "") -> None:
+                 pulse: Pulse | None = None, worker_id: str = "", metrics: JobMetrics | None = None) -> None:
         self.store = store
         self.execute = execute
         self.workers = max(1, workers)
         self.lease_s, self.heartbeat_s, self.poll_interval_s = lease_s, heartbeat_s, poll_interval_s
         self.max_attempts = max_attempts
+        self.metrics = metrics
         self.pulse = pulse or Pulse()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = asyncio.Event()
@@ -120,6 +123,11 @@ class JobRunner:
             for claim in claims:
                 task = asyncio.create_task(self._run(claim), name=f"job-{claim.job.id}")
                 self.running[claim.job.id] = (task, claim)
+                if self.metrics is not None:
+                    wait_s = time.time() - claim.job.created_at.ToNanoseconds() / 1e9
+                    self.metrics.queue_wait.labels(claim.job.kind).observe(max(0.0, wait_s))
+            if self.metrics is not None:
+                self.metrics.running.set(len(self.running))
             if claims:
                 self.pulse.notify()
             if claims and len(claims) == free:
@@ -140,6 +148,8 @@ class JobRunner:
                         if state in ("cancel", "lost"):
                             self.interrupt(job_id, state)
                 await self.recover()
+                if self.metrics is not None:
+                    self.metrics.pending.set((await self.store.status_counts()).get("pending", 0))
             except Exception:  # noqa: BLE001
                 log.exception("heartbeat failed")
 
@@ -149,12 +159,11 @@ class JobRunner:
         try:
             try:
                 outcome = await self.execute(claim.job, sink)
-                await self.store.finish(job_id, token, outcome.status, outcome.result, None, outcome.cost,
-                                        outcome.model_id)
+                await self._finish(job_id, token, outcome.status, outcome.result, None, outcome.cost, outcome.model_id)
             except asyncio.CancelledError:
                 why = self._interrupted.get(job_id, "stop")
                 if why == "cancel":
-                    await self.store.finish(job_id, token, CANCELLED, None, error_detail(
+                    await self._finish(job_id, token, CANCELLED, None, error_detail(
                         Cancelled("cancelled while running")), None)
                 elif why == "stop":
                     await self.store.release(job_id, token)
@@ -178,8 +187,17 @@ class JobRunner:
         finally:
             self.running.pop(job_id, None)
             self._interrupted.pop(job_id, None)
+            if self.metrics is not None:
+                self.metrics.running.set(len(self.running))
             self.wake.set()
             self.pulse.notify()
 
     async def _fail(self, job_id: str, token: str, error: ImageMeshError, cost: common_pb2.Cost | None = None) -> None:
-        await self.store.finish(job_id, token, FAILED, None, error_detail(error), cost)
+        await self._finish(job_id, token, FAILED, None, error_detail(error), cost)
+
+    async def _finish(self, job_id: str, token: str, status: str, *args) -> None:  # noqa: ANN002
+        job = await self.store.finish(job_id, token, status, *args)
+        if self.metrics is not None:
+            self.metrics.finished.labels(job.kind, status).inc()
+            seconds = (job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
+            self.metrics.duration.labels(job.kind).observe(max(0.0, seconds))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.orchestrator.backends import Backends
 from services.orchestrator.core import OrchestratorCore
+from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import AsyncStore, JobStore, make_engine
@@ -25,8 +26,7 @@ def create_server(settings: OrchestratorSettings | None = None) -> tuple[Service
     sync_store.create_schema()
     store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
-    core = OrchestratorCore(settings, backends, store, LocalImageStore(settings.resolved_image_store_dir), registry)
-    servicer = OrchestratorServicer(core)
+    servicer = OrchestratorServicer(None)  # type: ignore[arg-type]
 
     async def ready() -> bool:
         return await store.ping()
@@ -37,6 +37,11 @@ def create_server(settings: OrchestratorSettings | None = None) -> tuple[Service
         [SERVICE_NAME],
         ready,
     )
+    # The core's job metrics live on the runtime's registry, which exists only once the server is built; the
+    # server takes no calls before start(), so the servicer gets its core here.
+    core = OrchestratorCore(settings, backends, store, LocalImageStore(settings.resolved_image_store_dir), registry,
+                            JobMetrics.create(runtime.metrics.registry))
+    servicer.core = core
     # The worker loops start with the server (they need the running event loop), and stop after it: jobs
     # still running get the grace period, then go back to the queue for another replica.
     serve = runtime.start

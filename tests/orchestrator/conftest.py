@@ -108,8 +108,7 @@ def orchestrator_settings(tmp: Path, database_url: str, upscale_address: str, im
                   poll_interval_s=0.1, heartbeat_s=0.3, lease_s=3.0, watch_poll_s=0.05,
                   webhook_retry_delays_s=[0.05, 0.05, 0.05, 0.05, 0.05], webhook_poll_interval_s=0.05,
                   webhook_default_secret="test-secret")
-    values.update(overrides)
-    return OrchestratorSettings(**base, **values)
+    return OrchestratorSettings(**{**base, **values, **overrides})
 
 
 @pytest_asyncio.fixture

@@ -134,6 +134,13 @@ async def test_watch_streams_until_terminal(orch):
     assert stepped == {"base", "wide_a", "wide_b", "gather"}
 
 
+async def test_watch_of_another_owners_job_is_not_found(orch):
+    job = await submit(orch.stub, upscale_spec())
+    with pytest.raises(NotFound):
+        async for _ in clients.stream(orch.stub.WatchJob, pb.WatchJobRequest(job_id=job.id, owner="mallory")):
+            pass
+
+
 async def test_cancelled_run_job_raises_cancelled(orch):
     task = asyncio.create_task(clients.call(orch.stub.RunJob, pb.RunJobRequest(
         spec=workflow_spec("slow", sleep_s=30), owner="alice")))

@@ -119,3 +119,15 @@ async def test_queue_full_is_resource_exhausted(start_orchestrator, database_url
         await submit(orch.stub, upscale_spec())
     status = (await clients.call(orch.stub.ListJobs, pb.ListJobsRequest(owner="alice"))).jobs[0].status
     assert status == common_pb2.JOB_STATUS_PENDING
+
+
+async def test_job_metrics_are_exported(start_orchestrator, database_url):
+    import urllib.request
+
+    orch = await start_orchestrator(database_url, metrics_port=0)
+    await clients.call(orch.stub.RunJob, pb.RunJobRequest(spec=upscale_spec(), owner="alice"))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{orch.runtime.metrics_port}/metrics").read().decode()
+    assert 'imagemesh_jobs_finished_total{kind="upscale",status="completed"} 1.0' in text
+    assert 'imagemesh_job_duration_seconds_count{kind="upscale"} 1.0' in text
+    assert 'imagemesh_job_queue_wait_seconds_count{kind="upscale"} 1.0' in text
+    assert "imagemesh_jobs_pending" in text and "imagemesh_jobs_running" in text
