@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.harness import markdown_table
 
 # Each module exposes `async def run() -> list[Comparison]`.
-BENCHMARKS = ["mesh_overhead", "jobs_queue"]
+BENCHMARKS = ["mesh_overhead", "upscale_lanczos", "upscale_sr", "jobs_queue"]
 
 
 async def main(selected: list[str]) -> int:
