@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
+from opentelemetry import propagate
+
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
 from services.orchestrator.execution import CallOutcome, JobOutcome, run_job as run_claimed_job
@@ -214,6 +216,7 @@ class OrchestratorCore:
         new = NewJob(owner=owner, kind=kind, spec=pb.JobSpec(), model_id=_model_of(spec), workflow_id=workflow_id,
                      idempotency_key=idempotency_key, labels=dict(labels or {}), webhook_url=url,
                      webhook_secret=secret, webhook_progress=progress)
+        propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
         refs = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, {"role": "input"})

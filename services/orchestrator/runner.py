@@ -16,11 +16,14 @@ import time
 import uuid
 from typing import Awaitable, Callable
 
+from opentelemetry import propagate
+
 from services.orchestrator.execution import JobOutcome, StepFailed, error_detail
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.store import (
     CANCELLED, FAILED, AsyncStore, Claim, LostLease, StepRecord,
 )
+from shared import telemetry
 from shared.errors import Cancelled, ImageMeshError, Internal
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
 
@@ -158,7 +161,11 @@ class JobRunner:
         sink = ClaimSink(self.store, claim, self.pulse)
         try:
             try:
-                outcome = await self.execute(claim.job, sink)
+                # The work joins the submitter's trace (W3C context stored with the job).
+                with telemetry.tracer().start_as_current_span(
+                        f"job {claim.job.kind}", context=propagate.extract(claim.trace_context),
+                        attributes={"imagemesh.job_id": job_id, "imagemesh.job_kind": claim.job.kind}):
+                    outcome = await self.execute(claim.job, sink)
                 await self._finish(job_id, token, outcome.status, outcome.result, None, outcome.cost, outcome.model_id)
             except asyncio.CancelledError:
                 why = self._interrupted.get(job_id, "stop")

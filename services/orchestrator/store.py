@@ -79,6 +79,8 @@ jobs = Table(
     Column("lease_expires_at", Float, nullable=True),
     Column("heartbeat_at", Float, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # W3C trace context of the submitter (JSON), so the work a worker does later joins the submitter's trace.
+    Column("trace_context", Text, nullable=False, default="{}"),
     # Bumped on every change, so a watcher polls one integer instead of the whole row.
     Column("version", Integer, nullable=False, default=0),
     UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
@@ -169,6 +171,7 @@ class NewJob:
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_progress: bool = False
+    trace_context: dict[str, str] = field(default_factory=dict)
     id: str = field(default_factory=lambda: new_id("job"))
 
 
@@ -176,6 +179,7 @@ class NewJob:
 class Claim:
     job: pb.Job
     token: str
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -282,6 +286,7 @@ class JobStore:
                     workflow_id=new.workflow_id, idempotency_key=new.idempotency_key or None,
                     spec=new.spec.SerializeToString(), labels=json.dumps(new.labels), webhook_url=new.webhook_url,
                     webhook_secret=new.webhook_secret, webhook_progress=new.webhook_progress, created_at=now,
+                    trace_context=json.dumps(new.trace_context),
                     cost_usd=0.0, device_seconds=0.0, device_class="", attempts=0, cancel_requested=False, version=0,
                     progress=common_pb2.Progress(stage=common_pb2.STAGE_QUEUED, message="queued").SerializeToString(),
                 ))
@@ -392,7 +397,8 @@ class JobStore:
                     .SerializeToString(),
                 )).rowcount
                 if won == 1:
-                    claimed.append(Claim(self._to_job(conn, self._row(conn, job_id, None)), token))
+                    row = self._row(conn, job_id, None)
+                    claimed.append(Claim(self._to_job(conn, row), token, json.loads(row.trace_context or "{}")))
         return claimed
 
     def heartbeat(self, claims: dict[str, str], lease_s: float) -> dict[str, str]:
