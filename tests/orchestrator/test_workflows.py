@@ -3,12 +3,17 @@ timeouts, references, and ListWorkflows' estimates."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from services.orchestrator.workflows import Scope, load_workflows, parse_workflow, resolve
 from shared import clients
 from shared.errors import NotFound
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from tests.images import gradient_rgb, png_bytes
 from tests.orchestrator.helpers import png_image, size_of, submit, wait_for, workflow_spec
 
 COMPLETED = common_pb2.JOB_STATUS_COMPLETED
@@ -150,3 +155,26 @@ def test_shipped_workflows_load():
     shipped = load_workflows()
     assert set(shipped) == {"professional_headshot", "product_shot", "process", "social_pack"}
     assert shipped["process"].step("upscale").for_each == "${steps.shotgun.images}"
+
+
+async def test_relight_then_upscale_and_social_in_parallel(orch):
+    photo = png_bytes(gradient_rgb(96, 64))
+    spec = pb.JobSpec(workflow=pb.WorkflowSpec(workflow_id="retouch", image=common_pb2.Image(data=photo)))
+    done = await wait_for(orch.stub, (await submit(orch.stub, spec)).id)
+    assert done.status == COMPLETED, done.error
+    steps = {s.name: s for s in done.steps}
+    assert {n: s.status for n, s in steps.items()} == {"relight": COMPLETED, "upscale": COMPLETED,
+                                                        "social": COMPLETED}
+    relit = await clients.call(orch.stub.GetImage, pb.GetImageRequest(ref=steps["relight"].outputs[0].ref,
+                                                                      owner="alice"))
+    relit_pixels = np.asarray(Image.open(io.BytesIO(relit.image.data)).convert("RGB"), dtype=float)
+    original_pixels = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), dtype=float)
+    # Professional light is +0.3 EV overall: the relit photo is brighter than the original.
+    assert relit_pixels.shape == (64, 96, 3) and relit_pixels.mean() > original_pixels.mean()
+    sizes = []
+    for image in steps["social"].outputs:
+        got = await clients.call(orch.stub.GetImage, pb.GetImageRequest(ref=image.ref, owner="alice"))
+        sizes.append(size_of(got.image.data))
+    assert sorted(sizes) == [(1080, 1080), (1080, 1920)]
+    assert len(done.result.workflow.images) == 3  # the upscale, then the two crops
+    assert done.cost.usd == pytest.approx(sum(s.cost.usd for s in done.steps))
