@@ -86,12 +86,16 @@ def error_detail(error: ImageMeshError) -> common_pb2.ErrorDetail:
 async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
     """A one-call job, recorded as a single step named after its kind."""
     step = StepRecord(name=job.kind, index=1, action=job.kind, status=RUNNING, attempts=1, started_at=time.time())
-    await sink.save_step(step)
     try:
+        await sink.save_step(step)
         outcome = await call(job.spec, job)
     except ImageMeshError as exc:
         step.status, step.error, step.finished_at = FAILED, error_detail(exc), time.time()
         await sink.save_step(step)
+        raise
+    except asyncio.CancelledError:
+        step.status, step.finished_at = CANCELLED, time.time()
+        await _quietly(sink.save_step(step))
         raise
     step.status, step.outputs, step.cost, step.finished_at = COMPLETED, outcome.outputs, outcome.cost, time.time()
     await sink.save_step(step, common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0, message="completed"))

@@ -54,9 +54,16 @@ class ClaimSink:
 
     def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse) -> None:
         self.store, self.claim, self.pulse = store, claim, pulse
+        self._last: asyncio.Future | None = None
 
     async def save_step(self, step: StepRecord, progress: common_pb2.Progress | None = None) -> None:
-        await self.store.save_step(self.claim.job.id, self.claim.token, step, progress)
+        # Writes of one job land in order: a write whose caller was cancelled still runs to the end in its
+        # thread, so the next write (e.g. "cancelled" after "running") waits for it instead of racing it.
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
+        record = StepRecord(**vars(step))  # the caller keeps mutating its record
+        self._last = asyncio.ensure_future(self.store.save_step(self.claim.job.id, self.claim.token, record, progress))
+        await asyncio.shield(self._last)
         self.pulse.notify()
 
 

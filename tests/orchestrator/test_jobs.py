@@ -154,3 +154,21 @@ async def test_cancelled_run_job_raises_cancelled(orch):
     with pytest.raises(Cancelled):
         await task
     assert (await get(orch.stub, listed[0].id)).status == common_pb2.JOB_STATUS_CANCELLED
+
+
+async def test_cancel_running_single_call_job_marks_its_step_cancelled(start_orchestrator, database_url):
+    # A backend that never answers (a listening socket nobody serves) keeps the upscale call in flight.
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        orch = await start_orchestrator(database_url, upscale_address=f"127.0.0.1:{silent.getsockname()[1]}")
+        job = await submit(orch.stub, upscale_spec())
+        await wait_for(orch.stub, job.id, statuses={common_pb2.JOB_STATUS_RUNNING})
+        cancelled = (await clients.call(orch.stub.CancelJob, pb.CancelJobRequest(job_id=job.id, owner="alice"))).job
+        assert cancelled.status == common_pb2.JOB_STATUS_CANCELLED
+        assert [(s.name, s.status) for s in cancelled.steps] == [("upscale", common_pb2.JOB_STATUS_CANCELLED)]
+    finally:
+        silent.close()
