@@ -17,7 +17,7 @@ from opentelemetry import propagate
 
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
-from services.orchestrator.execution import CallOutcome, JobOutcome, run_job as run_claimed_job
+from services.orchestrator.execution import CallOutcome, JobOutcome, OnProgress, run_job as run_claimed_job
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
@@ -28,7 +28,7 @@ from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Registry, Workflow
 from shared import clients, ssrf
 from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2, generate_service_pb2 as gen_pb, orchestrator_service_pb2 as pb
 from shared.image_store import LocalImageStore, StoredImage
 
 COST = common_pb2.Cost.DESCRIPTOR.full_name
@@ -136,8 +136,9 @@ class OrchestratorCore:
 
     # --- one backend call --------------------------------------------------------------------------------------
 
-    async def execute(self, spec: pb.JobSpec) -> pb.JobResult:
-        """Run one single-call spec against its backend and return its result; errors propagate."""
+    async def execute(self, spec: pb.JobSpec, on_progress: OnProgress | None = None) -> pb.JobResult:
+        """Run one single-call spec against its backend and return its result; errors propagate. Backends that
+        stream progress (Generate) report it through `on_progress`."""
         kind = spec.WhichOneof("spec")
         timeout = self.settings.backend_timeout_s
         if kind == "upscale":
@@ -153,21 +154,29 @@ class OrchestratorCore:
             return pb.JobResult(remove_background=await clients.call(
                 self.backends.background_removal.RemoveBackground, spec.remove_background, timeout=timeout))
         if kind == "generate":
-            from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
-
-            return pb.JobResult(generate=await clients.call(
-                self.backends.generate.Generate, gen_pb.GenerateRequest(parameters=spec.generate), timeout=timeout))
+            return pb.JobResult(generate=await self._generate(spec.generate, on_progress))
         if kind == "shotgun" and self.shotgun_runner is not None:
             return pb.JobResult(shotgun=await self.shotgun_runner(spec.shotgun))
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)
 
-    async def call_backend(self, spec: pb.JobSpec, job: pb.Job) -> CallOutcome:
+    async def _generate(self, parameters, on_progress: OnProgress | None):  # noqa: ANN001
+        """Generate through its stream, so denoising steps reach the job's progress (004's "Step 15/30")."""
+        request = gen_pb.GenerateStreamRequest(parameters=parameters)
+        async for event in clients.stream(self.backends.generate.GenerateStream, request,
+                                          timeout=self.settings.backend_timeout_s):
+            if event.WhichOneof("event") == "result":
+                return event.result
+            if on_progress is not None:
+                await on_progress(event.progress)
+        raise Internal("the generate stream ended without a result")
+
+    async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
         """`execute`, priced (measured service seconds x the device class's price) and with its output images
         moved into the image store under the job's owner."""
         started = time.perf_counter()
-        result = await self.execute(spec)
+        result = await self.execute(spec, on_progress)
         wall_s = time.perf_counter() - started
         reported = next(iter(media.messages_of(result, COST)), common_pb2.Cost())
         seconds = reported.device_seconds or wall_s

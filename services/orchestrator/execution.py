@@ -34,12 +34,16 @@ class CallOutcome:
     model_id: str = ""
 
 
+# Receives a backend's own progress events (denoising steps) while a call runs.
+OnProgress = Callable[[common_pb2.Progress], Awaitable[None]]
 # Runs one single-call JobSpec against its backend and stores its output images (core.call_backend).
-Caller = Callable[[pb.JobSpec, pb.Job], Awaitable[CallOutcome]]
+Caller = Callable[[pb.JobSpec, pb.Job, OnProgress | None], Awaitable[CallOutcome]]
 
 
 class StepSink(Protocol):
     async def save_step(self, step: StepRecord, progress: common_pb2.Progress | None = None) -> None: ...
+
+    async def save_progress(self, progress: common_pb2.Progress) -> None: ...
 
 
 class StepFailed(Exception):
@@ -88,7 +92,7 @@ async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
     step = StepRecord(name=job.kind, index=1, action=job.kind, status=RUNNING, attempts=1, started_at=time.time())
     try:
         await sink.save_step(step)
-        outcome = await call(job.spec, job)
+        outcome = await call(job.spec, job, sink.save_progress)
     except ImageMeshError as exc:
         step.status, step.error, step.finished_at = FAILED, error_detail(exc), time.time()
         await sink.save_step(step)
@@ -229,7 +233,13 @@ class WorkflowRun:
         params = resolve(step.params, scope)
         if step.action == "noop":
             return await _noop(params)
-        outcome = await self.call(build_spec(step.action, params), self.job)
+        async def on_progress(progress: common_pb2.Progress) -> None:
+            overall = self._progress(step)
+            overall.message = f"{overall.message}: {progress.message}" if progress.message else overall.message
+            overall.stage, overall.image_index = progress.stage, progress.image_index
+            await self.sink.save_progress(overall)
+
+        outcome = await self.call(build_spec(step.action, params), self.job, on_progress)
         return outcome.outputs, outcome.cost
 
 

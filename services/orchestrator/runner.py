@@ -55,14 +55,31 @@ class ClaimSink:
     def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse) -> None:
         self.store, self.claim, self.pulse = store, claim, pulse
         self._last: asyncio.Future | None = None
+        self._progress_at = 0.0
+        self.progress_interval_s = 0.2
+
+    async def _settle(self) -> None:
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
 
     async def save_step(self, step: StepRecord, progress: common_pb2.Progress | None = None) -> None:
         # Writes of one job land in order: a write whose caller was cancelled still runs to the end in its
         # thread, so the next write (e.g. "cancelled" after "running") waits for it instead of racing it.
-        if self._last is not None and not self._last.done():
-            await asyncio.wait([self._last])
+        await self._settle()
         record = StepRecord(**vars(step))  # the caller keeps mutating its record
-        self._last = asyncio.ensure_future(self.store.save_step(self.claim.job.id, self.claim.token, record, progress))
+        await self._ordered(self.store.save_step(self.claim.job.id, self.claim.token, record, progress))
+
+    async def save_progress(self, progress: common_pb2.Progress) -> None:
+        # Backends may report many steps a second; the store gets at most one progress write per interval.
+        now = time.monotonic()
+        if now - self._progress_at < self.progress_interval_s:
+            return
+        self._progress_at = now
+        await self._settle()
+        await self._ordered(self.store.save_progress(self.claim.job.id, self.claim.token, progress))
+
+    async def _ordered(self, write) -> None:  # noqa: ANN001
+        self._last = asyncio.ensure_future(write)
         await asyncio.shield(self._last)
         self.pulse.notify()
 

@@ -424,12 +424,11 @@ class JobStore:
         if not done:
             raise LostLease(job_id)
 
-    def save_progress(self, job_id: str, token: str, progress: common_pb2.Progress) -> pb.Job:
+    def save_progress(self, job_id: str, token: str, progress: common_pb2.Progress) -> None:
+        """Progress within a step (e.g. denoising steps). Progress webhooks follow step changes only, so a
+        receiver gets a handful of events per job, not one per denoising step."""
         with self.engine.begin() as conn:
             self._fence(conn, job_id, token, progress=progress.SerializeToString())
-            job = self._to_job(conn, self._row(conn, job_id, None))
-            self._add_deliveries(conn, job, progress=True)
-            return job
 
     def save_step(self, job_id: str, token: str, step: StepRecord,
                   progress: common_pb2.Progress | None = None) -> None:
