@@ -101,9 +101,20 @@ async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
         step.status, step.finished_at = CANCELLED, time.time()
         await _quietly(sink.save_step(step))
         raise
-    step.status, step.outputs, step.cost, step.finished_at = COMPLETED, outcome.outputs, outcome.cost, time.time()
-    await sink.save_step(step, common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0, message="completed"))
-    return JobOutcome(COMPLETED, outcome.result, outcome.cost, outcome.model_id)
+    status = COMPLETED
+    if outcome.result.WhichOneof("result") == "shotgun":
+        # 002: some models failed = partial; every model failed = the job failed.
+        status = STATUS_NAME.get(outcome.result.shotgun.status, COMPLETED)
+        if status == FAILED:
+            errors = [r.error for r in outcome.result.shotgun.results if r.error]
+            error = ModelUnavailable(f"every model failed: {'; '.join(errors) or 'no result'}")
+            step.status, step.error, step.finished_at = FAILED, error_detail(error), time.time()
+            step.cost = outcome.cost
+            await sink.save_step(step)
+            raise error
+    step.status, step.outputs, step.cost, step.finished_at = status, outcome.outputs, outcome.cost, time.time()
+    await sink.save_step(step, common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0, message=status))
+    return JobOutcome(status, outcome.result, outcome.cost, outcome.model_id)
 
 
 @dataclass
