@@ -17,7 +17,9 @@ from opentelemetry import propagate
 
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
-from services.orchestrator.execution import CallOutcome, JobOutcome, OnProgress, run_job as run_claimed_job
+from services.orchestrator.execution import (
+    GRPC_CODE_KEY, CallOutcome, JobOutcome, OnProgress, run_job as run_claimed_job,
+)
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
@@ -39,17 +41,21 @@ class WebhookSecretMissing(InvalidArgument):
 
 
 def error_from_detail(detail: common_pb2.ErrorDetail) -> ImageMeshError:
-    """The ImageMeshError a failed job recorded, rebuilt so a synchronous caller sees the backend's reason."""
-    pending = [ImageMeshError]
+    """The ImageMeshError a failed job recorded, rebuilt so a synchronous caller sees the backend's reason and
+    status code (the code travels in the detail's `grpc_code` metadata, which is not handed back)."""
+    metadata = dict(detail.metadata)
+    code = metadata.pop(GRPC_CODE_KEY, "")
+    classes, pending = [], [ImageMeshError]
     while pending:
-        cls = pending.pop()
-        if cls.reason == detail.reason:
-            error = cls(detail.message)
-            error.metadata = dict(detail.metadata)
-            return error
+        cls = pending.pop(0)
+        classes.append(cls)
         pending.extend(cls.__subclasses__())
-    error = Internal(detail.message, reason=detail.reason or "INTERNAL")
-    error.metadata = dict(detail.metadata)
+    chosen = next((c for c in classes if c.reason == detail.reason and (not code or c.grpc_code.name == code)), None)
+    if chosen is None:
+        # A reason without its own class (IMAGE_NOT_FOUND, WORKER_LOST): the first class with the same status code.
+        chosen = next((c for c in classes if code and c.grpc_code.name == code), Internal)
+    error = chosen(detail.message, reason=detail.reason or None)
+    error.metadata = metadata
     return error
 
 
@@ -175,6 +181,10 @@ class OrchestratorCore:
     async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
         """`execute`, priced (measured service seconds x the device class's price) and with its output images
         moved into the image store under the job's owner."""
+        # Backends get the pixels inline, read here under the job's owner: no backend needs the orchestrator's
+        # image store, and a spec can never reach another owner's image by naming its reference.
+        spec = pb.JobSpec.FromString(spec.SerializeToString())
+        await asyncio.to_thread(media.hydrate, spec, self.images, job.owner)
         started = time.perf_counter()
         result = await self.execute(spec, on_progress)
         wall_s = time.perf_counter() - started
@@ -295,7 +305,7 @@ class OrchestratorCore:
             self.runner.interrupt(job.id, "cancel")
             raise
         status = STATUS_NAME[job.status]
-        if status == FAILED:
+        if status == FAILED and not job.result.WhichOneof("result"):
             raise error_from_detail(job.error)
         if status == CANCELLED:
             raise Cancelled(job.error.message or "the job was cancelled", job_id=job.id)

@@ -83,8 +83,13 @@ def _from_proto(step: pb.JobStep) -> StepRecord:
                       finished_at=step.finished_at.ToNanoseconds() / 1e9 if step.HasField("finished_at") else None)
 
 
+# Metadata key that keeps an error's gRPC status code with the job, so RunJob can raise the same status again.
+GRPC_CODE_KEY = "grpc_code"
+
+
 def error_detail(error: ImageMeshError) -> common_pb2.ErrorDetail:
-    return common_pb2.ErrorDetail(reason=error.reason, message=error.message, metadata=error.metadata)
+    return common_pb2.ErrorDetail(reason=error.reason, message=error.message,
+                                  metadata={**error.metadata, GRPC_CODE_KEY: error.grpc_code.name})
 
 
 async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
@@ -104,17 +109,16 @@ async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
     status = COMPLETED
     if outcome.result.WhichOneof("result") == "shotgun":
         # 002: some models failed = partial; every model failed = the job failed.
+        # The job still carries the summary: each model's error is the report a caller wants.
         status = STATUS_NAME.get(outcome.result.shotgun.status, COMPLETED)
-        if status == FAILED:
-            errors = [r.error for r in outcome.result.shotgun.results if r.error]
-            error = ModelUnavailable(f"every model failed: {'; '.join(errors) or 'no result'}")
-            step.status, step.error, step.finished_at = FAILED, error_detail(error), time.time()
-            step.cost = outcome.cost
-            await sink.save_step(step)
-            raise error
+    error = None
+    if status == FAILED:
+        errors = [r.error for r in outcome.result.shotgun.results if r.error]
+        error = ModelUnavailable(f"every model failed: {'; '.join(errors) or 'no result'}")
+        step.error = error_detail(error)
     step.status, step.outputs, step.cost, step.finished_at = status, outcome.outputs, outcome.cost, time.time()
     await sink.save_step(step, common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0, message=status))
-    return JobOutcome(status, outcome.result, outcome.cost, outcome.model_id)
+    return JobOutcome(status, outcome.result, outcome.cost, outcome.model_id, error)
 
 
 @dataclass

@@ -190,7 +190,8 @@ class JobRunner:
                         f"job {claim.job.kind}", context=propagate.extract(claim.trace_context),
                         attributes={"imagemesh.job_id": job_id, "imagemesh.job_kind": claim.job.kind}):
                     outcome = await self.execute(claim.job, sink)
-                await self._finish(job_id, token, outcome.status, outcome.result, None, outcome.cost, outcome.model_id)
+                error = error_detail(outcome.error) if outcome.error is not None else None
+                await self._finish(job_id, token, outcome.status, outcome.result, error, outcome.cost, outcome.model_id)
             except asyncio.CancelledError:
                 why = self._interrupted.get(job_id, "stop")
                 if why == "cancel":

@@ -7,9 +7,11 @@ from services.orchestrator.core import OrchestratorCore
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.shotgun import RankingSource, Shotgun, ShotgunLimits
 from services.orchestrator.store import AsyncStore, JobStore, make_engine
 from services.orchestrator.webhooks import DeliveryFactory
 from services.orchestrator.workflows import Registry, load_workflows
+from shared import images
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
 from shared.image_store import LocalImageStore
 from shared.server import ServiceRuntime, build_server
@@ -17,7 +19,10 @@ from shared.server import ServiceRuntime, build_server
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 
-def create_server(settings: OrchestratorSettings | None = None) -> tuple[ServiceRuntime, int]:
+def create_server(settings: OrchestratorSettings | None = None,
+                  ranking: RankingSource | None = None) -> tuple[ServiceRuntime, int]:
+    """`ranking` ranks models per image category for the shotgun's top_k and "auto"; by default the selection
+    store's ranking (`OrchestratorCore.rank`, fed by LogSelection)."""
     settings = settings or OrchestratorSettings()
     registry = Registry(load_workflows(settings.workflows_dir))
     threads = settings.job_workers + 4
@@ -26,6 +31,7 @@ def create_server(settings: OrchestratorSettings | None = None) -> tuple[Service
     sync_store.create_schema()
     store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
+    image_store = LocalImageStore(settings.resolved_image_store_dir)
     servicer = OrchestratorServicer(None)  # type: ignore[arg-type]
 
     async def ready() -> bool:
@@ -39,9 +45,17 @@ def create_server(settings: OrchestratorSettings | None = None) -> tuple[Service
     )
     # The core's job metrics live on the runtime's registry, which exists only once the server is built; the
     # server takes no calls before start(), so the servicer gets its core here.
-    core = OrchestratorCore(settings, backends, store, LocalImageStore(settings.resolved_image_store_dir), registry,
+    core = OrchestratorCore(settings, backends, store, image_store, registry,
                             JobMetrics.create(runtime.metrics.registry))
     servicer.core = core
+    shotgun = Shotgun(
+        backends.background_removal, backends.upscale, ranking or core.rank,
+        ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
+        images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+        image_store,
+    )
+    core.shotgun_runner = shotgun.run
+    servicer.shotgun = shotgun
     # The worker loops start with the server (they need the running event loop), and stop after it: jobs
     # still running get the grace period, then go back to the queue for another replica.
     serve = runtime.start

@@ -5,12 +5,10 @@ from __future__ import annotations
 import grpc
 
 from services.orchestrator.core import OrchestratorCore
+from services.orchestrator.shotgun import Shotgun
 from services.orchestrator.store import STATUS_NAME, timestamp
-from shared.errors import NotImplementedYet
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
 from shared.image_store import StoredImage
-
-_NOT_YET = "is not available yet in this deployment"
 
 
 def image_record(record: StoredImage) -> common_pb2.ImageRecord:
@@ -21,6 +19,9 @@ def image_record(record: StoredImage) -> common_pb2.ImageRecord:
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
+    # Set by create_server (services/orchestrator/shotgun.py).
+    shotgun: Shotgun | None = None
+
     def __init__(self, core: OrchestratorCore) -> None:
         self.core = core
 
@@ -132,22 +133,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                                            request.model_id)
         return pb.ListImagesResponse(images=[image_record(r) for r in page.images], total_size=page.total)
 
+    # --- shotgun (services/orchestrator/shotgun.py) -------------------------------------------------------------
 
-def _unimplemented(name: str, streaming: bool = False):
-    message = f"{name} {_NOT_YET}"
-    if streaming:
-        async def stream_method(self, request, context):  # noqa: ANN001
-            raise NotImplementedYet(message)
-            yield  # pragma: no cover
-        return stream_method
+    async def RunShotgun(self, request: pb.RunShotgunRequest,
+                         context: grpc.aio.ServicerContext) -> pb.RunShotgunResponse:
+        # Through the job path, so the shotgun is a job whose id LogSelection can refer to later.
+        job = await self.core.run_job(pb.JobSpec(shotgun=request.spec), request.owner, {})
+        summary = pb.ShotgunSummary()
+        summary.CopyFrom(job.result.shotgun)
+        summary.job_id = job.id
+        return pb.RunShotgunResponse(summary=summary)
 
-    async def method(self, request, context):  # noqa: ANN001
-        raise NotImplementedYet(message)
-    return method
-
-
-# The shotgun lands with the background-removal issue (services/orchestrator/shotgun.py).
-for _name in ("RunShotgun",):
-    setattr(OrchestratorServicer, _name, _unimplemented(_name))
-for _name in ("StreamShotgun",):
-    setattr(OrchestratorServicer, _name, _unimplemented(_name, streaming=True))
+    async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
+        async for event in self.shotgun.stream(request.spec):
+            yield event

@@ -59,6 +59,12 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     # Prefix for image URLs in webhook payloads (e.g. https://api.example.com/v1/images/); empty = bare refs.
     public_image_base_url: str = ""
 
+    # --- shotgun --------------------------------------------------------------------------------------------
+    # Shotgun: deadline of each model's call when the request gives none, and the most models one shotgun runs.
+    # Replicas of BackgroundRemoval: background_removal_address takes a comma list or dns:///name:port (round robin).
+    shotgun_per_model_timeout_s: float = 60.0
+    shotgun_max_models: int = 16
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

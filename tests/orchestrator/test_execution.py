@@ -42,6 +42,8 @@ async def test_a_shotgun_where_every_model_failed_fails_the_job():
         return CallOutcome(_shotgun(common_pb2.JOB_STATUS_FAILED, ["timeout", "bad input"]), [], common_pb2.Cost())
 
     sink = Sink()
-    with pytest.raises(ModelUnavailable, match="timeout; bad input"):
-        await run_single(pb.Job(id="j", kind="shotgun"), sink, call)
+    outcome = await run_single(pb.Job(id="j", kind="shotgun"), sink, call)
+    # Failed, with the summary kept (each model's error is the report) and the reason on the job.
+    assert outcome.status == "failed" and outcome.result.shotgun.results[1].error == "bad input"
+    assert isinstance(outcome.error, ModelUnavailable) and "timeout; bad input" in outcome.error.message
     assert sink.steps[-1] == ("shotgun", "failed")

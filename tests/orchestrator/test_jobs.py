@@ -8,7 +8,7 @@ import pytest
 
 from shared import clients
 from shared.errors import Cancelled, InvalidArgument, NotFound
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, upscale_service_pb2 as up_pb
 from tests.orchestrator.helpers import get, size_of, submit, upscale_spec, wait_for, workflow_spec
 
 
@@ -172,3 +172,17 @@ async def test_cancel_running_single_call_job_marks_its_step_cancelled(start_orc
         assert [(s.name, s.status) for s in cancelled.steps] == [("upscale", common_pb2.JOB_STATUS_CANCELLED)]
     finally:
         silent.close()
+
+
+async def test_a_spec_cannot_read_another_owners_image_by_reference(orch):
+    done = await wait_for(orch.stub, (await submit(orch.stub, upscale_spec())).id)
+    alices = done.result.upscale.image.ref
+    stolen = pb.JobSpec(upscale=up_pb.UpscaleRequest(image=common_pb2.Image(ref=alices), scale_factor=2))
+    with pytest.raises(NotFound) as err:
+        await clients.call(orch.stub.RunJob, pb.RunJobRequest(spec=stolen, owner="mallory"))
+    assert err.value.reason == "IMAGE_NOT_FOUND"
+    # Her own reference works: a gallery image as the input of a new job.
+    reused = await clients.call(orch.stub.RunJob, pb.RunJobRequest(
+        spec=pb.JobSpec(upscale=up_pb.UpscaleRequest(image=common_pb2.Image(ref=alices), scale_factor=2)),
+        owner="alice"))
+    assert size_of(reused.job.result.upscale.image.data) == (64, 64)

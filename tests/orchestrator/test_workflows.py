@@ -89,30 +89,6 @@ async def test_unknown_workflow_is_not_found(orch):
     assert err.value.reason == "WORKFLOW_NOT_FOUND"
 
 
-async def test_shipped_workflows_fail_clearly_while_their_backends_are_not_built(start_orchestrator, database_url,
-                                                                                tmp_path):
-    # Generate answers UNIMPLEMENTED until its issue lands; the workflow says so instead of hanging or faking.
-    from services.generate.server import create_server
-    from services.generate.settings import GenerateSettings
-    from tests.mesh import service_kwargs
-
-    runtime, port = create_server(GenerateSettings(**service_kwargs(tmp_path / "generate")))
-    await runtime.start()
-    orch = await start_orchestrator(database_url, generate_address=f"127.0.0.1:{port}")
-    spec = pb.JobSpec(workflow=pb.WorkflowSpec(workflow_id="product_shot", prompt="a red mug"))
-    done = await wait_for(orch.stub, (await submit(orch.stub, spec)).id)
-    statuses = {s.name: s.status for s in done.steps}
-    if done.status == common_pb2.JOB_STATUS_FAILED:
-        assert done.error.reason == "NOT_IMPLEMENTED" and done.error.metadata["step"] == "generate"
-        assert statuses == {"generate": common_pb2.JOB_STATUS_FAILED,
-                            "remove_background": common_pb2.JOB_STATUS_SKIPPED,
-                            "upscale": common_pb2.JOB_STATUS_SKIPPED}
-    else:  # once the Generate and BackgroundRemoval issues are merged
-        assert done.status == COMPLETED and set(statuses.values()) == {COMPLETED}
-        assert done.result.workflow.images[0].ref
-    await runtime.stop(0)
-
-
 async def test_list_workflows_estimates_from_configuration_then_history(orch):
     listed = {w.id: w for w in (await clients.call(orch.stub.ListWorkflows, pb.ListWorkflowsRequest())).workflows}
     assert {"professional_headshot", "product_shot", "process", "social_pack", "fan_out"} <= set(listed)
