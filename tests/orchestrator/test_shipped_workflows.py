@@ -101,3 +101,21 @@ async def test_process_runs_the_shotgun_then_upscales_every_result(real):
     assert len(shotgun.outputs) == 2 and len(upscale.outputs) == 2
     for image in done.result.workflow.images:
         assert (await _image(real, image.ref)).size == (192, 128)
+
+
+async def test_logged_selections_drive_the_shotguns_top_k_and_auto(real):
+    photo = png_bytes(Image.open(MODELS_DIR / "testdata" / "chelsea.png").convert("RGB").resize((64, 48)))
+    first = await clients.call(real.stub.RunShotgun, pb.RunShotgunRequest(
+        spec=pb.ShotgunSpec(image=common_pb2.Image(data=photo), models=["u2netp", "modnet"]), owner="alice"))
+    assert {r.model_id for r in first.summary.results} == {"u2netp", "modnet"}
+    for _ in range(2):
+        await clients.call(real.stub.LogSelection, pb.LogSelectionRequest(
+            job_id=first.summary.job_id, owner="alice", selected_model_id="modnet", image_category="cats"))
+    await clients.call(real.stub.LogSelection, pb.LogSelectionRequest(
+        job_id=first.summary.job_id, owner="alice", selected_model_id="u2netp", image_category="cats"))
+    top = await clients.call(real.stub.RunShotgun, pb.RunShotgunRequest(spec=pb.ShotgunSpec(
+        image=common_pb2.Image(data=photo), top_k=1, image_category="cats"), owner="alice"))
+    auto = await clients.call(real.stub.RunShotgun, pb.RunShotgunRequest(spec=pb.ShotgunSpec(
+        image=common_pb2.Image(data=photo), models=["auto"], image_category="cats"), owner="alice"))
+    assert [r.model_id for r in top.summary.results] == ["modnet"]
+    assert [r.model_id for r in auto.summary.results] == ["modnet"]
