@@ -58,18 +58,12 @@ def create_server(settings: OrchestratorSettings | None = None,
     servicer.shotgun = shotgun
     # The worker loops start with the server (they need the running event loop), and stop after it: jobs
     # still running get the grace period, then go back to the queue for another replica.
-    serve = runtime.start
-
-    async def start() -> None:
-        await serve()
-        await core.start()
-
     async def stop() -> None:
         await core.stop(settings.grace_period_s)
         await backends.close()
         store.close()
 
-    runtime.start = start  # type: ignore[method-assign]
+    runtime.on_start(core.start)
     runtime.on_stop(stop)
     runtime.core = core  # type: ignore[attr-defined]  # for tests and in-process tools
     return runtime, runtime.port
