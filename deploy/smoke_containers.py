@@ -5,7 +5,8 @@ What is checked, in order:
      (`podman healthcheck run`, which runs `python -m shared.healthcheck` inside the container);
   2. the same grpc.health.v1 check from the host, over the published port;
   3. the gateway answers GET /health and POST /upscale (a 24x16 PNG, scale_factor 2 -> 48x32);
-  4. Generate (tiny-sd, 64x64) and RemoveBackground answer direct gRPC calls from the host;
+  4. Generate (tiny-sd, 64x64) and RemoveBackground answer direct gRPC calls from the host, and the
+     orchestrator runs an upscale job through the upscale container (RunJob);
   5. every container stops on SIGTERM within its grace period (exit code is not 137).
 
 Containers run rootful with --network=host, bound to 127.0.0.1 on free ports picked here (ports are
@@ -134,6 +135,31 @@ def grpc_health_from_host(port: int) -> str:
     if status != "SERVING":
         raise RuntimeError(f"grpc health on 127.0.0.1:{port} is {status}")
     return status
+
+
+def orchestrated_job(orchestrator_port: int, src: bytes) -> str:
+    """RunJob(upscale) on the orchestrator: the orchestrator container calls the upscale container and keeps
+    the job in its store (SQLite on its volume, or IMAGEMESH_SMOKE_DATABASE_URL)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        import grpc
+
+        from shared.gen.imagemesh.v1 import common_pb2
+        from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch
+        from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
+        from shared.gen.imagemesh.v1 import upscale_service_pb2 as up
+    except ImportError as exc:
+        return f"orchestrated job skipped (stubs not importable on the host: {exc})"
+    spec = orch.JobSpec(
+        upscale=up.UpscaleRequest(image=common_pb2.Image(data=src, media_type="image/png"), scale_factor=2)
+    )
+    t = time.monotonic()
+    with grpc.insecure_channel(f"127.0.0.1:{orchestrator_port}") as channel:
+        job = orch_grpc.OrchestratorServiceStub(channel).RunJob(orch.RunJobRequest(spec=spec), timeout=120).job
+    status = common_pb2.JobStatus.Name(job.status)
+    if status != "JOB_STATUS_COMPLETED":
+        raise RuntimeError(f"RunJob(upscale) ended {status}: {job.error}")
+    return f"orchestrator: RunJob(upscale x2) -> {status} (job {job.id}) in {time.monotonic() - t:.1f}s"
 
 
 def direct_calls(generate_port: int, removal_port: int, src: bytes) -> list[str]:
@@ -309,6 +335,7 @@ def main() -> int:
 
         for line in direct_calls(by_name["generate"].ports["main"], by_name["background-removal"].ports["main"], src):
             log(line)
+        log(orchestrated_job(by_name["orchestrator"].ports["main"], src))
 
         metrics = urllib.request.urlopen(
             f"http://127.0.0.1:{by_name['upscale'].ports['metrics']}/metrics", timeout=10
@@ -328,7 +355,10 @@ def main() -> int:
             if code == "137":
                 raise RuntimeError(f"{svc.name} ignored SIGTERM (killed after {took:.0f}s):\n{logs(svc)}")
             log(f"{svc.name}: stopped on SIGTERM in {took:.1f}s (exit {code})")
-        log(f"PASSED: 5 containers healthy, gateway /health and /upscale answered ({time.monotonic() - t0:.0f}s)")
+        log(
+            f"PASSED: 5 containers healthy; gateway /health + /upscale, Generate, RemoveBackground, RunJob answered; "
+            f"clean SIGTERM stops ({time.monotonic() - t0:.0f}s)"
+        )
         return 0
     except Exception as exc:  # noqa: BLE001 - report, clean up, fail
         log(f"FAILED: {exc}")

@@ -312,7 +312,7 @@ def test_api_keys_and_webhook_secret_come_from_a_secret() -> None:
     prod = render("gpu-production")
     assert "imagemesh-auth" not in objects(prod, "Secret")  # existingSecret: nothing rendered
     orchestrator_env = env_of(container(by_component(prod, "Deployment")["orchestrator"]))
-    assert orchestrator_env["IMAGEMESH_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "imagemesh-auth"
+    assert orchestrator_env["IMAGEMESH_WEBHOOK_DEFAULT_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "imagemesh-auth"
 
 
 def test_image_store_pvc_is_shared_by_every_service() -> None:
