@@ -5,7 +5,8 @@
 #   make lint-deploy        both of the above
 #   make test-deploy        pytest tests/deploy (chart intent, lint catches broken templates/unknown fields)
 #   make images             five images with podman: local Debian base, host-built wheelhouse, no pulls
-#   make smoke-containers   start the five images, check gRPC health, gateway /health and POST /upscale
+#   make smoke-containers   start the five images: gRPC health, gateway /health + POST /upscale, Generate,
+#                           RemoveBackground and an orchestrated job answered, clean SIGTERM stops
 #   make test-containers    images + smoke-containers where podman is (or can be) installed, else SKIPPED
 #   make helm               fetch and cache the helm binary (.tools/helm/helm)
 #   make podman             install podman/buildah/runc/debootstrap from Debian (root + apt only)
