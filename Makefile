@@ -61,8 +61,10 @@ lint: lint-proto
 run: install models
 	$(PY) scripts/run_mesh.py
 
+# The container smoke runs after the suite: where podman cannot be installed it prints SKIPPED and why.
 test: install tools models lint
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-containers
 
 bench: install models
 	$(PY) -m bench
