@@ -15,7 +15,8 @@
 # Caches (a second run is fast): var/cache/base (debootstrap tarball), var/cache/wheelhouse,
 # var/cache/npm (helm carrier package), podman's layer cache; .tools/helm.
 
-DEPLOY_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# The top-level Makefile creates the venv before these targets run; decide by name, not by what exists at parse time.
+DEPLOY_PYTHON ?= $(or $(PY),python3)
 DEPLOY_BIN := $(dir $(DEPLOY_PYTHON))
 DEPLOY_CACHE ?= var/cache
 TOOLS_DIR ?= .tools
