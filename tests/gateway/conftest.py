@@ -1,0 +1,123 @@
+"""Gateway fixtures: gateways with their own settings (keys, rate limits, database) over the shared mesh's real
+services, and the seed documents' JSON examples to validate responses against."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from shared.errors import ImageMeshError
+
+SEEDS = json.loads((Path(__file__).parent / "seed_examples.json").read_text())
+KEYS = "key-alice:alice,key-bob:bob"
+
+
+@asynccontextmanager
+async def gateway(mesh, tmp: Path, **settings: Any):
+    """A gateway app over the running mesh's services with its own settings; yields an httpx client."""
+    from gateway.app import create_app
+    from gateway.mesh import Mesh
+    from gateway.settings import GatewaySettings
+
+    addresses = {name + "_address": mesh.address(name)
+                 for name in ("orchestrator", "generate", "background_removal", "upscale")}
+    gateway_settings = GatewaySettings(var_dir=tmp, **addresses, **settings)
+    app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=300)
+    client.app = app  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await app.state.mesh.close()
+        app.state.engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def secured(mesh, tmp_path_factory):
+    """Auth on (two keys), rate limits at their documented defaults."""
+    async with gateway(mesh, tmp_path_factory.mktemp("secured"), api_keys=KEYS) as client:
+        yield client
+
+
+@pytest.fixture
+def http(mesh):
+    """The shared mesh's gateway: auth off (no keys), rate limits off."""
+    return mesh.http
+
+
+def alice() -> dict[str, str]:
+    return {"Authorization": "Bearer key-alice"}
+
+
+def bob() -> dict[str, str]:
+    return {"X-API-Key": "key-bob"}
+
+
+def assert_shape(actual: Any, example: Any, path: str = "$", nullable: frozenset[str] = frozenset()) -> None:
+    """`actual` has every field of the seed's `example`, recursively, with the same JSON types. A field the
+    example shows with a value may be null only when its path is listed in `nullable`."""
+    if example is None:
+        return
+    if actual is None:
+        assert path in nullable or path.rsplit(".", 1)[-1] in nullable, f"{path} is null; the seed shows {example!r}"
+        return
+    if isinstance(example, dict):
+        assert isinstance(actual, dict), f"{path}: expected an object, got {actual!r}"
+        for key, value in example.items():
+            assert key in actual, f"{path}.{key} missing (seed field); got keys {sorted(actual)}"
+            assert_shape(actual[key], value, f"{path}.{key}", nullable)
+    elif isinstance(example, list):
+        assert isinstance(actual, list), f"{path}: expected a list, got {actual!r}"
+        if example:
+            for index, item in enumerate(actual):
+                assert_shape(item, example[0], f"{path}[{index}]", nullable)
+    elif isinstance(example, bool):
+        assert isinstance(actual, bool), f"{path}: expected a boolean, got {actual!r}"
+    elif isinstance(example, (int, float)):
+        assert isinstance(actual, (int, float)) and not isinstance(actual, bool), f"{path}: expected a number"
+        if isinstance(example, int) and not isinstance(example, bool) and path not in nullable:
+            assert float(actual) == int(actual) or isinstance(actual, float), f"{path}: expected an integer"
+    elif isinstance(example, str):
+        assert isinstance(actual, str), f"{path}: expected a string, got {actual!r}"
+
+
+def assert_error_format(dialect: str, reply: httpx.Response, status: int, code: str | None = None) -> Any:
+    """The reply is `status` in the dialect's documented error format (and carries `code` where it has one)."""
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    if dialect == "freepik":
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+        assert isinstance(body["error"]["details"], dict) and body["error"]["message"]
+        if code:
+            assert body["error"]["code"] == code, body
+    elif dialect == "flux":
+        assert_shape(body, SEEDS["001"]["error"])
+        assert body["success"] is False and body["error"]
+    elif dialect == "shotgun":
+        assert set(body) == {"error"} and set(body["error"]) == {"type", "message", "details"}
+        assert isinstance(body["error"]["details"], dict) and body["error"]["message"]
+        if code:
+            assert body["error"]["type"] == code, body
+    elif dialect == "image_studio":
+        assert set(body) == {"detail"} and isinstance(body["detail"], str) and body["detail"]
+    elif dialect == "cyberimage":
+        assert body["status"] == "error" and isinstance(body["message"], str) and body["message"]
+    else:  # pragma: no cover
+        raise AssertionError(dialect)
+    return body
+
+
+def not_built(reply: httpx.Response) -> bool:
+    """True when the endpoint answered 501: its backing capability has not landed in this checkout."""
+    return reply.status_code == 501
+
+
+__all__ = ["ImageMeshError", "KEYS", "SEEDS", "alice", "assert_error_format", "assert_shape", "bob", "gateway",
+           "not_built"]
