@@ -67,7 +67,7 @@ async def handle_mesh_error(request: Request, exc: ImageMeshError) -> JSONRespon
 # pydantic error types that mean "value out of its documented range" rather than "missing or wrong type".
 _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "string_too_long",
                            "string_too_short", "too_long", "too_short", "multiple_of", "literal_error", "enum",
-                           "value_error", "assertion_error"})
+                           "value_error", "assertion_error", "string_pattern_mismatch"})
 
 
 def validation_error(exc: RequestValidationError) -> ImageMeshError:

@@ -10,21 +10,12 @@ import base64
 import binascii
 import re
 
-import httpx
-
 from gateway.settings import GatewaySettings
-from shared.errors import (
-    DeadlineExceeded,
-    ImageTooLarge,
-    InvalidArgument,
-    InvalidFormat,
-    MissingImage,
-    NotImplementedYet,
-)
+from shared import ssrf
+from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, MissingImage
 from shared.gen.imagemesh.v1 import common_pb2
 
 _DATA_URI = re.compile(r"^data:(?P<type>[\w/+.-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
-_MAX_REDIRECTS = 3
 
 
 def _too_large(field: str, limit: int, size: int | None = None) -> ImageTooLarge:
@@ -48,54 +39,13 @@ def decode_base64_image(value: str, field: str = "image", max_bytes: int | None 
 
 
 async def fetch_url(url: str, settings: GatewaySettings, field: str = "image_url") -> bytes:
-    """GET an image URL: http(s) only, every hop checked against the SSRF rules, bounded in time and bytes."""
-    try:
-        from shared import ssrf
-    except ImportError:
-        raise NotImplementedYet(f"{field} is not supported yet by this gateway (the SSRF guard has not landed); "
-                                "send the image as base64", field=field) from None
-    limit = settings.max_image_bytes
-    current = url
-    async with httpx.AsyncClient(timeout=settings.fetch_timeout_s, follow_redirects=False) as client:
-        for _ in range(_MAX_REDIRECTS + 1):
-            await _check_url(ssrf, current, settings, field)
-            try:
-                async with client.stream("GET", current, headers={"Accept": "image/*"}) as response:
-                    if response.is_redirect:
-                        current = str(response.url.join(response.headers.get("location", "")))
-                        continue
-                    if response.status_code != 200:
-                        raise InvalidArgument(f"{field} answered HTTP {response.status_code}", field=field,
-                                              reason="VALIDATION_ERROR", status=response.status_code)
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > limit:
-                        raise _too_large(field, limit, int(declared))
-                    chunks, size = [], 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise _too_large(field, limit)
-                        chunks.append(chunk)
-                    data = b"".join(chunks)
-                    if not data:
-                        raise MissingImage(f"{field} returned an empty body", field=field)
-                    return data
-            except httpx.TimeoutException:
-                raise DeadlineExceeded(f"{field} did not answer within {settings.fetch_timeout_s:.0f} s",
-                                       field=field) from None
-            except httpx.HTTPError as exc:
-                raise InvalidArgument(f"{field} could not be fetched: {type(exc).__name__}", field=field,
-                                      reason="VALIDATION_ERROR") from None
-    raise InvalidArgument(f"{field} redirected more than {_MAX_REDIRECTS} times", field=field,
-                          reason="VALIDATION_ERROR")
-
-
-async def _check_url(ssrf, url: str, settings: GatewaySettings, field: str) -> None:
-    """Refuse URLs the SSRF rules forbid (private, loopback, link-local, metadata addresses...)."""
-    try:
-        await ssrf.check_url_async(url, allow_private=settings.fetch_allow_private)
-    except ssrf.BlockedURL as exc:
-        raise InvalidArgument(f"{field} is not allowed: {exc}", field=field, reason="VALIDATION_ERROR") from None
+    """GET an image URL under the SSRF rules (every hop checked, connection pinned), bounded in time and bytes."""
+    policy = ssrf.UrlPolicy.from_setting(settings.url_allow_list)
+    result = await ssrf.fetch(url, policy, timeout_s=settings.fetch_timeout_s, max_bytes=settings.max_image_bytes,
+                              field_name=field)
+    if not result.content:
+        raise MissingImage(f"{field} returned an empty body", field=field)
+    return result.content
 
 
 async def image_from_request(image: str | None, image_url: str | None, settings: GatewaySettings,

@@ -58,8 +58,9 @@ class GatewaySettings(ClientSettings):
 
     # image_url fetching: a bound on time and bytes, and the SSRF rules of shared/ssrf.py.
     fetch_timeout_s: float = 20.0
-    # Allow fetching from loopback/private addresses (tests and local development only).
-    fetch_allow_private: bool = False
+    # Non-public networks or host names image_url and webhook_url may reach anyway ("10.0.0.0/8,cdn.internal");
+    # empty = public addresses only.
+    url_allow_list: str = ""
 
     # Longest prompt accepted by dialects whose seed gives no number (FLUX Krea says 1000, CyberImage 500).
     max_prompt_chars: int = 2000

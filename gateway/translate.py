@@ -15,7 +15,7 @@ from fastapi import Request
 from google.protobuf import json_format, struct_pb2
 
 from gateway.security import owner_of
-from shared import clients
+from shared import clients, ssrf
 from shared.errors import InvalidArgument, InvalidModel
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
@@ -150,24 +150,17 @@ def terminal(status: int) -> bool:
                       common_pb2.JOB_STATUS_PARTIAL)
 
 
-def webhook(request: Request, url: str | None, secret: str | None = None) -> orch_pb.Webhook | None:
-    """The Webhook message for a client's URL, refused early when it is not an http(s) URL the SSRF rules allow
-    (the orchestrator checks again when it delivers)."""
+async def webhook(request: Request, url: str | None, secret: str | None = None) -> orch_pb.Webhook | None:
+    """The Webhook message for a client's URL, refused early (WEBHOOK_URL_INVALID) when the SSRF rules forbid it;
+    the orchestrator checks again when it delivers."""
     if not url:
         return None
-    if not url.startswith(("http://", "https://")):
-        raise InvalidArgument(f"webhook_url {url!r} is not an http(s) URL", field="webhook_url",
-                              reason="WEBHOOK_URL_INVALID")
+    policy = ssrf.UrlPolicy.from_setting(request.app.state.settings.url_allow_list)
     try:
-        from shared import ssrf
-    except ImportError:
-        ssrf = None
-    if ssrf is not None:
-        try:
-            ssrf.check_url(url, allow_private=request.app.state.settings.fetch_allow_private)
-        except ssrf.BlockedURL as exc:
-            raise InvalidArgument(f"webhook_url is not allowed: {exc}", field="webhook_url",
-                                  reason="WEBHOOK_URL_INVALID") from None
+        await ssrf.resolve_checked(url, policy, "webhook_url")
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"webhook_url is not accessible: {exc.message}", field="webhook_url",
+                              reason="WEBHOOK_URL_INVALID") from None
     return orch_pb.Webhook(url=url, secret=secret or "")
 
 

@@ -197,7 +197,7 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     model = await translate.resolve_model(request, body.model)
     listing = await translate.list_models(request)
     used = model or translate.default_model(listing)
-    hook = translate.webhook(request, body.webhook_url)
+    hook = await translate.webhook(request, body.webhook_url)
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, style_preset=body.style or "", aspect_ratio=body.aspect_ratio or "",
         steps=_steps_for(body.quality_level, used), store_output=True, owner=translate.owner_of(request))
@@ -301,7 +301,7 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
                                 params=translate.struct(body.custom_params))
     try:
         reply = await clients.call(translate.mesh(request).orchestrator.ExecuteWorkflow, orch_pb.ExecuteWorkflowRequest(
-            spec=spec, owner=translate.owner_of(request), webhook=translate.webhook(request, body.webhook_url)),
+            spec=spec, owner=translate.owner_of(request), webhook=await translate.webhook(request, body.webhook_url)),
             timeout=60.0)
     except NotFound as exc:
         raise _not_found(exc, "WORKFLOW_NOT_FOUND", f"Workflow '{workflow_id}' does not exist") from None
@@ -321,7 +321,7 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
 
 
 async def _post_process(request: Request, spec: orch_pb.JobSpec, webhook_url: str | None) -> PostProcessReply:
-    hook = translate.webhook(request, webhook_url)
+    hook = await translate.webhook(request, webhook_url)
     job = await translate.submit_job(request, spec, DIALECT, webhook=hook)
     return PostProcessReply(task_id=job.id, status=translate.status_name(job.status),
                             estimated_completion="5-10 seconds", webhook_callback=hook is not None)

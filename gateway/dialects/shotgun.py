@@ -166,7 +166,7 @@ async def _shotgun(request: Request, body: ImageInput, models: list[str], output
     spec = orch_pb.ShotgunSpec(image=image, models=[] if models == ["all"] else models,
                                output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
     if body.webhook_url:
-        hook = translate.webhook(request, body.webhook_url, body.webhook_secret)
+        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
     reply = await clients.call(translate.mesh(request).orchestrator.RunShotgun,
                                orch_pb.RunShotgunRequest(spec=spec, owner=translate.owner_of(request)),
@@ -214,7 +214,7 @@ async def upscale(body: UpscaleBody, request: Request) -> Any:
         output_format=translate.output_format(body.output_format)))
     if body.webhook_url:
         job = await translate.submit_job(request, spec, DIALECT,
-                                         webhook=translate.webhook(request, body.webhook_url, body.webhook_secret))
+                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret))
         return AcceptedReply(job_id=job.id, status=translate.status_name(job.status))
     job = await translate.run_job(request, spec, DIALECT)
     result = job.result.upscale

@@ -60,9 +60,11 @@ def bob() -> dict[str, str]:
     return {"X-API-Key": "key-bob"}
 
 
-def assert_shape(actual: Any, example: Any, path: str = "$", nullable: frozenset[str] = frozenset()) -> None:
+def assert_shape(actual: Any, example: Any, path: str = "$", nullable: frozenset[str] = frozenset(),
+                 maps: frozenset[str] = frozenset()) -> None:
     """`actual` has every field of the seed's `example`, recursively, with the same JSON types. A field the
-    example shows with a value may be null only when its path is listed in `nullable`."""
+    example shows with a value may be null only when its path is listed in `nullable`; objects at a path in `maps`
+    are keyed by data (model names, services), so only their values are checked against the example's first."""
     if example is None:
         return
     if actual is None:
@@ -70,14 +72,19 @@ def assert_shape(actual: Any, example: Any, path: str = "$", nullable: frozenset
         return
     if isinstance(example, dict):
         assert isinstance(actual, dict), f"{path}: expected an object, got {actual!r}"
+        if path in maps:
+            first = next(iter(example.values()), None)
+            for key, value in actual.items():
+                assert_shape(value, first, f"{path}.{key}", nullable, maps)
+            return
         for key, value in example.items():
             assert key in actual, f"{path}.{key} missing (seed field); got keys {sorted(actual)}"
-            assert_shape(actual[key], value, f"{path}.{key}", nullable)
+            assert_shape(actual[key], value, f"{path}.{key}", nullable, maps)
     elif isinstance(example, list):
         assert isinstance(actual, list), f"{path}: expected a list, got {actual!r}"
         if example:
             for index, item in enumerate(actual):
-                assert_shape(item, example[0], f"{path}[{index}]", nullable)
+                assert_shape(item, example[0], f"{path}[{index}]", nullable, maps)
     elif isinstance(example, bool):
         assert isinstance(actual, bool), f"{path}: expected a boolean, got {actual!r}"
     elif isinstance(example, (int, float)):
@@ -121,3 +128,107 @@ def not_built(reply: httpx.Response) -> bool:
 
 __all__ = ["ImageMeshError", "KEYS", "SEEDS", "alice", "assert_error_format", "assert_shape", "bob", "gateway",
            "not_built"]
+
+
+class _LocalServer:
+    """A loopback HTTP server in a thread: serves test images, records POSTs (webhook deliveries)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.images import disc_rgba, png_bytes
+
+        files = {"/disc.png": png_bytes(disc_rgba(32))}
+        received: list[tuple[dict[str, str], bytes]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                body = files.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append((dict(self.headers), self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def image_server():
+    server = _LocalServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def webhook_sink():
+    server = _LocalServer()
+    server.url = server.url("hook")  # type: ignore[assignment]
+    yield server
+    server.close()
+
+
+@asynccontextmanager
+async def live(mesh, tmp: Path, **settings: Any):
+    """A real uvicorn server on 127.0.0.1:<free port> in this event loop, over the mesh; yields its base URL.
+    Synchronous clients (requests) must run in a thread (asyncio.to_thread) so this loop keeps serving."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.mesh import Mesh
+    from gateway.settings import GatewaySettings
+
+    addresses = {name + "_address": mesh.address(name)
+                 for name in ("orchestrator", "generate", "background_removal", "upscale")}
+    gateway_settings = GatewaySettings(var_dir=tmp, **addresses, **settings)
+    app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live_gateway(mesh, tmp_path_factory):
+    """Like `make run`: no keys (auth off), documented rate limits on."""
+    async with live(mesh, tmp_path_factory.mktemp("live")) as url:
+        yield url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live_secured_gateway(mesh, tmp_path_factory):
+    async with live(mesh, tmp_path_factory.mktemp("live_secured"), api_keys=KEYS) as url:
+        yield url
