@@ -126,8 +126,17 @@ def not_built(reply: httpx.Response) -> bool:
     return reply.status_code == 501
 
 
-__all__ = ["ImageMeshError", "KEYS", "SEEDS", "alice", "assert_error_format", "assert_shape", "bob", "gateway",
-           "not_built"]
+__all__ = [
+    "KEYS",
+    "SEEDS",
+    "ImageMeshError",
+    "alice",
+    "assert_error_format",
+    "assert_shape",
+    "bob",
+    "gateway",
+    "not_built",
+]
 
 
 class _LocalServer:
@@ -147,7 +156,7 @@ class _LocalServer:
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = files.get(self.path)
                 self.send_response(200 if body else 404)
                 self.send_header("Content-Type", "image/png")
@@ -155,7 +164,7 @@ class _LocalServer:
                 self.end_headers()
                 self.wfile.write(body or b"")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 received.append((dict(self.headers), self.rfile.read(length)))
                 self.send_response(200)

@@ -142,7 +142,7 @@ async def test_rate_limits_on_postgresql(mesh, tmp_path):
                            rate_limits={"image_studio": "2/minute"}) as client:
             statuses = [(await client.get("/api/image-studio/templates", headers={"X-API-Key": "pgkey"})).status_code
                         for _ in range(3)]
-    except Exception as exc:  # noqa: BLE001 - no server here
+    except Exception as exc:
         if "connection" in str(exc).lower():
             pytest.skip(f"PostgreSQL not reachable: {exc}")
         raise
