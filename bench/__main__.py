@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.harness import markdown_table
 
 # Each module exposes `async def run() -> list[Comparison]`.
-BENCHMARKS = ["mesh_overhead"]
+BENCHMARKS = ["mesh_overhead", "gateway_throughput"]
 
 
 async def main(selected: list[str]) -> int:
