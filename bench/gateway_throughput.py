@@ -32,7 +32,7 @@ REPEATS = int(os.environ.get("BENCH_GATEWAY_REPEATS", "3"))
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bare_app():  # noqa: ANN201 - a FastAPI app (uvicorn --factory)
+def bare_app():
     """The baseline: FastAPI answering the same JSON from the same catalogue, nothing else."""
     from fastapi import FastAPI
 
@@ -50,7 +50,7 @@ def bare_app():  # noqa: ANN201 - a FastAPI app (uvicorn --factory)
     return app
 
 
-def gateway_app():  # noqa: ANN201
+def gateway_app():
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
 
