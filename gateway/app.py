@@ -127,6 +127,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        errors.REQUEST_STARTED.set(started)
         status = {"code": 500}
 
         async def observed_send(message: dict) -> None:

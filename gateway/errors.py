@@ -6,6 +6,7 @@ from the matched route, so a dialect module only says how its errors look.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.errors import ImageMeshError, InvalidArgument, PromptTooLong, RateLimited, Unauthenticated
+
+# When the current request started (perf_counter), set by the app's outermost middleware: renderers that report
+# "time until the error occurred" (FLUX Krea's `duration`) read it.
+REQUEST_STARTED: contextvars.ContextVar[float] = contextvars.ContextVar("request_started", default=0.0)
 
 # A renderer turns an ImageMeshError into the dialect's JSON response.
 ErrorRenderer = Callable[[ImageMeshError], JSONResponse]

@@ -7,7 +7,6 @@ Errors: {"success": false, "error": "...", "duration": seconds}; 400 for a param
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
@@ -25,22 +24,11 @@ GUARD = Depends(guard("flux", anonymous_bucket="flux_anonymous"))
 DIALECT = "flux"
 router = APIRouter(tags=["FLUX Krea (seed 001)"])
 
-# When the request started, so an error can report "time until error occurred".
-_started: contextvars.ContextVar[float] = contextvars.ContextVar("flux_started", default=0.0)
-
-
 def render_error(error: ImageMeshError) -> JSONResponse:
-    started = _started.get()
+    started = errors.REQUEST_STARTED.get()
     duration = round(time.perf_counter() - started, 3) if started else 0.0
     return JSONResponse(status_code=error.http_status,
                         content={"success": False, "error": error.message, "duration": duration})
-
-
-async def _start_clock() -> None:
-    _started.set(time.perf_counter())
-
-
-CLOCK = Depends(_start_clock)
 
 
 class GenerateParams(BaseModel):
@@ -90,7 +78,7 @@ async def _first_image(request, job: orch_pb.Job) -> str:
     return data_uri(data, media_type or "image/png")
 
 
-@router.post("/generate", response_model=GenerateReply, dependencies=[CLOCK, GUARD],
+@router.post("/generate", response_model=GenerateReply, dependencies=[GUARD],
              responses={400: {"model": ErrorReply}, 422: {"model": ErrorReply}, 500: {"model": ErrorReply}},
              summary="Generate an image from a text prompt (synchronous)")
 async def generate(params: GenerateParams, request: Request) -> GenerateReply:
