@@ -69,7 +69,8 @@ class GatewaySettings(ClientSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var_dir / 'imagemesh.db'}"
+        # The orchestrator's default: one SQLite file for jobs, keys and rate-limit windows.
+        return self.database_url or f"sqlite:///{(self.var_dir / 'imagemesh.db').resolve()}"
 
     @property
     def resolved_rate_limits(self) -> dict[str, str]:

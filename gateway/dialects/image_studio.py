@@ -336,6 +336,21 @@ async def _resolve(request: Request, provider: str | None, model_name: str | Non
                        supported_models=names)
 
 
+def _fit(width: int, height: int, model: gen_pb.ModelInfo | None) -> tuple[int, int]:
+    """A template's size scaled down (aspect kept) into the model's limits: the template names a shape, the model
+    decides how many pixels it can make. Sizes the client gives explicitly are never changed."""
+    if model is None or not model.max_size or max(width, height) <= model.max_size:
+        return width, height
+    scale = model.max_size / max(width, height)
+    multiple = model.size_multiple or 8
+    low = model.min_size or multiple
+
+    def side(value: int) -> int:
+        return max(low, int(value * scale) // multiple * multiple)
+
+    return side(width), side(height)
+
+
 def _quality_steps(model: gen_pb.ModelInfo | None, quality: str) -> int:
     if model is None or not model.default_steps:
         return 0
@@ -361,7 +376,7 @@ async def create(body: CreateBody, request: Request) -> CreateReply:
     width, height = body.width or 0, body.height or 0
     style_preset = body.style_preset or (template["style_preset"] if template else "")
     if template and not (width or height or body.aspect_ratio):
-        width, height = template["aspect_ratio"]["width"], template["aspect_ratio"]["height"]
+        width, height = _fit(template["aspect_ratio"]["width"], template["aspect_ratio"]["height"], used)
     prompt = enrich.enhance(catalogues, body.prompt, style_preset, body.quality) if body.enhance_prompt else body.prompt
     steps = body.steps or _quality_steps(used, body.quality)
     results: list[CreateResult] = []
