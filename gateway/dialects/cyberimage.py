@@ -200,21 +200,41 @@ def _progress(job: orch_pb.Job) -> Progress:
     done = job.status == common_pb2.JOB_STATUS_COMPLETED
     failed = job.status in (common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED)
     running = job.status == common_pb2.JOB_STATUS_RUNNING
+    step, total = (p.step, p.total_steps) if p.total_steps else (None, None)
+    if done:
+        # A finished job reports its whole run, as the seed's completed example does (step 30 of 30).
+        total = total or job.result.generate.metadata.steps or job.spec.generate.steps or None
+        step = total
     return Progress(preparing=job.status == common_pb2.JOB_STATUS_PENDING or (running and stage == common_pb2.STAGE_QUEUED),
                     loading_model=running and stage == common_pb2.STAGE_LOADING,
                     generating=running and stage == common_pb2.STAGE_GENERATING,
                     saving=running and stage == common_pb2.STAGE_ENCODING, completed=done, failed=failed,
-                    step=p.step if p.total_steps else None, total_steps=p.total_steps or None)
+                    step=step, total_steps=total)
 
 
-def _record_meta(metadata: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in metadata.items():
-        try:
-            out[key] = json.loads(value) if value[:1] in "[{" or key in ("settings",) else value
-        except (ValueError, TypeError):
-            out[key] = value
-    return out
+def _number(value: str | None, kind: type = int) -> Any:
+    try:
+        return kind(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _settings(meta: dict[str, str]) -> dict[str, Any]:
+    """The seed's `settings` object from what Generate recorded with the stored image."""
+    settings = {"num_inference_steps": _number(meta.get("steps")),
+                "guidance_scale": _number(meta.get("guidance_scale"), float),
+                "height": _number(meta.get("height")), "width": _number(meta.get("width"))}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+class ImageMetadata(BaseModel):
+    model_id: str
+    prompt: str
+    negative_prompt: str | None
+    settings: dict[str, Any]
+    generation_time: float
+    image_number: int | None
+    total_images: int | None
 
 
 @router.get("/status/{job_id}", response_model=StatusReply, dependencies=[READ], summary="A job's status")
@@ -260,15 +280,27 @@ async def get_image(image_id: str, request: Request) -> Response:
     return Response(content=reply.image.data, media_type=reply.image.media_type or reply.record.media_type)
 
 
-@router.get("/image/{image_id}/metadata", dependencies=[READ], summary="A generated image's metadata")
-async def image_metadata(image_id: str, request: Request) -> dict[str, Any]:
-    reply = await _get_image(request, image_id)
-    meta = _record_meta(dict(reply.record.metadata))
-    meta.setdefault("generation_time", reply.record.created_at.ToNanoseconds() / 1e9)
-    for key in ("image_number", "total_images"):
-        if isinstance(meta.get(key), str) and meta[key].isdigit():
-            meta[key] = int(meta[key])
-    return meta
+@router.get("/image/{image_id}/metadata", response_model=ImageMetadata, dependencies=[READ],
+            summary="A generated image's metadata")
+async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
+    record = (await _get_image(request, image_id)).record
+    meta = dict(record.metadata)
+    model_id, number, total = meta.get("model_id", ""), None, None
+    if record.job_id:
+        # Which image of its job this is, and the name the client asked for, live on the job.
+        try:
+            job = await translate.get_job(request, record.job_id)
+        except NotFound:
+            job = None
+        if job is not None:
+            refs = [image.ref for image in translate.job_images(job)]
+            number = refs.index(record.ref) + 1 if record.ref in refs else None
+            total = job.spec.generate.num_images or len(refs) or None
+            model_id = job.labels.get("model_requested") or model_id
+    return ImageMetadata(model_id=model_id, prompt=meta.get("prompt", ""),
+                         negative_prompt=meta.get("negative_prompt") or None, settings=_settings(meta),
+                         generation_time=_number(meta.get("generation_time"), float)
+                         or record.created_at.ToNanoseconds() / 1e9, image_number=number, total_images=total)
 
 
 @router.delete("/image/{image_id}", response_model=SimpleReply, dependencies=[READ], summary="Delete an image")
@@ -326,10 +358,9 @@ async def gallery(request: Request, page: int = Query(1, ge=1), limit: int = Que
         timeout=30.0)
     images = []
     for record in reply.images:
-        meta = _record_meta(dict(record.metadata))
-        images.append(GalleryImage(id=record.ref, model_id=str(meta.get("model_id", "")),
-                                   prompt=str(meta.get("prompt", "")), created_at=translate.iso(record.created_at),
-                                   settings=meta.get("settings") if isinstance(meta.get("settings"), dict) else {}))
+        meta = dict(record.metadata)
+        images.append(GalleryImage(id=record.ref, model_id=meta.get("model_id", ""), prompt=meta.get("prompt", ""),
+                                   created_at=translate.iso(record.created_at), settings=_settings(meta)))
     return GalleryReply(images=images, page=page, limit=limit, has_more=page * limit < reply.total_size,
                         total=reply.total_size)
 

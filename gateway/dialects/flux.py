@@ -16,8 +16,10 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from gateway import errors, translate
 from gateway.images_in import data_uri
 from gateway.security import guard
-from shared.errors import ImageMeshError, Internal, InvalidArgument
+from shared import clients
+from shared.errors import ImageMeshError, Internal
 from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 GUARD = Depends(guard("flux", anonymous_bucket="flux_anonymous"))
@@ -139,22 +141,24 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
             bucket = "flux" if security.auth_enabled else "flux_anonymous"
             subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{ws.client.host if ws.client else ''}"
             await security.count(bucket, subject)
-        job = await translate.submit_job(ws, _spec(params, ws.state.owner), DIALECT)
-        async for event in translate.watch_job(ws, job.id):
-            progress = event.job.progress
-            if progress.total_steps and event.type == orch_pb.JOB_EVENT_TYPE_PROGRESS:
-                await ws.send_json({"type": "progress", "data": {
-                    "step": progress.step, "total_steps": progress.total_steps,
-                    "percentage": round(100 * progress.step / progress.total_steps)}})
-            if translate.terminal(event.job.status):
-                job = event.job
-                break
-        if not translate.terminal(job.status) or job.status != common_pb2.JOB_STATUS_COMPLETED or not job.result.ByteSize():
-            job = await translate.get_job(ws, job.id)
-        if job.status != common_pb2.JOB_STATUS_COMPLETED:
-            raise InvalidArgument(job.error.message or f"generation {translate.status_name(job.status)}")
-        image = await _first_image(ws, job)
-        await ws.send_json({"type": "complete", "data": {"image": image,
+        # Generate's own stream: one event per denoising step, then the result. (The orchestrator's WatchJob
+        # reports job status and workflow steps, not denoising steps.)
+        request = gen_pb.GenerateStreamRequest(parameters=_spec(params, ws.state.owner).generate)
+        result = None
+        async for event in clients.stream(translate.mesh(ws).generate.GenerateStream, request,
+                                          timeout=translate.timeout(ws)):
+            if event.WhichOneof("event") == "progress":
+                progress = event.progress
+                if progress.total_steps:
+                    await ws.send_json({"type": "progress", "data": {
+                        "step": progress.step, "total_steps": progress.total_steps,
+                        "percentage": round(100 * progress.step / progress.total_steps)}})
+            else:
+                result = event.result
+        if result is None or not result.images:
+            raise Internal("generation finished without an image")
+        data, media_type = await translate.image_bytes(ws, result.images[0].image)
+        await ws.send_json({"type": "complete", "data": {"image": data_uri(data, media_type or "image/png"),
                                                         "duration": round(time.perf_counter() - started, 3)}})
     except ImageMeshError as exc:
         await ws.send_json(_ws_error(exc.message))

@@ -661,7 +661,7 @@ async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
     for platform in body.platforms:
         formats = await translate.platform_formats(request, platform)
         if not formats:
-            raise NotFound(f"Platform '{platform}' not found", field="platforms")
+            raise InvalidArgument(f"Platform '{platform}' has no formats", field="platforms")
         wanted = body.format_names.get(platform)
         match = next((f for f in formats if wanted is None or _same(f.name, wanted) or _same(f.description, wanted)),
                      None)
@@ -691,10 +691,11 @@ async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
 
 
 async def _formats(request: Request, platform: str) -> list[up_pb.PlatformFormat]:
+    """A platform's formats; an unknown platform (the one argument of the call) is the seed's 404."""
     try:
         formats = await translate.platform_formats(request, platform)
-    except NotFound:
-        formats = []
+    except (NotFound, InvalidArgument) as exc:
+        raise NotFound(f"Platform '{platform}' not found: {exc.message}") from None
     if not formats:
         raise NotFound(f"Platform '{platform}' not found")
     return formats

@@ -43,9 +43,9 @@ async def test_wrong_or_missing_key_is_401_in_the_dialect_format(secured, dialec
 @pytest.mark.parametrize("headers", [alice(), bob()], ids=["bearer", "x-api-key"])
 async def test_a_good_key_in_either_header_passes(secured, dialect, headers):
     reply = await _probe(secured, dialect, headers)
-    # Past auth: either the answer or the backend's own status (501 while a capability has not landed).
-    assert reply.status_code != 401, reply.text
-    assert reply.status_code in (200, 501), reply.text
+    # Past auth: the answer, or the backend's own status (the probe's job id is unknown to the orchestrator: 404;
+    # 501 while a capability has not landed).
+    assert reply.status_code in (200, 404, 501), reply.text
 
 
 async def test_health_and_docs_need_no_key(secured):

@@ -96,7 +96,9 @@ async def test_process_removes_then_upscales(http):
 
 async def test_log_selection_after_a_shotgun(http):
     shot = await http.post("/remove-background", json={"image": b64(disc_on_grey(48)), "include_models": ["u2netp"]})
-    job_id = shot.json()["job_id"] if shot.status_code == 200 else "job_unknown"
+    if not landed("shotgun", shot):
+        return
+    job_id = shot.json()["job_id"]
     reply = await http.post("/log-selection", json={"job_id": job_id, "selected_model_id": "u2netp",
                                                      "image_category": "illustration", "notes": "cleanest edges"})
     if not landed("shotgun", reply):
