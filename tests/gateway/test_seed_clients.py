@@ -247,3 +247,39 @@ def test_freepik_verify_webhook_accepts_the_mesh_signature_scheme():
     signature = "sha256=" + hmac.new(b"secret", payload, hashlib.sha256).hexdigest()
     assert verify_webhook(payload, signature, "secret")
     assert not verify_webhook(payload + b" ", signature, "secret")
+
+
+async def test_freepik_verify_webhook_on_a_real_delivery(tmp_path, webhook_sink):
+    """A Freepik job with webhook_url: the orchestrator POSTs the documented payload, and the seed's verify_webhook
+    (verbatim) accepts its X-Freepik-Signature. Loopback delivery needs both allow-lists (tests only)."""
+    from tests.images import b64, disc_rgba
+    from tests.mesh import start_mesh
+
+    verify_webhook = run_snippet(VERIFY_WEBHOOK, "", "")["verify_webhook"]
+    mesh = await start_mesh(tmp_path, {
+        "orchestrator": {"webhook_allow": "127.0.0.1/32", "webhook_default_secret": "whsec-test",
+                         "webhook_poll_interval_s": 0.1, "public_image_base_url": "http://gateway/v1/images/"},
+        "gateway": {"url_allow_list": "127.0.0.1/32"}})
+    try:
+        reply = await mesh.http.post("/v1/post-process/upscale", json={
+            "image_url": "data:image/png;base64," + b64(disc_rgba(16)), "scale_factor": 2,
+            "webhook_url": webhook_sink.url})
+        if reply.status_code == 501:  # jobs have not landed on this branch
+            assert reply.json()["error"]["code"] == "NOT_IMPLEMENTED"
+            return
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["webhook_callback"] is True
+        for _ in range(300):
+            if webhook_sink.received:
+                break
+            await asyncio.sleep(0.1)
+        assert webhook_sink.received, "no webhook delivered"
+        headers, body = webhook_sink.received[-1]
+        signature = {k.lower(): v for k, v in headers.items()}["x-freepik-signature"]
+        assert verify_webhook(body, signature, "whsec-test")
+        assert not verify_webhook(body, signature, "another-secret")
+        payload = json.loads(body)
+        assert payload["task_id"] == reply.json()["task_id"] and payload["event"].endswith(".completed")
+        assert payload["data"]["status"] == "completed"
+    finally:
+        await mesh.close()
