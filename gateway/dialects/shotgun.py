@@ -16,7 +16,8 @@ from gateway import errors, translate
 from gateway.images_in import encode_base64, image_from_request
 from gateway.security import guard
 from shared import clients
-from shared.errors import ImageMeshError, InvalidArgument
+from shared.errors import ImageMeshError, InvalidArgument, InvalidModel
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
@@ -160,10 +161,25 @@ def _success(result: orch_pb.ShotgunResult) -> bool:
     return result.status == orch_pb.SHOTGUN_RESULT_STATUS_SUCCESS
 
 
+async def _check_models(request: Request, models: list[str]) -> None:
+    """Unknown model ids are the documented validation error listing the configured ones, before any work."""
+    if not models:
+        return
+    listing = await clients.call(translate.mesh(request).background_removal.ListRemovalModels,
+                                 br_pb.ListRemovalModelsRequest(), timeout=10.0)
+    known = [model.id for model in listing.models]
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        raise InvalidModel(f"unknown background-removal model(s) {', '.join(map(repr, unknown))}; supported: all, "
+                           f"{', '.join(known)}", field="include_models", supported_models=["all", *known])
+
+
 async def _shotgun(request: Request, body: ImageInput, models: list[str], output_format: str,
                    upscale_factor: int = 0) -> orch_pb.ShotgunSummary | orch_pb.Job:
+    models = [] if models == ["all"] else models
+    await _check_models(request, models)
     image = await image_from_request(body.image, body.image_url, request.app.state.settings)
-    spec = orch_pb.ShotgunSpec(image=image, models=[] if models == ["all"] else models,
+    spec = orch_pb.ShotgunSpec(image=image, models=models,
                                output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
     if body.webhook_url:
         hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
