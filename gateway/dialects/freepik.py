@@ -314,6 +314,10 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
         url = image_url(request, step.outputs[0]) if step.outputs else None
         steps.append(WorkflowStep(step=step.index or position, action=step.action,
                                   status=translate.status_name(step.status), result_url=url))
+    if not steps and info is not None:
+        # Not started yet: the definition's steps, all pending.
+        steps = [WorkflowStep(step=position, action=step.action, status="pending")
+                 for position, step in enumerate(info.steps, start=1)]
     return WorkflowExecution(workflow_execution_id=job.id, workflow_name=workflow_id,
                              status="running" if job.status == common_pb2.JOB_STATUS_RUNNING
                              else translate.status_name(job.status),

@@ -91,6 +91,9 @@ async def test_workflows_list_and_execute(http):
     execution = reply.json()
     assert_shape(execution, SEED["workflow_execution"], nullable=frozenset({"result_url"}))
     assert execution["workflow_name"] == workflow["id"]
+    assert len(execution["steps"]) == workflow["steps_count"]
+    task = await _wait(http, execution["workflow_execution_id"])
+    assert task["status"] in ("completed", "partial", "failed"), task
 
 
 async def test_unknown_workflow_is_workflow_not_found(http):
