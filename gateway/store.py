@@ -82,6 +82,12 @@ _sqlite_writer = threading.Lock()
 
 def hit(engine: Engine, bucket: str, window_start: int, expire_before: int) -> int:
     """Count one request in (bucket, window) and return the window's count, atomically across replicas."""
+    return hit_many(engine, [(bucket, window_start, 1, expire_before)])[0]
+
+
+def hit_many(engine: Engine, hits: list[tuple[str, int, int, int]]) -> list[int]:
+    """Count n requests in each (bucket, window, n, expire_before) in one transaction; returns each window's count
+    after its n were added. One commit for many requests is what keeps the counter off the hot path."""
     dialect = engine.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -89,16 +95,19 @@ def hit(engine: Engine, bucket: str, window_start: int, expire_before: int) -> i
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the job store runs on SQLite or PostgreSQL
         raise RuntimeError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
-    statement = insert(rate_windows).values(bucket=bucket, window_start=window_start, count=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[rate_windows.c.bucket, rate_windows.c.window_start],
-        set_={"count": rate_windows.c.count + 1},
-    ).returning(rate_windows.c.count)
+    counts = []
     lock = _sqlite_writer if dialect == "sqlite" else contextlib.nullcontext()
     with lock, engine.begin() as conn:
-        count = int(conn.execute(statement).scalar_one())
-        if count == 1:
-            # A new window: drop this bucket's expired ones, so the table stays as small as the live windows.
-            conn.execute(delete(rate_windows).where(rate_windows.c.bucket == bucket,
-                                                    rate_windows.c.window_start < expire_before))
-    return count
+        for bucket, window_start, n, expire_before in hits:
+            statement = insert(rate_windows).values(bucket=bucket, window_start=window_start, count=n)
+            statement = statement.on_conflict_do_update(
+                index_elements=[rate_windows.c.bucket, rate_windows.c.window_start],
+                set_={"count": rate_windows.c.count + n},
+            ).returning(rate_windows.c.count)
+            count = int(conn.execute(statement).scalar_one())
+            if count == n:
+                # A new window: drop this bucket's expired ones, so the table stays as small as the live windows.
+                conn.execute(delete(rate_windows).where(rate_windows.c.bucket == bucket,
+                                                        rate_windows.c.window_start < expire_before))
+            counts.append(count)
+    return counts
