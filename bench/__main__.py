@@ -12,8 +12,13 @@ from pathlib import Path
 
 from bench.harness import markdown_table
 
-# Each module exposes `async def run() -> list[Comparison]`.
-BENCHMARKS = ["mesh_overhead", "gateway_throughput"]
+def discover() -> list[str]:
+    """Every bench module (each has `async def run() -> list[Comparison]`), in name order: no registration."""
+    here = Path(__file__).parent
+    return sorted(p.stem for p in here.glob("*.py") if p.stem not in {"__init__", "__main__", "harness"})
+
+
+BENCHMARKS = discover()
 
 
 async def main(selected: list[str]) -> int:

@@ -1,20 +1,107 @@
-"""Thin gRPC servicer of the Generate service."""
+"""Thin gRPC servicer: protobuf <-> GenerateCore."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
-from shared.errors import NotImplementedYet
-from shared.gen.imagemesh.v1 import generate_service_pb2 as pb, generate_service_pb2_grpc as pb_grpc
+from services.generate.core import GenerateCore, GenerateOutput
+from services.generate.models import ModelState
+from services.generate.request import GenerateInput
+from shared import images
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
+from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
+from shared.image_store import LocalImageStore
+
+_OPERATIONS = {
+    pb.GENERATE_OPERATION_UNSPECIFIED: "text_to_image",
+    pb.GENERATE_OPERATION_TEXT_TO_IMAGE: "text_to_image",
+    pb.GENERATE_OPERATION_IMAGE_TO_IMAGE: "image_to_image",
+    pb.GENERATE_OPERATION_INPAINT: "inpaint",
+}
+_OPERATION_ENUM = {"text_to_image": pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
+                   "image_to_image": pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
+                   "inpaint": pb.GENERATE_OPERATION_INPAINT}
+_STATES = {ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, ModelState.LOADING: pb.MODEL_STATE_LOADING,
+           ModelState.READY: pb.MODEL_STATE_READY, ModelState.FAILED: pb.MODEL_STATE_FAILED}
 
 
 class GenerateServicer(pb_grpc.GenerateServiceServicer):
+    def __init__(self, core: GenerateCore, store: LocalImageStore, limits: images.ImageLimits) -> None:
+        self.core = core
+        self.store = store
+        self.limits = limits
+
+    def _input(self, p: pb.GenerateParameters) -> GenerateInput:
+        def image(field: str):
+            if not p.HasField(field):
+                return None
+            return images.decode_message(getattr(p, field), self.limits, self.store)
+
+        return GenerateInput(
+            prompt=p.prompt, model=p.model, negative_prompt=p.negative_prompt, width=p.width, height=p.height,
+            aspect_ratio=p.aspect_ratio, steps=p.steps,
+            guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
+            seed=p.seed if p.HasField("seed") else None, num_images=p.num_images, style_preset=p.style_preset,
+            output_format=p.output_format, store_output=p.store_output, scheduler=p.scheduler,
+            operation=_OPERATIONS.get(p.operation, f"unknown({p.operation})"),
+            init_image=image("init_image"), mask_image=image("mask_image"),
+            strength=p.strength if p.HasField("strength") else None, owner=p.owner,
+        )
+
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
-        raise NotImplementedYet("text-to-image generation is not built yet in this deployment")
+        return _response(await self.core.generate(self._input(request.parameters)))
 
     async def GenerateStream(self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext):
-        raise NotImplementedYet("text-to-image generation is not built yet in this deployment")
-        yield  # pragma: no cover - makes this an async generator
+        events: asyncio.Queue = asyncio.Queue()
+        task = asyncio.create_task(self.core.generate(self._input(request.parameters), events.put_nowait))
+        try:
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield pb.GenerateStreamResponse(progress=getter.result())
+                    continue
+                getter.cancel()
+                break
+            while not events.empty():
+                yield pb.GenerateStreamResponse(progress=events.get_nowait())
+            yield pb.GenerateStreamResponse(result=_response(task.result()))
+        finally:
+            # The client went away (or the deadline passed) while we waited: cancelling the core's task
+            # cancels the job, which stops the pipeline at its next step.
+            if not task.done():
+                task.cancel()
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[], device="cpu")
+        device = self.core.device
+        models = []
+        for status in self.core.models():
+            e = status.entry
+            models.append(pb.ModelInfo(
+                id=e.id, aliases=list(e.aliases), description=e.description, source=e.source,
+                pipeline_class=e.pipeline, dtype=e.dtype, state=_STATES[status.state], state_reason=status.reason,
+                device=device, default_steps=e.default_steps, min_steps=e.min_steps, max_steps=e.max_steps,
+                default_guidance=e.default_guidance, min_size=e.min_size, max_size=e.max_size,
+                size_multiple=e.size_multiple, supports_negative_prompt=e.supports_negative_prompt,
+                cost_per_second_usd=e.cost_per_second_usd, operations=[_OPERATION_ENUM[o] for o in e.operations],
+                default_width=e.default_width, default_height=e.default_height, is_default=status.is_default,
+            ))
+        return pb.ListModelsResponse(models=models, device=device, default_model=self.core.registry.default_id)
+
+
+def _response(out: GenerateOutput) -> pb.GenerateResponse:
+    plan = out.plan
+    return pb.GenerateResponse(
+        images=[pb.GeneratedImage(image=img.image, seed=img.seed, index=img.index) for img in out.images],
+        metadata=pb.GenerationMetadata(
+            model_id=plan.entry.id, effective_prompt=plan.effective_prompt, steps=plan.steps,
+            guidance_scale=plan.guidance_scale, width=plan.width, height=plan.height, device=out.device,
+            timings=pb.GenerationTimings(**out.timings_ms),
+            cost=common_pb2.Cost(usd=out.cost_usd, device_seconds=out.device_seconds, device_class=out.device_class),
+            batch_size=out.batch_size, scheduler=out.scheduler,
+        ),
+        notes=out.notes,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from google.protobuf import timestamp_pb2
 
@@ -28,6 +29,8 @@ class OrchestratorCore:
     def __init__(self, settings: OrchestratorSettings, backends: Backends) -> None:
         self.settings = settings
         self.backends = backends
+        # Set by the shotgun wiring: runs a ShotgunSpec and returns its summary.
+        self.shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None
 
     async def execute(self, spec: pb.JobSpec) -> pb.JobResult:
         """Run one spec to completion and return its result; errors propagate as ImageMeshError."""
@@ -36,6 +39,12 @@ class OrchestratorCore:
         if kind == "upscale":
             response = await clients.call(self.backends.upscale.Upscale, spec.upscale, timeout=timeout)
             return pb.JobResult(upscale=response)
+        if kind == "remove_background":
+            response = await clients.call(self.backends.background_removal.RemoveBackground, spec.remove_background,
+                                          timeout=timeout)
+            return pb.JobResult(remove_background=response)
+        if kind == "shotgun" and self.shotgun_runner is not None:
+            return pb.JobResult(shotgun=await self.shotgun_runner(spec.shotgun))
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)

@@ -47,7 +47,7 @@ class UpscaleRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., scale_factor: _Optional[int] = ..., target_width: _Optional[int] = ..., target_height: _Optional[int] = ..., mode: _Optional[str] = ..., method: _Optional[str] = ..., preset: _Optional[str] = ..., preserve_alpha: _Optional[bool] = ..., background_color: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., quality: _Optional[int] = ...) -> None: ...
 
 class UpscaleResponse(_message.Message):
-    __slots__ = ("image", "input_dimensions", "output_dimensions", "scale_factor", "alpha_preserved", "method_used", "processing_time_ms", "cost", "notes")
+    __slots__ = ("image", "input_dimensions", "output_dimensions", "scale_factor", "alpha_preserved", "method_used", "processing_time_ms", "cost", "notes", "provider")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     INPUT_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class UpscaleResponse(_message.Message):
     PROCESSING_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     input_dimensions: _common_pb2.Dimensions
     output_dimensions: _common_pb2.Dimensions
@@ -66,7 +67,8 @@ class UpscaleResponse(_message.Message):
     processing_time_ms: int
     cost: _common_pb2.Cost
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., input_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., output_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., scale_factor: _Optional[float] = ..., alpha_preserved: _Optional[bool] = ..., method_used: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    provider: str
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., input_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., output_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., scale_factor: _Optional[float] = ..., alpha_preserved: _Optional[bool] = ..., method_used: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class UpscaleMethodInfo(_message.Message):
     __slots__ = ("id", "description", "available", "unavailable_reason", "native_scales", "provider")
@@ -89,8 +91,15 @@ class ListMethodsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListMethodsResponse(_message.Message):
-    __slots__ = ("methods", "presets")
+    __slots__ = ("methods", "presets", "lighting_styles")
     class PresetsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LightingStylesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -99,9 +108,11 @@ class ListMethodsResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     METHODS_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
+    LIGHTING_STYLES_FIELD_NUMBER: _ClassVar[int]
     methods: _containers.RepeatedCompositeFieldContainer[UpscaleMethodInfo]
     presets: _containers.ScalarMap[str, str]
-    def __init__(self, methods: _Optional[_Iterable[_Union[UpscaleMethodInfo, _Mapping]]] = ..., presets: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    lighting_styles: _containers.ScalarMap[str, str]
+    def __init__(self, methods: _Optional[_Iterable[_Union[UpscaleMethodInfo, _Mapping]]] = ..., presets: _Optional[_Mapping[str, str]] = ..., lighting_styles: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RelightRequest(_message.Message):
     __slots__ = ("image", "lighting_style", "mask", "intensity", "output_format")
@@ -118,16 +129,18 @@ class RelightRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., lighting_style: _Optional[str] = ..., mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., intensity: _Optional[float] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ...) -> None: ...
 
 class RelightResponse(_message.Message):
-    __slots__ = ("image", "lighting_style", "processing_time_ms", "cost")
+    __slots__ = ("image", "lighting_style", "processing_time_ms", "cost", "notes")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LIGHTING_STYLE_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     lighting_style: str
     processing_time_ms: int
     cost: _common_pb2.Cost
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., lighting_style: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., lighting_style: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SafeZone(_message.Message):
     __slots__ = ("top", "bottom", "left", "right")
@@ -142,7 +155,7 @@ class SafeZone(_message.Message):
     def __init__(self, top: _Optional[float] = ..., bottom: _Optional[float] = ..., left: _Optional[float] = ..., right: _Optional[float] = ...) -> None: ...
 
 class PlatformFormat(_message.Message):
-    __slots__ = ("platform", "name", "width", "height", "ratio", "safe_zone", "file_type", "max_size_bytes", "description")
+    __slots__ = ("platform", "name", "width", "height", "ratio", "safe_zone", "file_type", "max_size_bytes", "description", "display_name")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +165,7 @@ class PlatformFormat(_message.Message):
     FILE_TYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     platform: str
     name: str
     width: int
@@ -161,10 +175,11 @@ class PlatformFormat(_message.Message):
     file_type: str
     max_size_bytes: int
     description: str
-    def __init__(self, platform: _Optional[str] = ..., name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., ratio: _Optional[str] = ..., safe_zone: _Optional[_Union[SafeZone, _Mapping]] = ..., file_type: _Optional[str] = ..., max_size_bytes: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    display_name: str
+    def __init__(self, platform: _Optional[str] = ..., name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., ratio: _Optional[str] = ..., safe_zone: _Optional[_Union[SafeZone, _Mapping]] = ..., file_type: _Optional[str] = ..., max_size_bytes: _Optional[int] = ..., description: _Optional[str] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class OptimizeSocialRequest(_message.Message):
-    __slots__ = ("image", "platforms", "formats", "crop_mode", "focal_x", "focal_y", "safe_zone_overlay", "output_format")
+    __slots__ = ("image", "platforms", "formats", "crop_mode", "focal_x", "focal_y", "safe_zone_overlay", "output_format", "background_color")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +188,7 @@ class OptimizeSocialRequest(_message.Message):
     FOCAL_Y_FIELD_NUMBER: _ClassVar[int]
     SAFE_ZONE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_COLOR_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     platforms: _containers.RepeatedScalarFieldContainer[str]
     formats: _containers.RepeatedScalarFieldContainer[str]
@@ -181,17 +197,22 @@ class OptimizeSocialRequest(_message.Message):
     focal_y: float
     safe_zone_overlay: bool
     output_format: _common_pb2.ImageFormat
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., platforms: _Optional[_Iterable[str]] = ..., formats: _Optional[_Iterable[str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., focal_x: _Optional[float] = ..., focal_y: _Optional[float] = ..., safe_zone_overlay: _Optional[bool] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ...) -> None: ...
+    background_color: str
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., platforms: _Optional[_Iterable[str]] = ..., formats: _Optional[_Iterable[str]] = ..., crop_mode: _Optional[_Union[CropMode, str]] = ..., focal_x: _Optional[float] = ..., focal_y: _Optional[float] = ..., safe_zone_overlay: _Optional[bool] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., background_color: _Optional[str] = ...) -> None: ...
 
 class SocialImage(_message.Message):
-    __slots__ = ("format", "image", "size_bytes")
+    __slots__ = ("format", "image", "size_bytes", "quality", "notes")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     format: PlatformFormat
     image: _common_pb2.Image
     size_bytes: int
-    def __init__(self, format: _Optional[_Union[PlatformFormat, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    quality: int
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, format: _Optional[_Union[PlatformFormat, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., size_bytes: _Optional[int] = ..., quality: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OptimizeSocialResponse(_message.Message):
     __slots__ = ("images", "processing_time_ms")

@@ -1,0 +1,143 @@
+"""GenerateCore: validate, queue onto the device worker, encode or store the outputs, account for cost.
+
+Plain Python (no gRPC): the servicer converts protobuf to GenerateInput and GenerateOutput back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from services.generate.models import ModelManager, ModelState
+from services.generate.registry import ModelEntry, Registry
+from services.generate.request import GenerateInput, Plan, validate
+from services.generate.settings import GenerateSettings
+from services.generate.worker import DeviceWorker, Outcome, ProgressFn
+from shared import images
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.image_store import LocalImageStore
+
+log = logging.getLogger("imagemesh.generate")
+
+
+@dataclass
+class OutputImage:
+    image: common_pb2.Image
+    seed: int
+    index: int
+
+
+@dataclass
+class GenerateOutput:
+    plan: Plan
+    images: list[OutputImage]
+    device: str
+    device_class: str
+    scheduler: str
+    timings_ms: dict[str, int]
+    device_seconds: float
+    cost_usd: float
+    batch_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelStatus:
+    entry: ModelEntry
+    state: ModelState
+    reason: str
+    is_default: bool
+
+
+class GenerateCore:
+    def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
+                 store: LocalImageStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.manager = manager
+        self.worker = worker
+        self.store = store
+
+    @property
+    def device(self) -> str:
+        return self.manager.device.name
+
+    def plan(self, inp: GenerateInput) -> Plan:
+        plan = validate(inp, self.registry, max_prompt_length=self.settings.max_prompt_length,
+                        max_images=self.settings.max_images_per_request)
+        # A FAILED model answers at once; it never reaches the queue.
+        self.manager.check_available(plan.entry)
+        return plan
+
+    async def generate(self, inp: GenerateInput, progress: ProgressFn | None = None) -> GenerateOutput:
+        started = time.perf_counter()
+        plan = self.plan(inp)
+        job = self.worker.submit(plan, progress)
+        try:
+            outcome: Outcome = await job.future
+        except asyncio.CancelledError:
+            # The caller left (client cancelled or its deadline passed): free the queue slot, or stop the
+            # pipeline at its next step when no other request shares the batch.
+            self.worker.cancel(job)
+            raise
+        if progress is not None:
+            progress(common_pb2.Progress(stage=common_pb2.STAGE_ENCODING, fraction=1.0, message="Encoding"))
+        encode_started = time.perf_counter()
+        outputs = await asyncio.to_thread(self._encode, plan, outcome)
+        encode_s = time.perf_counter() - encode_started
+        device = self.manager.device
+        return GenerateOutput(
+            plan=plan, images=outputs, device=device.name, device_class=device.kind, scheduler=outcome.scheduler,
+            timings_ms={"queue_ms": _ms(outcome.queue_s), "load_ms": _ms(outcome.load_s),
+                        "inference_ms": _ms(outcome.inference_s), "encode_ms": _ms(encode_s),
+                        "total_ms": _ms(time.perf_counter() - started)},
+            device_seconds=outcome.device_seconds,
+            cost_usd=outcome.device_seconds * plan.entry.cost_per_second_usd,
+            batch_size=outcome.batch_requests, notes=[*plan.notes, *outcome.notes],
+        )
+
+    def _encode(self, plan: Plan, outcome: Outcome) -> list[OutputImage]:
+        out = []
+        for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds)):
+            message = images.to_message(pil, plan.output_format)
+            if plan.store_output:
+                message = self._store(plan, outcome, message, pil, seed)
+            out.append(OutputImage(message, seed, index))
+        return out
+
+    def _store(self, plan: Plan, outcome: Outcome, message: common_pb2.Image, pil: Image.Image,
+               seed: int) -> common_pb2.Image:
+        metadata = {
+            "model_id": plan.entry.id, "prompt": plan.prompt, "effective_prompt": plan.effective_prompt,
+            "negative_prompt": plan.negative_prompt, "style_preset": plan.style_preset, "seed": str(seed),
+            "steps": str(plan.steps), "guidance_scale": f"{plan.guidance_scale:g}", "width": str(plan.width),
+            "height": str(plan.height), "scheduler": outcome.scheduler, "operation": plan.operation,
+            "device": self.manager.device.name,
+        }
+        record = self.store.put(message.data, message.media_type, pil.width, pil.height, owner=plan.owner,
+                                metadata=metadata)
+        return common_pb2.Image(ref=record.ref, media_type=record.media_type, width=record.width,
+                                height=record.height)
+
+    def models(self) -> list[ModelStatus]:
+        statuses = []
+        for entry in self.registry.entries.values():
+            state, reason = self.manager.state(entry.id)
+            statuses.append(ModelStatus(entry, state, reason, entry.id == self.registry.default_id))
+        return statuses
+
+    async def ready(self) -> bool:
+        """SERVING when the default model is loaded or loadable: the device exists and it has not FAILED."""
+        self.worker.ensure_started()
+        if self.worker.metrics is not None:
+            self.worker.metrics.loaded_bytes.set(self.manager.loaded_bytes())
+        state, _ = self.manager.state(self.registry.default_id)
+        return self.manager.device.available and state != ModelState.FAILED
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))

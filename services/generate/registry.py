@@ -1,0 +1,154 @@
+"""The model registry: a YAML file of generation models, their names, sources and limits.
+
+An operator maps the names clients use (the seeds' `flux-1`, `imagen3`, `mystic`, ...) onto whatever checkpoints
+the machine has. A source is a local folder (`path:`, relative to the models dir or absolute) or a hub id
+(`hub:`, loaded with `from_pretrained`; HF_HUB_OFFLINE is honoured by huggingface_hub itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import InvalidModel
+
+Operation = Literal["text_to_image", "image_to_image", "inpaint"]
+# Names that mean "whatever the default model is".
+DEFAULT_NAMES = frozenset({"", "auto", "default"})
+
+
+class ModelEntry(BaseModel):
+    """One registry entry; unknown keys are refused so that a typo in the YAML fails loudly at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    path: str | None = None
+    hub: str | None = None
+    revision: str | None = None
+    # Pipeline class name from diffusers, or "auto" (DiffusionPipeline reads model_index.json).
+    pipeline: str = "auto"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "auto"
+    operations: tuple[Operation, ...] = ("text_to_image", "image_to_image")
+    preload: bool = False
+    default_steps: int = 30
+    min_steps: int = 1
+    max_steps: int = 50
+    default_guidance: float = 7.5
+    min_guidance: float = 0.0
+    max_guidance: float = 20.0
+    default_width: int = 512
+    default_height: int = 512
+    min_size: int = 64
+    max_size: int = 2048
+    size_multiple: int = 8
+    # Hard cap on width * height (0 = max_size squared). Sizes derived from an aspect ratio keep the default
+    # size's pixel count instead, as real checkpoints are trained at about one pixel count.
+    max_pixels: int = 0
+    supports_negative_prompt: bool = True
+    cost_per_second_usd: float = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelEntry:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError(f"model {self.id!r}: give exactly one of `path` or `hub`")
+        if not (1 <= self.min_steps <= self.default_steps <= self.max_steps):
+            raise ValueError(f"model {self.id!r}: need 1 <= min_steps <= default_steps <= max_steps")
+        if self.size_multiple < 1 or self.min_size % self.size_multiple or self.max_size % self.size_multiple:
+            raise ValueError(f"model {self.id!r}: min_size and max_size must be multiples of size_multiple")
+        if not self.operations:
+            raise ValueError(f"model {self.id!r}: list at least one operation")
+        return self
+
+    @property
+    def pixel_budget(self) -> int:
+        return self.default_width * self.default_height
+
+    @property
+    def pixel_cap(self) -> int:
+        return self.max_pixels or self.max_size * self.max_size
+
+    @property
+    def source(self) -> str:
+        return self.path if self.path is not None else f"hub:{self.hub}"
+
+
+class RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: str
+    models: list[ModelEntry] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """Where from_pretrained loads an entry from: a local folder or a hub id."""
+
+    location: str
+    is_local: bool
+    revision: str | None = None
+
+
+class Registry:
+    """Entries by id with aliases resolved; case-insensitive, because clients spell `FLUX-1` and `flux-1`."""
+
+    def __init__(self, entries: list[ModelEntry], default: str, models_dir: Path) -> None:
+        self.entries = {e.id: e for e in entries}
+        self.models_dir = Path(models_dir)
+        self._names: dict[str, str] = {}
+        self._spellings: list[str] = []
+        for entry in entries:
+            for name in (entry.id, *entry.aliases):
+                key = name.lower()
+                if key in self._names and self._names[key] != entry.id:
+                    raise ValueError(f"name {name!r} is used by both {self._names[key]!r} and {entry.id!r}")
+                if key in DEFAULT_NAMES:
+                    raise ValueError(f"{name!r} is reserved for the default model")
+                self._names[key] = entry.id
+                self._spellings.append(name)
+        if default.lower() not in self._names:
+            raise ValueError(f"default model {default!r} is not in the registry")
+        self.default_id = self._names[default.lower()]
+
+    @classmethod
+    def from_file(cls, path: Path, models_dir: Path) -> Registry:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+            parsed = RegistryFile.model_validate(raw)
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise ValueError(f"cannot read model registry {path}: {exc}") from exc
+        return cls(parsed.models, parsed.default, models_dir)
+
+    @property
+    def default(self) -> ModelEntry:
+        return self.entries[self.default_id]
+
+    def supported_names(self) -> list[str]:
+        return ["auto", *sorted(set(self._spellings))]
+
+    def resolve(self, name: str) -> ModelEntry:
+        key = name.strip().lower()
+        if key in DEFAULT_NAMES:
+            return self.default
+        try:
+            return self.entries[self._names[key]]
+        except KeyError:
+            supported = self.supported_names()
+            raise InvalidModel(
+                f"The specified model {name!r} is not supported; supported: {', '.join(supported)}",
+                field="model", supported_models=supported,
+            ) from None
+
+    def source_of(self, entry: ModelEntry) -> ResolvedSource:
+        if entry.hub is not None:
+            return ResolvedSource(entry.hub, False, entry.revision)
+        path = Path(entry.path).expanduser()
+        if not path.is_absolute():
+            path = self.models_dir / path
+        return ResolvedSource(str(path), True)

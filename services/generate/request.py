@@ -1,0 +1,212 @@
+"""A generation request as plain Python, and its validation against the model's limits.
+
+Validation runs before a request is queued, so every bad value is a clear INVALID_ARGUMENT naming the field,
+never a pipeline exception half-way through a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from services.generate import presets
+from services.generate.registry import ModelEntry, Registry
+from shared.errors import InvalidArgument, MissingImage, PromptTooLong
+from shared.gen.imagemesh.v1 import common_pb2
+
+OPERATIONS = ("text_to_image", "image_to_image", "inpaint")
+MAX_SEED = 2**63 - 1 - 64  # room for seed + image index
+DEFAULT_STRENGTH = 0.8
+
+
+@dataclass
+class GenerateInput:
+    """What a client asked for, decoded from the wire (images already decoded to PIL)."""
+
+    prompt: str = ""
+    model: str = ""
+    negative_prompt: str = ""
+    width: int = 0
+    height: int = 0
+    aspect_ratio: str = ""
+    steps: int = 0
+    guidance_scale: float | None = None
+    seed: int | None = None
+    num_images: int = 0
+    style_preset: str = ""
+    output_format: int = common_pb2.IMAGE_FORMAT_PNG
+    store_output: bool = False
+    scheduler: str = ""
+    operation: str = "text_to_image"
+    init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None
+    strength: float | None = None
+    owner: str = ""
+
+
+@dataclass
+class Plan:
+    """A validated request: every default filled in, every value inside the model's limits."""
+
+    entry: ModelEntry
+    operation: str
+    prompt: str
+    effective_prompt: str
+    style_preset: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seeds: list[int]
+    scheduler: str
+    strength: float | None
+    init_image: Image.Image | None
+    mask_image: Image.Image | None
+    output_format: int
+    store_output: bool
+    owner: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.seeds)
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one pipeline call (prompts, seeds and images stay per request)."""
+        return (self.entry.id, self.operation, self.width, self.height, self.steps, self.guidance_scale,
+                self.scheduler, self.strength)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
+        raise InvalidArgument(f"{name} must be between {low:g} and {high:g}, got {value:g}", field=name,
+                              min=low, max=high)
+
+
+def _size(inp: GenerateInput, entry: ModelEntry) -> tuple[int, int]:
+    m = entry.size_multiple
+    if inp.width < 0 or inp.height < 0:
+        raise InvalidArgument("width and height must be positive", field="width" if inp.width < 0 else "height")
+    if inp.width and inp.height:
+        width, height = inp.width, inp.height
+    elif inp.width or inp.height:
+        # One side given: the other follows the aspect ratio (or the default size's shape).
+        ratio = presets.parse_aspect_ratio(inp.aspect_ratio) if inp.aspect_ratio else \
+            entry.default_width / entry.default_height
+        given = inp.width or inp.height
+        other = given / ratio if inp.width else given * ratio
+        other = min(entry.max_size, max(entry.min_size, round(other / m) * m))
+        width, height = (given, other) if inp.width else (other, given)
+    elif inp.aspect_ratio:
+        return presets.size_for_ratio(presets.parse_aspect_ratio(inp.aspect_ratio), entry.pixel_budget, m,
+                                      entry.min_size, entry.max_size)
+    elif inp.init_image is not None:
+        # Image-to-image without a size keeps the source's shape, fitted into the model's limits.
+        return _fit(inp.init_image.size, entry)
+    else:
+        return entry.default_width, entry.default_height
+    for name, value in (("width", width), ("height", height)):
+        _check_range(name, value, entry.min_size, entry.max_size)
+        if value % m:
+            raise InvalidArgument(f"{name} must be a multiple of {m}, got {value}", field=name, multiple=m)
+    if width * height > entry.pixel_cap:
+        raise InvalidArgument(f"{width}x{height} exceeds the model's {entry.pixel_cap} pixels", field="width",
+                              max_pixels=entry.pixel_cap)
+    return width, height
+
+
+def _fit(size: tuple[int, int], entry: ModelEntry) -> tuple[int, int]:
+    w, h = size
+    scale = min(1.0, math.sqrt(entry.pixel_cap / (w * h)), entry.max_size / max(w, h))
+    m = entry.size_multiple
+    return (min(entry.max_size, max(entry.min_size, int(w * scale) // m * m)),
+            min(entry.max_size, max(entry.min_size, int(h * scale) // m * m)))
+
+
+def _scheduler_name(name: str) -> str:
+    if not name:
+        return ""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not name.endswith("Scheduler") or not isinstance(cls, type):
+        raise InvalidArgument(f"unknown scheduler {name!r}; give a diffusers scheduler class name such as "
+                              "DDIMScheduler or EulerDiscreteScheduler", field="scheduler")
+    return name
+
+
+def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, max_images: int) -> Plan:
+    entry = registry.resolve(inp.model)
+    notes: list[str] = []
+    operation = inp.operation or "text_to_image"
+    if operation not in OPERATIONS:
+        raise InvalidArgument(f"unknown operation {operation!r}", field="operation")
+    if operation not in entry.operations:
+        raise InvalidArgument(f"model {entry.id!r} does not support {operation}; it supports "
+                              f"{', '.join(entry.operations)}", field="operation", model=entry.id)
+
+    prompt = inp.prompt.strip()
+    if not prompt:
+        raise InvalidArgument("prompt is required", field="prompt")
+    for name, text in (("prompt", prompt), ("negative_prompt", inp.negative_prompt)):
+        if len(text) > max_prompt_length:
+            raise PromptTooLong(f"{name} is {len(text)} characters; the maximum is {max_prompt_length}",
+                                field=name, length=len(text), max_length=max_prompt_length)
+    effective_prompt, style = presets.apply_style(prompt, inp.style_preset)
+
+    negative = inp.negative_prompt.strip()
+    if negative and not entry.supports_negative_prompt:
+        notes.append(f"negative_prompt ignored: model {entry.id} does not support negative prompts")
+        negative = ""
+
+    steps = inp.steps or entry.default_steps
+    _check_range("steps", steps, entry.min_steps, entry.max_steps)
+    guidance = entry.default_guidance if inp.guidance_scale is None else float(inp.guidance_scale)
+    _check_range("guidance_scale", guidance, entry.min_guidance, entry.max_guidance)
+    if negative and guidance <= 1.0:
+        notes.append("negative_prompt has no effect at guidance_scale <= 1")
+
+    num_images = inp.num_images or 1
+    _check_range("num_images", num_images, 1, max_images)
+    if inp.seed is None or inp.seed == -1:
+        seed = secrets.randbelow(2**32)
+    else:
+        _check_range("seed", inp.seed, 0, MAX_SEED)
+        seed = int(inp.seed)
+
+    strength = None
+    init_image = mask_image = None
+    if operation != "text_to_image":
+        if inp.init_image is None:
+            raise MissingImage(f"{operation} needs init_image", field="init_image")
+        if operation == "inpaint" and inp.mask_image is None:
+            raise MissingImage("inpaint needs mask_image", field="mask_image")
+    if operation == "image_to_image":
+        strength = DEFAULT_STRENGTH if inp.strength is None else float(inp.strength)
+        _check_range("strength", strength, 0.01, 1.0)
+        if int(steps * strength) < 1:
+            # diffusers runs int(steps * strength) steps and fails on zero; say so before queueing.
+            raise InvalidArgument(f"steps * strength = {steps * strength:g} leaves no denoising step",
+                                  field="strength")
+    elif inp.strength is not None:
+        notes.append(f"strength ignored: it applies to image_to_image, not {operation}")
+
+    if inp.output_format not in common_pb2.ImageFormat.values():
+        raise InvalidArgument(f"unknown output_format {inp.output_format}", field="output_format")
+    width, height = _size(inp, entry)
+    if inp.init_image is not None and operation != "text_to_image":
+        init_image = inp.init_image.convert("RGB").resize((width, height), Image.LANCZOS)
+    if inp.mask_image is not None and operation == "inpaint":
+        mask_image = inp.mask_image.convert("L").resize((width, height), Image.NEAREST)
+
+    return Plan(
+        entry=entry, operation=operation, prompt=prompt, effective_prompt=effective_prompt, style_preset=style,
+        negative_prompt=negative, width=width, height=height, steps=steps, guidance_scale=guidance,
+        seeds=[seed + i for i in range(num_images)], scheduler=_scheduler_name(inp.scheduler.strip()),
+        strength=strength, init_image=init_image, mask_image=mask_image, output_format=inp.output_format,
+        store_output=inp.store_output, owner=inp.owner, notes=notes,
+    )

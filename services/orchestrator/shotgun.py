@@ -1,0 +1,231 @@
+"""The background-removal shotgun (seed 002): one image, several models in parallel, every result back.
+
+The image is decoded once here and travels to BackgroundRemoval as raw RGBA (image/x-raw-rgba), so no replica
+decodes a PNG and nobody re-encodes one per model. Each model is its own unary call with its own deadline on a
+round-robin channel, so the calls spread over every replica and one slow, failing or dead backend costs only its
+own result: that model comes back with status error and a reason, the others succeed.
+
+Which models run: the list given; empty or ["all"] = every available model; "auto" = the most chosen model for the
+image category; top_k > 0 = the k most chosen. Rankings come from a `RankingSource` (an async callable
+`rank(category) -> [model_id, ...]`, most chosen first): the orchestrator's selection store in production,
+`InMemoryRanking` in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from shared import clients, images
+from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, ModelUnavailable, ServiceUnavailable
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2_grpc as up_grpc
+
+RankingSource = Callable[[str], Awaitable[list[str]]]
+ALL = "all"
+AUTO = "auto"
+SUCCESS = pb.SHOTGUN_RESULT_STATUS_SUCCESS
+ERROR = pb.SHOTGUN_RESULT_STATUS_ERROR
+
+
+class InMemoryRanking:
+    """Selections counted per category in memory: the RankingSource for tests and single-process demos.
+
+    `rank("")` ranks over every category. Ties keep the order in which models were first chosen.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, Counter] = defaultdict(Counter)
+
+    def record(self, model_id: str, category: str = "") -> None:
+        self._counts[category][model_id] += 1
+        if category:
+            self._counts[""][model_id] += 1
+
+    async def __call__(self, category: str) -> list[str]:
+        return [model for model, _ in self._counts.get(category, Counter()).most_common()]
+
+
+@dataclass(frozen=True)
+class ShotgunLimits:
+    # Deadline of one model's call (and of its upscale) when the request gives none.
+    per_model_timeout_s: float = 60.0
+    # Most models one shotgun may run.
+    max_models: int = 16
+    # Deadline of the ListRemovalModels call used to expand "all", "auto" and top_k.
+    list_timeout_s: float = 10.0
+
+
+def overall_status(results: list[pb.ShotgunResult]) -> int:
+    """Seed 002: completed when every model succeeded, partial when some did, failed when none did."""
+    succeeded = sum(1 for r in results if r.status == SUCCESS)
+    if results and succeeded == len(results):
+        return common_pb2.JOB_STATUS_COMPLETED
+    return common_pb2.JOB_STATUS_PARTIAL if succeeded else common_pb2.JOB_STATUS_FAILED
+
+
+def _dedupe(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+class Shotgun:
+    def __init__(self, removal: br_grpc.BackgroundRemovalServiceStub, upscale: up_grpc.UpscaleServiceStub | None,
+                 ranking: RankingSource, limits: ShotgunLimits | None = None,
+                 image_limits: images.ImageLimits | None = None, store=None) -> None:
+        self.removal = removal
+        self.upscale = upscale
+        self.ranking = ranking
+        self.limits = limits or ShotgunLimits()
+        self.image_limits = image_limits or images.ImageLimits()
+        self.store = store
+
+    async def _catalogue(self) -> br_pb.ListRemovalModelsResponse:
+        return await clients.call(self.removal.ListRemovalModels, br_pb.ListRemovalModelsRequest(),
+                                  timeout=self.limits.list_timeout_s)
+
+    async def _ranked(self, category: str, available: list[str], default: str) -> list[str]:
+        """Available models, most chosen first, then the default, then the catalogue's order (no data: default)."""
+        chosen = [m for m in await self.ranking(category) if m in available]
+        return _dedupe([*chosen, default if default in available else "", *available])
+
+    async def resolve_models(self, spec: pb.ShotgunSpec) -> tuple[list[str], dict[str, str]]:
+        """The model ids this shotgun runs, in order, and the display names known for them."""
+        asked = _dedupe([m.strip() for m in spec.models])
+        if spec.top_k < 0:
+            raise InvalidArgument("top_k must be >= 0", field="top_k", received=spec.top_k)
+        needs_catalogue = not asked or ALL in asked or AUTO in asked or spec.top_k > 0
+        names: dict[str, str] = {}
+        if needs_catalogue:
+            catalogue = await self._catalogue()
+            names = {m.id: m.display_name for m in catalogue.models}
+            available = [m.id for m in catalogue.models if m.available]
+            ranked = await self._ranked(spec.image_category, available, catalogue.default_model)
+            if not asked or ALL in asked:
+                asked = _dedupe([*available, *(m for m in asked if m != ALL)])
+            if AUTO in asked:
+                pick = ranked[:1]  # the most chosen available model, else the default (empty when none is available)
+                asked = _dedupe([p for m in asked for p in (pick if m == AUTO else [m])])
+            if spec.top_k > 0:
+                asked = [m for m in ranked if m in asked][:spec.top_k]
+            if not asked:
+                raise ModelUnavailable("no background-removal model is available for this shotgun",
+                                       field="models", available=available)
+        if len(asked) > self.limits.max_models:
+            raise InvalidArgument(f"a shotgun runs at most {self.limits.max_models} models, got {len(asked)}",
+                                  field="models", max=self.limits.max_models)
+        return asked, names
+
+    @staticmethod
+    def validate(spec: pb.ShotgunSpec) -> None:
+        """What would fail every model the same way is refused once, before any model runs."""
+        if spec.output_format == common_pb2.IMAGE_FORMAT_JPEG and not spec.options.background_color:
+            raise InvalidArgument("output_format must be png or webp (alpha kept); jpeg only with background_color",
+                                  field="output_format")
+        if spec.upscale_factor < 0:
+            raise InvalidArgument("upscale_factor must be >= 0", field="upscale_factor", received=spec.upscale_factor)
+        if spec.per_model_timeout_ms < 0:
+            raise InvalidArgument("per_model_timeout_ms must be >= 0", field="per_model_timeout_ms")
+
+    def prepare_image(self, spec: pb.ShotgunSpec) -> tuple[common_pb2.Image, common_pb2.Dimensions]:
+        """Decode once (limits checked here) and carry raw RGBA to every call."""
+        if spec.image.media_type == images.RAW_RGBA and spec.image.WhichOneof("source") == "data":
+            images.decode_raw(spec.image.data, spec.image.width, spec.image.height, self.image_limits)
+            raw = spec.image
+        else:
+            decoded = images.decode_message(spec.image, self.image_limits, self.store)
+            raw = images.to_message(decoded, common_pb2.IMAGE_FORMAT_RAW_RGBA)
+        return raw, common_pb2.Dimensions(width=raw.width, height=raw.height)
+
+    async def _one(self, model_id: str, name: str, image: common_pb2.Image, size: common_pb2.Dimensions,
+                   spec: pb.ShotgunSpec, timeout: float) -> pb.ShotgunResult:
+        started = time.perf_counter()
+        result = pb.ShotgunResult(model_id=model_id, model_name=name, input_dimensions=size)
+        upscaling = spec.upscale_factor > 0 and self.upscale is not None
+        request = br_pb.RemoveBackgroundRequest(
+            image=image, model=model_id, options=spec.options,
+            # When an upscale follows, the cut-out stays raw RGBA for that hop too: encoded once, at the end.
+            output_format=common_pb2.IMAGE_FORMAT_RAW_RGBA if upscaling else spec.output_format,
+        )
+        try:
+            reply = await clients.call(self.removal.RemoveBackground, request, timeout=timeout)
+        except ImageMeshError as error:
+            if isinstance(error, DeadlineExceeded):
+                error.message = f"model {model_id} timed out after {timeout:g}s"
+            elif isinstance(error, ServiceUnavailable):  # gRPC's own text ("Cancelling all calls") says too little
+                error.message = f"background-removal backend unavailable during model {model_id}: {error.message}"
+            result.status = ERROR
+            result.error = error.message
+            result.error_detail.CopyFrom(common_pb2.ErrorDetail(reason=error.reason, message=error.message,
+                                                                metadata=error.metadata))
+            result.processing_time_ms = int((time.perf_counter() - started) * 1000)
+            return result
+        result.status = SUCCESS
+        result.model_name = reply.model_name or name
+        result.image.CopyFrom(reply.image)
+        result.cost_usd = reply.cost.usd
+        result.output_dimensions.CopyFrom(common_pb2.Dimensions(width=reply.image.width, height=reply.image.height))
+        if upscaling:
+            await self._upscale(result, spec, timeout)
+        result.processing_time_ms = int((time.perf_counter() - started) * 1000)
+        return result
+
+    async def _upscale(self, result: pb.ShotgunResult, spec: pb.ShotgunSpec, timeout: float) -> None:
+        """The /process pipeline: upscale a successful cut-out; a failed upscale keeps the cut-out, says why."""
+        try:
+            reply = await clients.call(self.upscale.Upscale, up_pb.UpscaleRequest(
+                image=result.image, scale_factor=spec.upscale_factor, mode="fast", preserve_alpha=True,
+                output_format=spec.output_format), timeout=timeout)
+        except ImageMeshError as error:
+            result.upscale_status = "error"
+            result.error = f"upscale failed: {error.message}"
+            result.error_detail.CopyFrom(common_pb2.ErrorDetail(reason=error.reason, message=result.error,
+                                                                metadata=error.metadata))
+            cut = images.decode_message(result.image, self.image_limits)
+            result.image.CopyFrom(images.to_message(cut, spec.output_format))
+            return
+        result.upscale_status = "success"
+        result.image.CopyFrom(reply.image)
+        result.cost_usd += reply.cost.usd
+        result.output_dimensions.CopyFrom(reply.output_dimensions)
+
+    async def stream(self, spec: pb.ShotgunSpec, job_id: str = "") -> AsyncIterator[pb.StreamShotgunResponse]:
+        """Each model's result as it finishes, then the summary (results in request order)."""
+        started = time.perf_counter()
+        self.validate(spec)
+        image, size = self.prepare_image(spec)  # a bad image fails the whole request, before any model runs
+        models, names = await self.resolve_models(spec)
+        timeout = spec.per_model_timeout_ms / 1000 if spec.per_model_timeout_ms > 0 else self.limits.per_model_timeout_s
+        tasks = [asyncio.create_task(self._one(m, names.get(m, ""), image, size, spec, timeout)) for m in models]
+        done: dict[str, pb.ShotgunResult] = {}
+        try:
+            for finished in asyncio.as_completed(tasks):
+                result = await finished
+                done[result.model_id] = result
+                yield pb.StreamShotgunResponse(result=result)
+        finally:
+            for task in tasks:  # the caller went away: stop waiting on the backends
+                task.cancel()
+        results = [done[m] for m in models]
+        yield pb.StreamShotgunResponse(summary=pb.ShotgunSummary(
+            job_id=job_id or f"job_{uuid.uuid4().hex}",
+            status=overall_status(results),
+            processing_time_ms=int((time.perf_counter() - started) * 1000),
+            results=results,
+            total_cost_usd=sum(r.cost_usd for r in results if r.status == SUCCESS),
+        ))
+
+    async def run(self, spec: pb.ShotgunSpec, job_id: str = "") -> pb.ShotgunSummary:
+        async with contextlib.aclosing(self.stream(spec, job_id)) as events:
+            async for event in events:
+                if event.WhichOneof("event") == "summary":
+                    return event.summary
+        raise AssertionError("the shotgun stream always ends with a summary")  # pragma: no cover

@@ -1,0 +1,102 @@
+"""The registry file, names, presets and sizing: plain Python, no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.generate import presets
+from services.generate.registry import ModelEntry, Registry
+from services.generate.settings import DEFAULT_MODELS_FILE
+from shared.errors import InvalidArgument, InvalidModel
+from tests.generate.conftest import MODELS_DIR, tiny_entry, write_registry
+
+SEED_NAMES = ["flux-1", "flux-2", "sd-3.5", "flux-abliterated", "imagen3", "mystic", "flux-dev", "classic-fast",
+              "black-forest-labs/FLUX.1-schnell"]
+
+
+@pytest.fixture(scope="module")
+def default_registry() -> Registry:
+    return Registry.from_file(DEFAULT_MODELS_FILE, MODELS_DIR)
+
+
+@pytest.mark.parametrize("name", [*SEED_NAMES, "auto", "", "FLUX-1", "tiny-sd"])
+def test_default_registry_maps_the_seeds_names_onto_the_tiny_model(default_registry, name):
+    assert default_registry.resolve(name).id == "tiny-sd"
+
+
+def test_default_registry_has_a_second_model_and_an_inpaint_model(default_registry):
+    assert default_registry.resolve("tiny-sd-b").id == "tiny-sd-b"
+    inpaint = default_registry.resolve("tiny-sd-inpaint")
+    assert inpaint.operations == ("inpaint",) and inpaint.pipeline == "StableDiffusionInpaintPipeline"
+    source = default_registry.source_of(default_registry.default)
+    assert source.is_local and source.location == str(MODELS_DIR / "tiny-sd")
+
+
+def test_unknown_model_lists_the_supported_ones(default_registry):
+    with pytest.raises(InvalidModel) as info:
+        default_registry.resolve("invalid-model")
+    supported = info.value.metadata["supported_models"].split(",")
+    assert {"auto", "flux-1", "imagen3", "mystic", "tiny-sd-b"} <= set(supported)
+    assert info.value.reason == "INVALID_MODEL" and info.value.metadata["field"] == "model"
+
+
+def test_hub_sources_and_bad_files(tmp_path):
+    registry = Registry([ModelEntry(id="turbo", hub="stabilityai/sd-turbo", revision="main")], "turbo", tmp_path)
+    source = registry.source_of(registry.default)
+    assert (source.location, source.is_local, source.revision) == ("stabilityai/sd-turbo", False, "main")
+    with pytest.raises(ValueError, match="exactly one of"):
+        ModelEntry(id="x", path="a", hub="b/c")
+    with pytest.raises(ValueError, match="used by both"):
+        Registry([ModelEntry(id="a", path="a", aliases=("x",)), ModelEntry(id="b", path="b", aliases=("X",))],
+                 "a", tmp_path)
+    bad = write_registry(tmp_path, [tiny_entry("a", "a", colour="blue")])
+    with pytest.raises(ValueError, match="colour"):
+        Registry.from_file(bad, tmp_path)
+
+
+@pytest.mark.parametrize("ratio,expected", [("1:1", (512, 512)), ("16:9", (680, 384)), ("9:16", (384, 680)),
+                                            ("3:2", (624, 416))])
+def test_aspect_ratio_keeps_the_pixel_budget_and_the_multiple(ratio, expected):
+    width, height = presets.size_for_ratio(presets.parse_aspect_ratio(ratio), 512 * 512, 8, 64, 2048)
+    assert (width, height) == expected
+    assert width * height <= 512 * 512 and width % 8 == 0 and height % 8 == 0
+
+
+def test_aspect_ratio_sdxl_like():
+    assert presets.size_for_ratio(16 / 9, 1024 * 1024, 64, 512, 2048) == (1344, 768)
+
+
+@pytest.mark.parametrize("text", ["wide", "0:1", "10:1", "16-9"])
+def test_bad_aspect_ratios(text):
+    with pytest.raises(InvalidArgument) as info:
+        presets.parse_aspect_ratio(text)
+    assert info.value.metadata["field"] == "aspect_ratio"
+
+
+def test_style_presets_template_the_prompt():
+    for style in ("photorealistic", "anime", "fantasy", "cyberpunk", "realistic", "sci-fi", "enhance"):
+        text, name = presets.apply_style("a castle", style)
+        assert text.startswith("a castle, ") and name == style
+    assert presets.apply_style("a castle", "none") == ("a castle", "")
+    assert presets.apply_style("a castle", "photo")[1] == "photographic"
+
+
+def test_aspect_ratio_keeps_the_ratio_when_the_budget_is_under_min_size():
+    assert presets.size_for_ratio(16 / 9, 64 * 64, 8, 64, 512) == (112, 64)
+    assert presets.size_for_ratio(1 / 4, 64 * 64, 8, 64, 128) == (64, 128)
+
+
+def test_device_choice():
+    import torch
+
+    from services.generate.device import choose_device, default_budget
+
+    auto = choose_device("auto")
+    assert auto.available
+    assert auto.name == ("cuda:0" if torch.cuda.is_available() else
+                         "mps" if torch.backends.mps.is_available() else "cpu")
+    cpu = choose_device("cpu")
+    assert (cpu.name, cpu.kind) == ("cpu", "cpu") and default_budget(cpu) == cpu.total_memory // 2
+    assert not choose_device("tpu").available
+    missing = choose_device(f"cuda:{torch.cuda.device_count() + 7}")
+    assert not missing.available and "not available" in missing.error
