@@ -62,8 +62,9 @@ class GatewaySettings(ClientSettings):
     # empty = public addresses only.
     url_allow_list: str = ""
 
-    # Longest prompt accepted by dialects whose seed gives no number (FLUX Krea says 1000, CyberImage 500).
-    max_prompt_chars: int = 2000
+    # Longest prompt accepted by dialects whose seed gives no number (FLUX Krea says 1000, CyberImage 500); the
+    # Generate service's own default limit, so an asynchronous job is refused at submit rather than failing later.
+    max_prompt_chars: int = 1000
     # Where the catalogues (Image Studio templates, providers, operations, enrichment styles) are read from.
     catalogue_dir: Path | None = None
 

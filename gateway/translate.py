@@ -112,6 +112,11 @@ def seconds_between(start, end) -> float | None:
     return (end.ToNanoseconds() - start.ToNanoseconds()) / 1e9
 
 
+def _idempotency(request: Request) -> str:
+    """A client's Idempotency-Key header: a retried submit with the same key returns the same job."""
+    return request.headers.get("idempotency-key", "")[:200]
+
+
 def labels(dialect: str, **extra: str) -> dict[str, str]:
     return {"dialect": dialect, **{k: str(v) for k, v in extra.items() if v is not None}}
 
@@ -119,7 +124,8 @@ def labels(dialect: str, **extra: str) -> dict[str, str]:
 async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra: str) -> orch_pb.Job:
     """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error."""
     reply = await clients.call(mesh(request).orchestrator.RunJob,
-                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request), labels=labels(dialect, **extra)),
+                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request), labels=labels(dialect, **extra),
+                                                     idempotency_key=_idempotency(request)),
                                timeout=timeout(request))
     return reply.job
 
@@ -127,7 +133,7 @@ async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra
 async def submit_job(request: Request, spec: orch_pb.JobSpec, dialect: str, webhook: orch_pb.Webhook | None = None,
                      idempotency_key: str = "", **extra: str) -> orch_pb.Job:
     reply = await clients.call(mesh(request).orchestrator.SubmitJob, orch_pb.SubmitJobRequest(
-        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=idempotency_key,
+        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=idempotency_key or _idempotency(request),
         labels=labels(dialect, **extra)), timeout=30.0)
     return reply.job
 

@@ -53,7 +53,7 @@ async def test_unknown_model_is_invalid_model_with_the_supported_list(http):
 
 
 async def test_prompt_too_long(http):
-    reply = await http.post("/v1/generate", json={"prompt": "x" * 2001})
+    reply = await http.post("/v1/generate", json={"prompt": "x" * 1001})
     assert_error_format(DIALECT, reply, 400, "PROMPT_TOO_LONG")
 
 
