@@ -179,3 +179,14 @@ async def test_webhook_payload_is_signed_for_verify_webhook(http, webhook_sink):
     reply = await http.post("/v1/post-process/upscale", json={
         "image_url": "data:image/png;base64," + b64(disc_rgba(16)), "webhook_url": webhook_sink.url})
     assert_error_format(DIALECT, reply, 400, "WEBHOOK_URL_INVALID")
+
+
+async def test_idempotency_key_returns_the_same_task(http):
+    payload = {"image_url": "data:image/png;base64," + b64(disc_rgba(16)), "scale_factor": 2}
+    headers = {"Idempotency-Key": "retry-7f3a"}
+    first = await http.post("/v1/post-process/upscale", json=payload, headers=headers)
+    if not landed(DIALECT, first):
+        return
+    second = await http.post("/v1/post-process/upscale", json=payload, headers=headers)
+    other = await http.post("/v1/post-process/upscale", json=payload)
+    assert first.json()["task_id"] == second.json()["task_id"] != other.json()["task_id"]
