@@ -22,10 +22,11 @@ import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import store
 from gateway.settings import GatewaySettings
-from shared.errors import RateLimited, Unauthenticated
+from shared.errors import RateLimited, ServiceUnavailable, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,11 @@ class Security:
         now = time.time()
         window_start = int(now // limit.window_s) * limit.window_s
         reset = window_start + limit.window_s
-        used = await self.counter.hit(f"{bucket}:{subject}", window_start, window_start - limit.window_s)
+        try:
+            used = await self.counter.hit(f"{bucket}:{subject}", window_start, window_start - limit.window_s)
+        except SQLAlchemyError as exc:
+            log.exception("rate-limit store failed")
+            raise ServiceUnavailable(f"rate-limit store unavailable: {type(exc).__name__}") from None
         state = {"limit": limit.count, "remaining": max(0, limit.count - used), "reset": reset}
         if used > limit.count:
             retry_after = max(1, math.ceil(reset - now))

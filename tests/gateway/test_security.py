@@ -179,3 +179,14 @@ async def test_decoded_image_over_the_limit_is_413(mesh, tmp_path):
 
 async def test_unknown_route_is_404(http):
     assert (await http.get("/v1/nothing-here")).status_code == 404
+
+
+async def test_a_broken_rate_limit_store_is_503_not_a_crash(mesh, tmp_path):
+    from gateway import store as store_module
+
+    async with gateway(mesh, tmp_path) as client:
+        store_module.rate_windows.drop(client.app.state.engine)
+        reply = await client.get("/api/image-studio/templates")
+        assert_error_format("image_studio", reply, 503)
+        reply = await client.post("/upscale", json={})
+        assert_error_format("shotgun", reply, 503, "service_unavailable")
