@@ -12,7 +12,7 @@ import re
 
 from gateway.settings import GatewaySettings
 from shared import ssrf
-from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, MissingImage
+from shared.errors import ImageTooLarge, InvalidArgument, MissingImage
 from shared.gen.imagemesh.v1 import common_pb2
 
 _DATA_URI = re.compile(r"^data:(?P<type>[\w/+.-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
@@ -72,7 +72,3 @@ def encode_base64(data: bytes) -> str:
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type or 'image/png'};base64,{encode_base64(data)}"
-
-
-__all__ = ["InvalidFormat", "data_uri", "decode_base64_image", "encode_base64", "fetch_url", "image_from_request",
-           "optional_image"]

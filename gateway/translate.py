@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from gateway.security import owner_of
 from shared import clients, ssrf
@@ -175,10 +175,6 @@ def struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
     if values:
         out.update(values)
     return out
-
-
-def struct_to_dict(values: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(values)
 
 
 # ---- images -------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Errors: {"success": false, "error": "...", "duration": seconds}; 400 for a param
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
@@ -162,8 +161,3 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
                                                         "duration": round(time.perf_counter() - started, 3)}})
     except ImageMeshError as exc:
         await ws.send_json(_ws_error(exc.message))
-    except asyncio.CancelledError:  # pragma: no cover - client went away
-        raise
-
-
-__all__ = ["errors", "render_error", "router"]

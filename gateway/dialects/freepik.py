@@ -13,15 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from google.protobuf import json_format
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway import errors, translate
 from gateway.images_in import data_uri, image_from_request
 from gateway.security import guard
 from shared import clients
-from shared.errors import ImageMeshError, NotFound
+from shared.errors import ImageMeshError, NotFound, PromptTooLong
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
@@ -191,7 +190,6 @@ def _not_found(exc: NotFound, reason: str, message: str) -> NotFound:
 async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     settings = request.app.state.settings
     if len(body.prompt) > settings.max_prompt_chars:
-        from shared.errors import PromptTooLong
         raise PromptTooLong(f"prompt exceeds the maximum length of {settings.max_prompt_chars} characters",
                             field="prompt", max_length=settings.max_prompt_chars)
     model = await translate.resolve_model(request, body.model)
@@ -377,13 +375,9 @@ async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> An
             summary="A stored result image (the image_url / result_url of tasks)",
             responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}})
 async def image(ref: str, request: Request) -> Any:
-    from fastapi.responses import Response
-
     try:
         data, media_type = await translate.image_bytes(request, common_pb2.Image(ref=ref))
     except NotFound as exc:
         raise _not_found(exc, "NOT_FOUND", f"Image '{ref}' does not exist") from None
     return Response(content=data, media_type=media_type)
 
-
-__all__ = ["json_format", "render_error", "router"]
