@@ -51,6 +51,18 @@ async def compare(name: str, subject: tuple[str, Callable[[], Awaitable[object]]
                       repeats, notes=notes)
 
 
+def rgba_test_image(size: int = 1024):
+    """Noisy RGBA with a hard-edged opaque disc: the benchmarks' shared 1024x1024 RGBA input."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
+    half = size // 2
+    arr[..., 3] = np.where(np.hypot(*np.mgrid[-half:size - half, -half:size - half]) < size * 0.39, 255, 0)
+    return Image.fromarray(arr, "RGBA")
+
+
 def markdown_table(rows: list[Comparison]) -> str:
     lines = ["| benchmark | subject | baseline | subject median | baseline median | ratio | notes |",
              "|---|---|---|---|---|---|---|"]

@@ -9,26 +9,17 @@ import io
 import tempfile
 from pathlib import Path
 
-from PIL import Image
 
-from bench.harness import Comparison, compare
+from bench.harness import Comparison, compare, rgba_test_image
 from services.upscale.lanczos import lanczos_resize
 from shared import images
 
-
-def _test_image() -> Image.Image:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (1024, 1024, 4), dtype=np.uint8)
-    arr[..., 3] = np.where(np.hypot(*np.mgrid[-512:512, -512:512]) < 400, 255, 0)
-    return Image.fromarray(arr, "RGBA")
 
 
 async def run() -> list[Comparison]:
     from tests.mesh import start_mesh
 
-    img = _test_image()
+    img = rgba_test_image()
     buf = io.BytesIO()
     img.save(buf, "PNG")
     payload = {"image": base64.b64encode(buf.getvalue()).decode(), "scale_factor": 4}

@@ -8,10 +8,8 @@ import io
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
-from bench.harness import Comparison, compare
+from bench.harness import Comparison, compare, rgba_test_image
 from services.upscale.lanczos import lanczos_resize
 from shared import clients, images
 from shared.gen.imagemesh.v1 import common_pb2
@@ -21,12 +19,6 @@ from shared.gen.imagemesh.v1 import upscale_service_pb2_grpc as pb_grpc
 MESSAGE_LIMIT = 96 * 1024 * 1024
 
 
-def _test_image() -> Image.Image:
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (1024, 1024, 4), dtype=np.uint8)
-    arr[..., 3] = np.where(np.hypot(*np.mgrid[-512:512, -512:512]) < 400, 255, 0)
-    return Image.fromarray(arr, "RGBA")
-
 
 async def run() -> list[Comparison]:
     from services.upscale.server import create_server
@@ -34,7 +26,7 @@ async def run() -> list[Comparison]:
     from tests.mesh import service_kwargs
 
     buf = io.BytesIO()
-    _test_image().save(buf, "PNG")
+    rgba_test_image().save(buf, "PNG")
     data = buf.getvalue()
 
     async def in_process(fmt: str):

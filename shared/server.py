@@ -50,6 +50,7 @@ class ServiceRuntime:
     poll_interval_s: float
     _metrics_http: object | None = None
     _poller: asyncio.Task | None = None
+    _on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def refresh_health(self) -> bool:
@@ -65,6 +66,8 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         await self.server.start()
+        for callback in self._on_start:
+            await callback()
         await self.refresh_health()
         self._poller = asyncio.create_task(self._poll_health())
 
@@ -72,6 +75,10 @@ class ServiceRuntime:
         while True:
             await asyncio.sleep(self.poll_interval_s)
             await self.refresh_health()
+
+    def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` once the server is started (background loops that need the running event loop)."""
+        self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._on_stop.append(callback)

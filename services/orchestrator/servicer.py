@@ -6,10 +6,16 @@ import grpc
 
 from services.orchestrator.core import OrchestratorCore
 from services.orchestrator.shotgun import Shotgun
-from shared.errors import NotImplementedYet
-from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
+from services.orchestrator.store import STATUS_NAME, timestamp
+from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
+from shared.image_store import StoredImage
 
-_NOT_YET = "is not available yet in this deployment (durable jobs land with the orchestrator issue)"
+
+def image_record(record: StoredImage) -> common_pb2.ImageRecord:
+    return common_pb2.ImageRecord(
+        ref=record.ref, owner=record.owner, job_id=record.job_id, media_type=record.media_type, width=record.width,
+        height=record.height, size_bytes=record.size_bytes, created_at=timestamp(record.created_at),
+        metadata=record.metadata)
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
@@ -19,11 +25,118 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def __init__(self, core: OrchestratorCore) -> None:
         self.core = core
 
+    # --- jobs ----------------------------------------------------------------------------------------------------
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
+        job = await self.core.submit(request.spec, request.owner, request.idempotency_key,
+                                     request.webhook if request.HasField("webhook") else None, dict(request.labels))
+        return pb.SubmitJobResponse(job=job)
+
     async def RunJob(self, request: pb.RunJobRequest, context: grpc.aio.ServicerContext) -> pb.RunJobResponse:
-        job = await self.core.run_job(request.spec, request.owner, dict(request.labels))
+        job = await self.core.run_job(request.spec, request.owner, dict(request.labels), request.idempotency_key)
         return pb.RunJobResponse(job=job)
 
-    async def RunShotgun(self, request: pb.RunShotgunRequest, context: grpc.aio.ServicerContext) -> pb.RunShotgunResponse:
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=await self.core.get_job(request.job_id, request.owner))
+
+    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext):
+        async for event_type, job, step_name in self.core.watch(request.job_id, request.owner):
+            yield pb.WatchJobResponse(type=event_type, job=job, step_name=step_name)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
+        return pb.CancelJobResponse(job=await self.core.cancel_job(request.job_id, request.owner))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        jobs, token, total = await self.core.list_jobs(
+            request.owner or None, [STATUS_NAME[s] for s in request.statuses if s in STATUS_NAME], request.kind,
+            request.model_id, request.page_size, request.page_token)
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token, total_size=total)
+
+    # --- workflows -------------------------------------------------------------------------------------------------
+
+    async def ListWorkflows(self, request: pb.ListWorkflowsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListWorkflowsResponse:
+        return pb.ListWorkflowsResponse(workflows=[
+            pb.WorkflowInfo(
+                id=e.workflow.id, name=e.workflow.name, description=e.workflow.description,
+                steps=[pb.WorkflowStepInfo(name=s.name, action=s.action, depends_on=s.depends_on, optional=s.optional)
+                       for s in e.workflow.steps],
+                estimated_seconds=e.seconds, estimated_cost_usd=e.cost_usd, estimate_source=e.source)
+            for e in await self.core.list_workflows()
+        ])
+
+    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ExecuteWorkflowResponse:
+        job = await self.core.execute_workflow(request.spec, request.owner, request.idempotency_key,
+                                               request.webhook if request.HasField("webhook") else None)
+        return pb.ExecuteWorkflowResponse(job=job)
+
+    # --- queue and analytics ---------------------------------------------------------------------------------------
+
+    async def GetQueueStats(self, request: pb.GetQueueStatsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetQueueStatsResponse:
+        stats = await self.core.queue_stats(request.owner)
+        return pb.GetQueueStatsResponse(
+            counts=stats.counts, counts_last_24h=stats.counts_24h,
+            models=[pb.ModelQueueStats(model_id=m, counts=c,
+                                       average_processing_seconds=stats.model_average_s.get(m, 0))
+                    for m, c in sorted(stats.models.items())],
+            average_processing_seconds=stats.average_s, failure_rate=stats.failure_rate,
+            queue_size=stats.queue_size, total=stats.total)
+
+    async def ResetQueue(self, request: pb.ResetQueueRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ResetQueueResponse:
+        requeued, failed = await self.core.reset_queue(request.owner)
+        return pb.ResetQueueResponse(requeued=requeued, failed=failed)
+
+    async def GetAnalytics(self, request: pb.GetAnalyticsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetAnalyticsResponse:
+        a = await self.core.analytics(request.owner, request.days)
+        return pb.GetAnalyticsResponse(
+            period_days=a.period_days, total=a.total, successful=a.successful, failed=a.failed,
+            success_rate=a.success_rate, total_cost_cents=a.total_cost_cents,
+            average_processing_seconds=a.average_processing_s, models_used=a.models_used,
+            daily=[pb.DailyStat(date=d, generations=n, cost_cents=c) for d, n, c in a.daily])
+
+    # --- selections --------------------------------------------------------------------------------------------------
+
+    async def LogSelection(self, request: pb.LogSelectionRequest,
+                           context: grpc.aio.ServicerContext) -> pb.LogSelectionResponse:
+        selection_id = await self.core.log_selection(request.job_id, request.owner, request.selected_model_id,
+                                                     request.image_category, request.notes)
+        return pb.LogSelectionResponse(selection_id=selection_id)
+
+    async def GetSelectionRanking(self, request: pb.GetSelectionRankingRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetSelectionRankingResponse:
+        ranking = await self.core.selection_ranking(request.image_category)
+        total = sum(n for _, n in ranking)
+        return pb.GetSelectionRankingResponse(
+            ranking=[pb.ModelRank(model_id=m, selections=n, share=n / total if total else 0.0) for m, n in ranking],
+            auto_model=ranking[0][0] if ranking else "")
+
+    # --- images ------------------------------------------------------------------------------------------------------
+
+    async def GetImage(self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext) -> pb.GetImageResponse:
+        data, record = await self.core.get_image(request.ref, request.owner)
+        return pb.GetImageResponse(
+            image=common_pb2.Image(data=data, media_type=record.media_type, width=record.width, height=record.height),
+            record=image_record(record))
+
+    async def DeleteImage(self, request: pb.DeleteImageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteImageResponse:
+        await self.core.delete_image(request.ref, request.owner)
+        return pb.DeleteImageResponse()
+
+    async def ListImages(self, request: pb.ListImagesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
+        page = await self.core.list_images(request.owner, request.page, request.page_size, request.search,
+                                           request.model_id)
+        return pb.ListImagesResponse(images=[image_record(r) for r in page.images], total_size=page.total)
+
+    # --- shotgun (services/orchestrator/shotgun.py) -------------------------------------------------------------
+
+    async def RunShotgun(self, request: pb.RunShotgunRequest,
+                         context: grpc.aio.ServicerContext) -> pb.RunShotgunResponse:
         # Through the job path, so the shotgun is a job whose id LogSelection can refer to later.
         job = await self.core.run_job(pb.JobSpec(shotgun=request.spec), request.owner, {})
         summary = pb.ShotgunSummary()
@@ -34,25 +147,3 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
         async for event in self.shotgun.stream(request.spec):
             yield event
-
-
-def _unimplemented(name: str, streaming: bool = False):
-    message = f"{name} {_NOT_YET}"
-    if streaming:
-        async def stream_method(self, request, context):  # noqa: ANN001
-            raise NotImplementedYet(message)
-            yield  # pragma: no cover
-        return stream_method
-
-    async def method(self, request, context):  # noqa: ANN001
-        raise NotImplementedYet(message)
-    return method
-
-
-# Declared in the contract, answered with a clear UNIMPLEMENTED until their issue lands.
-for _name in ("SubmitJob", "GetJob", "CancelJob", "ListJobs", "ListWorkflows", "ExecuteWorkflow",
-              "LogSelection", "GetSelectionRanking", "GetQueueStats", "ResetQueue", "GetAnalytics", "GetImage",
-              "DeleteImage", "ListImages"):
-    setattr(OrchestratorServicer, _name, _unimplemented(_name))
-for _name in ("WatchJob",):
-    setattr(OrchestratorServicer, _name, _unimplemented(_name, streaming=True))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from shared.config import ClientSettings, ServiceSettings, default_ports
 
 
@@ -9,7 +11,62 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     metrics_port: int = default_ports("orchestrator")[1]
     # Deadline of one backend call made for a synchronous job step.
     backend_timeout_s: float = 300.0
+
+    # --- job store -------------------------------------------------------------------------------------------
+    # SQLAlchemy URL; empty = SQLite at <var_dir>/imagemesh.db. PostgreSQL: postgresql+psycopg://user@host/db.
+    database_url: str = ""
+    # Submits past this many pending jobs get QUEUE_FULL instead of an ever-growing queue.
+    max_pending_jobs: int = 10_000
+
+    # --- workers ---------------------------------------------------------------------------------------------
+    # Jobs one orchestrator process runs at once (they mostly wait on backends, so more than CPU cores).
+    job_workers: int = 4
+    # A claimed job's lease; the worker renews it every heartbeat. A lease that runs out means its worker died
+    # and the job is taken over by any replica.
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
+    # How often an idle worker looks for work that other replicas queued (local submits wake it at once).
+    poll_interval_s: float = 0.5
+    # A job whose worker died this many times is failed with WORKER_LOST instead of being run again.
+    max_job_attempts: int = 3
+    # How often WatchJob/RunJob re-read a job that runs in another replica.
+    watch_poll_s: float = 0.25
+
+    # --- workflows -------------------------------------------------------------------------------------------
+    # Extra YAML workflow definitions (same id overrides a shipped one).
+    workflows_dir: Path | None = None
+
+    # --- cost ------------------------------------------------------------------------------------------------
+    # Price of one measured service second per device class, in US dollars.
+    price_per_second_usd: dict[str, float] = {"cpu": 0.0002, "cuda": 0.0014, "mps": 0.0006}
+    # Device class priced when a backend does not say which one it used.
+    default_device_class: str = "cpu"
+
+    # --- webhooks --------------------------------------------------------------------------------------------
+    # Per-owner (API key id) signing secrets, and the secret for owners without one.
+    webhook_secrets: dict[str, str] = {}
+    webhook_default_secret: str = ""
+    # Delay before each retry; len + 1 attempts in all. Default: 6 attempts over about ten minutes.
+    webhook_retry_delays_s: list[float] = [10.0, 30.0, 60.0, 150.0, 350.0]
+    # +- this fraction of random jitter on every delay, so a recovering receiver is not hit in lockstep.
+    webhook_jitter: float = 0.2
+    # A Retry-After longer than this is capped (a receiver cannot park a delivery for a day).
+    webhook_max_retry_after_s: float = 900.0
+    webhook_timeout_s: float = 10.0
+    webhook_poll_interval_s: float = 1.0
+    # Comma list of hosts or CIDRs that webhooks may reach although they are private/loopback (shared/ssrf.py).
+    webhook_allow: str = ""
+    # Prefix for image URLs in webhook payloads (e.g. https://api.example.com/v1/images/); empty = bare refs.
+    public_image_base_url: str = ""
+
+    # --- shotgun --------------------------------------------------------------------------------------------
     # Shotgun: deadline of each model's call when the request gives none, and the most models one shotgun runs.
     # Replicas of BackgroundRemoval: background_removal_address takes a comma list or dns:///name:port (round robin).
     shotgun_per_model_timeout_s: float = 60.0
     shotgun_max_models: int = 16
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'imagemesh.db').resolve()}"

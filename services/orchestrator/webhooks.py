@@ -1,0 +1,218 @@
+"""Signed webhook deliveries: built with the job's state change (same transaction), sent by a loop that never
+blocks job processing, retried with exponential backoff and jitter, honouring Retry-After, across restarts.
+
+Each POST carries two signatures over the same raw body:
+- `X-Freepik-Signature: sha256=<hex HMAC-SHA256(secret, body)>` (the seed's `verify_webhook`), and
+- Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
+  "id.timestamp.body">`); a `whsec_`-prefixed secret is base64-decoded first, as that spec says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+
+from services.orchestrator.store import COMPLETED, STATUS_NAME, AsyncStore, Delivery, new_id
+from shared import ssrf
+from shared.errors import ImageMeshError
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+
+log = logging.getLogger("imagemesh.orchestrator.webhooks")
+
+# Event names per job kind, as 000 names them ("generation.completed").
+_EVENT_PREFIX = {"generate": "generation", "workflow": "workflow"}
+
+
+def _iso(stamp) -> str | None:  # noqa: ANN001
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_url(ref: str, base: str) -> str:
+    return f"{base.rstrip('/')}/{ref}" if base else ref
+
+
+def payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tuple[str, dict]:
+    """(event name, JSON body): 000's format (task_id, data.image_url...) plus job_id/results for 002."""
+    status = STATUS_NAME[job.status]
+    event = f"{_EVENT_PREFIX.get(job.kind, 'job')}.{'progress' if progress else status}"
+    from services.orchestrator.media import images_in
+
+    refs = [image.ref for image in images_in(job.result) if image.ref]
+    urls = [image_url(ref, image_base_url) for ref in refs]
+    processing = None
+    if job.HasField("started_at") and job.HasField("finished_at"):
+        processing = round((job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9, 3)
+    data = {
+        "status": status,
+        "image_url": urls[0] if urls else None,
+        "thumbnail_url": urls[0] if urls else None,
+        "image_urls": urls,
+        "model_used": job.model_id or None,
+        "processing_time": processing,
+        "cost_usd": round(job.cost.usd, 6),
+        "progress": round(job.progress.fraction, 4),
+        "message": job.progress.message,
+        "steps": [{"step": s.index, "name": s.name, "action": s.action,
+                   "status": STATUS_NAME.get(s.status, "pending"),
+                   "result_url": image_url(s.outputs[0].ref, image_base_url) if s.outputs else None}
+                  for s in job.steps],
+    }
+    if job.HasField("error"):
+        data["error"] = {"code": job.error.reason, "message": job.error.message}
+    body = {
+        "event": event,
+        "task_id": job.id,
+        "job_id": job.id,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": data,
+        "results": [{"image_url": url} for url in urls] if status == COMPLETED or refs else [],
+    }
+    return event, body
+
+
+def freepik_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") else secret.encode()
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def sign(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "imagemesh-webhooks/1",
+        "X-Freepik-Signature": freepik_signature(secret, body),
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secret, msg_id, timestamp, body),
+    }
+
+
+class DeliveryFactory:
+    """Called by the store inside a job's terminal (or progress) transition: the rows to send."""
+
+    def __init__(self, image_base_url: str = "") -> None:
+        self.image_base_url = image_base_url
+
+    def __call__(self, job: pb.Job, url: str, secret: str, progress: bool) -> list[dict]:
+        event, body = payload(job, progress, self.image_base_url)
+        now = time.time()
+        return [dict(id=new_id("msg"), job_id=job.id, owner=job.owner, event=event, url=url, secret=secret,
+                     body=json.dumps(body, separators=(",", ":")).encode(), status="pending", attempts=0,
+                     next_attempt_at=now, created_at=now)]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class WebhookSender:
+    """Sends due deliveries in the background; its failures never touch job processing."""
+
+    def __init__(self, store: AsyncStore, policy: ssrf.UrlPolicy, *, delays_s: list[float], jitter: float = 0.2,
+                 max_retry_after_s: float = 900.0, timeout_s: float = 10.0, poll_interval_s: float = 1.0,
+                 concurrency: int = 8) -> None:
+        self.store = store
+        self.policy = policy
+        self.delays_s = list(delays_s)
+        self.jitter = jitter
+        self.max_retry_after_s = max_retry_after_s
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.concurrency = concurrency
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.delays_s) + 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="webhooks")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            free = self.concurrency - len(self._inflight)
+            due = []
+            if free > 0:
+                try:
+                    due = await self.store.claim_deliveries(free, self.timeout_s * 3 + 30)
+                except Exception:  # noqa: BLE001
+                    log.exception("claiming webhook deliveries failed")
+            for delivery in due:
+                task = asyncio.create_task(self._send(delivery))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if due:
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def next_delay(self, attempts: int, retry_after: float | None) -> float:
+        delay = self.delays_s[min(attempts - 1, len(self.delays_s) - 1)]
+        delay *= 1 + random.uniform(-self.jitter, self.jitter)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after_s))
+        return delay
+
+    async def _send(self, delivery: Delivery) -> None:
+        headers = sign(delivery.secret, delivery.id, delivery.body)
+        status_code, error, retry_after = None, None, None
+        try:
+            answer = await ssrf.post(delivery.url, delivery.body, headers, self.policy, timeout_s=self.timeout_s)
+            status_code = answer.status_code
+            if 200 <= status_code < 300:
+                await self.store.delivery_outcome(delivery.id, delivery.token, "delivered", status_code, None)
+                return
+            error = f"HTTP {status_code}"
+            retry_after = retry_after_seconds({k.lower(): v for k, v in answer.headers.items()}.get("retry-after"))
+        except ssrf.UnsafeUrl as exc:
+            # The URL itself is refused (it was safe at submit; DNS changed since): retrying cannot help.
+            await self.store.delivery_outcome(delivery.id, delivery.token, "failed", None, exc.message)
+            return
+        except ImageMeshError as exc:
+            error = exc.message
+        except Exception as exc:  # noqa: BLE001
+            error = f"{type(exc).__name__}"
+        if delivery.attempts >= self.max_attempts:
+            log.warning("webhook %s for job %s failed after %d attempts: %s", delivery.id, delivery.job_id,
+                        delivery.attempts, error)
+            await self.store.delivery_outcome(delivery.id, delivery.token, "failed", status_code, error)
+            return
+        when = time.time() + self.next_delay(delivery.attempts, retry_after)
+        await self.store.delivery_outcome(delivery.id, delivery.token, "pending", status_code, error, when)

@@ -1,0 +1,76 @@
+"""Progress from a backend's own stream (Generate's denoising steps) reaches the job and WatchJob.
+
+The Generate service is built in its own issue; here a scripted GenerateService speaks its streaming contract
+(progress events, then the result) on a real gRPC server, only to test how the orchestrator carries progress,
+prices the call by the device class the service reports, and stores the image. It is a test double, not a
+generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from shared import clients
+from shared.gen.imagemesh.v1 import (
+    common_pb2, generate_service_pb2 as gen_pb, generate_service_pb2_grpc as gen_grpc, orchestrator_service_pb2 as pb,
+)
+from tests.images import png_bytes
+from tests.orchestrator.helpers import submit
+
+
+class ScriptedGenerate(gen_grpc.GenerateServiceServicer):
+    async def GenerateStream(self, request, context):  # noqa: N802
+        total = request.parameters.steps
+        for step in range(1, total + 1):
+            yield gen_pb.GenerateStreamResponse(progress=common_pb2.Progress(
+                stage=common_pb2.STAGE_GENERATING, step=step, total_steps=total, fraction=step / total,
+                message=f"Step {step}/{total}"))
+            await asyncio.sleep(0.3)  # longer than the orchestrator's progress write interval
+        size = (request.parameters.width, request.parameters.height)
+        yield gen_pb.GenerateStreamResponse(result=gen_pb.GenerateResponse(
+            images=[gen_pb.GeneratedImage(image=common_pb2.Image(
+                data=png_bytes(Image.new("RGB", size, (40, 90, 160))), media_type="image/png",
+                width=size[0], height=size[1]), seed=7)],
+            metadata=gen_pb.GenerationMetadata(model_id="scripted", cost=common_pb2.Cost(
+                device_seconds=0.5, device_class="cuda"))))
+
+
+@pytest_asyncio.fixture
+async def generate_address():
+    server = grpc.aio.server()
+    gen_grpc.add_GenerateServiceServicer_to_server(ScriptedGenerate(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def test_generation_progress_is_watched_and_the_call_priced_by_its_device(start_orchestrator, database_url,
+                                                                               generate_address):
+    orch = await start_orchestrator(database_url, generate_address=generate_address)
+    spec = pb.JobSpec(generate=gen_pb.GenerateParameters(prompt="a lighthouse", steps=4, width=24, height=16))
+    owner = f"painter-{uuid.uuid4().hex[:6]}"  # the image store is shared by the session's tests
+    job = await submit(orch.stub, spec, owner=owner)
+    progress_steps = []
+    async for event in clients.stream(orch.stub.WatchJob, pb.WatchJobRequest(job_id=job.id, owner=owner)):
+        if event.type == pb.JOB_EVENT_TYPE_PROGRESS and event.job.progress.step:
+            progress_steps.append((event.job.progress.step, event.job.progress.message))
+        last = event.job
+    assert last.status == common_pb2.JOB_STATUS_COMPLETED
+    steps = [step for step, _ in progress_steps]
+    assert len(set(steps)) >= 3 and steps == sorted(steps)
+    assert all(message == f"Step {step}/4" for step, message in progress_steps)
+    # Priced from the service's own measured seconds and device class.
+    assert (last.cost.device_seconds, last.cost.device_class) == (0.5, "cuda")
+    assert last.cost.usd == pytest.approx(0.5 * orch.settings.price_per_second_usd["cuda"])
+    assert last.model_id == "scripted"
+    ref = last.result.generate.images[0].image.ref
+    gallery = await clients.call(orch.stub.ListImages, pb.ListImagesRequest(owner=owner, search="lighthouse"))
+    assert [r.ref for r in gallery.images] == [ref]
+    assert gallery.images[0].metadata["model_id"] == "scripted"
