@@ -27,6 +27,7 @@ async def gateway(mesh, tmp: Path, **settings: Any):
 
     addresses = {name + "_address": mesh.address(name)
                  for name in ("orchestrator", "generate", "background_removal", "upscale")}
+    addresses.update({key: settings.pop(key) for key in list(settings) if key.endswith("_address")})
     gateway_settings = GatewaySettings(var_dir=tmp, **addresses, **settings)
     app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=300)

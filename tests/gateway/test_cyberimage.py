@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from tests.gateway.conftest import SEEDS, alice, assert_error_format, assert_shape, bob
-from tests.gateway.helpers import landed
 
 SEED = SEEDS["004"]
 DIALECT = "cyberimage"
@@ -24,17 +23,11 @@ async def test_models(http):
         assert body["default"] in body["models"]
 
 
-async def _model_id(http, headers=None) -> str | None:
-    """The default model's seed-style name, or None when Generate has no model registered yet."""
+async def _model_id(http, headers=None) -> str:
+    """The default model's seed-style name."""
     body = (await http.get("/api/models", headers=headers or {})).json()
-    return body["default"] or None
-
-
-def no_model_yet(reply) -> bool:
-    """Before Generate registers a model every name is unknown: the documented invalid-model error."""
-    body = assert_error_format(DIALECT, reply, 400)
-    assert "no generation model is configured" in body["message"]
-    return True
+    assert body["default"], body
+    return body["default"]
 
 
 async def _wait(client, job_id: str, headers=None) -> dict:
@@ -49,10 +42,8 @@ async def _wait(client, job_id: str, headers=None) -> dict:
 async def test_generate_status_image_metadata_gallery_delete(http):
     model_id = await _model_id(http)
     reply = await http.post("/api/generate", json={
-        "model_id": model_id or "flux-1", "prompt": "A cyberpunk city at night", "negative_prompt": "blurry",
+        "model_id": model_id, "prompt": "A cyberpunk city at night", "negative_prompt": "blurry",
         "settings": {"num_images": 2, "num_inference_steps": 2, "guidance_scale": 8.0, "height": 64, "width": 64}})
-    if model_id is None and no_model_yet(reply) or not landed(DIALECT, reply):
-        return
     assert reply.status_code == 200, reply.text
     submitted = reply.json()
     assert_shape(submitted, SEED["generate_response"])
@@ -96,20 +87,16 @@ async def test_invalid_parameters_are_400(http, payload):
 @pytest.mark.parametrize("path", ["/api/status/nope", "/api/get_image/nope", "/api/image/nope/metadata"])
 async def test_unknown_ids_are_404(http, path):
     reply = await http.get(path)
-    if landed(DIALECT, reply):
-        assert_error_format(DIALECT, reply, 404)
+    assert_error_format(DIALECT, reply, 404)
 
 
 async def test_delete_unknown_image_is_404(http):
     reply = await http.delete("/api/image/nope")
-    if landed(DIALECT, reply):
-        assert_error_format(DIALECT, reply, 404)
+    assert_error_format(DIALECT, reply, 404)
 
 
 async def test_queue_basic_and_detailed(http):
     reply = await http.get("/api/queue")
-    if not landed(DIALECT, reply):
-        return
     assert_shape(reply.json(), SEED["queue"])
     assert "recent_24h" not in reply.json()
     detailed = (await http.get("/api/queue", params={"detailed": "true"})).json()
@@ -118,8 +105,7 @@ async def test_queue_basic_and_detailed(http):
 
 async def test_reset_queue(http):
     reply = await http.post("/api/reset_queue")
-    if landed(DIALECT, reply):
-        assert_shape(reply.json(), SEED["reset_queue"])
+    assert_shape(reply.json(), SEED["reset_queue"])
 
 
 async def test_gallery_limits(http):
@@ -147,10 +133,8 @@ async def test_enrich_defaults_and_errors(http):
 async def test_jobs_and_images_are_per_key(secured):
     model_id = await _model_id(secured, alice())
     reply = await secured.post("/api/generate", headers=alice(), json={
-        "model_id": model_id or "flux-1", "prompt": "a private picture",
+        "model_id": model_id, "prompt": "a private picture",
         "settings": {"num_inference_steps": 2, "height": 64, "width": 64}})
-    if model_id is None and no_model_yet(reply) or not landed(DIALECT, reply):
-        return
     job_id = reply.json()["job_id"]
     status = await _wait(secured, job_id, alice())
     assert_error_format(DIALECT, await secured.get(f"/api/status/{job_id}", headers=bob()), 404)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
-from tests.gateway.helpers import decode_image, landed
+from tests.gateway.helpers import decode_image
 from tests.images import b64, disc_rgba, gradient_rgb
 
 SEED = SEEDS["003"]
@@ -85,8 +85,6 @@ async def test_create_generates_with_a_template(http):
     reply = await http.post(f"{BASE}/create", json={"prompt": "Modern office workspace", "template_id": "linkedin_post",
                                                      "quality": "draft", "width": 128, "height": 64, "steps": 2,
                                                      "seed": 7})
-    if not landed("image_studio", reply):
-        return
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["create_response"])
@@ -139,8 +137,6 @@ async def test_generative_edits_run_or_say_no_model_is_configured(http, operatio
         body = assert_error_format("image_studio", reply, 501)
         assert body["detail"].startswith("operation not available: no model configured")
         return
-    if not landed("image_studio", reply):  # a model is registered, but generate jobs have not landed
-        return
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["edit_response"])
@@ -176,8 +172,6 @@ async def test_control_runs_or_says_no_model_is_configured(http, operation):
         body = assert_error_format("image_studio", reply, 501)
         assert body["detail"].startswith("operation not available: no model configured")
         return
-    if not landed("image_studio", reply):
-        return
     assert reply.status_code == 200, reply.text
     assert_shape(reply.json(), SEED["control_response"])
 
@@ -202,8 +196,6 @@ async def test_control_needs_a_prompt_and_a_known_operation(http):
 ])
 async def test_upscale(http, payload, size):
     reply = await http.post(f"{BASE}/upscale", json={"image_base64": data_url(disc_rgba(32)), **payload})
-    if not landed("image_studio", reply):
-        return
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["upscale_response"], nullable=frozenset({"preset"}))
@@ -221,8 +213,6 @@ async def test_social_optimize(http):
     reply = await http.post(f"{BASE}/social/optimize", json={
         "image_base64": data_url(gradient_rgb(200, 150)), "platforms": ["instagram", "facebook"],
         "crop_mode": "center"})
-    if not landed("image_studio", reply):
-        return
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["social_response"])
@@ -233,8 +223,6 @@ async def test_social_optimize(http):
 
 async def test_platform_formats_and_specs(http):
     reply = await http.get(f"{BASE}/social/platforms/instagram/formats")
-    if not landed("image_studio", reply):
-        return
     assert reply.status_code == 200, reply.text
     assert_shape(reply.json(), SEED["platform_formats"])
     specs = await http.get(f"{BASE}/platform-specs/instagram")
@@ -246,8 +234,7 @@ async def test_platform_formats_and_specs(http):
 async def test_unknown_platform_is_404(http):
     for path in ("social/platforms/myspace/formats", "platform-specs/myspace"):
         reply = await http.get(f"{BASE}/{path}")
-        if landed("image_studio", reply):
-            assert_error_format("image_studio", reply, 404)
+        assert_error_format("image_studio", reply, 404)
 
 
 async def test_health(http):
@@ -263,3 +250,35 @@ async def test_payload_errors(http):
     assert "not valid base64" in assert_error_format("image_studio", reply, 400)["detail"]
     reply = await http.post(f"{BASE}/upscale", json={})
     assert_error_format("image_studio", reply, 422)
+
+
+async def test_without_a_capable_model_generative_edits_say_so(mesh, tmp_path):
+    """A Generate service whose registry has only a text-to-image model: every generative edit and control
+    operation is listed unavailable and answers 501 "operation not available: no model configured"."""
+    from services.generate.server import create_server
+    from services.generate.settings import GenerateSettings
+    from tests.gateway.conftest import gateway
+    from tests.mesh import service_kwargs
+
+    registry = tmp_path / "models.yaml"
+    registry.write_text("default: tiny-sd\nmodels:\n  - id: tiny-sd\n    path: tiny-sd\n"
+                        "    operations: [text_to_image]\n    aliases: [flux-1]\n    preload: false\n")
+    runtime, port = create_server(GenerateSettings(**service_kwargs(tmp_path), models_file=registry, preload=False))
+    await runtime.start()
+    try:
+        async with gateway(mesh, tmp_path, generate_address=f"127.0.0.1:{port}") as client:
+            for kind, operation, payload in (
+                ("edit", "inpaint", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+                ("edit", "general_edit", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+                ("control", "sketch", {"control_image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+            ):
+                listed = (await client.get(f"{BASE}/{kind}/operations")).json()["operations"]
+                assert listed[operation]["available"] is False
+                assert listed[operation]["unavailable_reason"].startswith("operation not available: no model")
+                reply = await client.post(f"{BASE}/{kind}/process", json={"operation": operation, **payload})
+                body = assert_error_format("image_studio", reply, 501)
+                assert body["detail"].startswith("operation not available: no model configured")
+            listed = (await client.get(f"{BASE}/edit/operations")).json()["operations"]
+            assert listed["remove_background"]["available"] is True
+    finally:
+        await runtime.stop(0)
