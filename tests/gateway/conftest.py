@@ -122,11 +122,6 @@ def assert_error_format(dialect: str, reply: httpx.Response, status: int, code: 
     return body
 
 
-def not_built(reply: httpx.Response) -> bool:
-    """True when the endpoint answered 501: its backing capability has not landed in this checkout."""
-    return reply.status_code == 501
-
-
 __all__ = [
     "KEYS",
     "SEEDS",
@@ -136,7 +131,6 @@ __all__ = [
     "assert_shape",
     "bob",
     "gateway",
-    "not_built",
 ]
 
 
