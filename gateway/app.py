@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from fastapi import HTTPException
 
-from gateway import errors
-from gateway.dialects import common, shotgun
+from gateway import errors, store
+from gateway.catalogues import load_catalogues
+from gateway.dialects import common, cyberimage, flux, freepik, image_studio, shotgun
 from gateway.mesh import Mesh
+from gateway.security import RateLimitHeadersMiddleware, Security
 from gateway.settings import GatewaySettings
-from shared.errors import ImageMeshError, ImageTooLarge
+from shared.errors import ImageMeshError, ImageTooLarge, Internal
+
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(HTTPException):
@@ -52,7 +56,11 @@ class BodyLimitMiddleware:
 # (router, its error renderer, mount prefix) for every dialect; a dialect joins the gateway by a line here.
 DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
     (common.router, shotgun.render_error, ""),
+    (freepik.router, freepik.render_error, "/v1"),
+    (flux.router, flux.render_error, ""),
     (shotgun.router, shotgun.render_error, ""),
+    (image_studio.router, image_studio.render_error, "/api/image-studio"),
+    (cyberimage.router, cyberimage.render_error, "/api"),
 ]
 
 
@@ -65,11 +73,15 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
             app.state.mesh = Mesh.connect(settings)
         yield
         await app.state.mesh.close()
+        app.state.engine.dispose()
 
     app = FastAPI(title="imagemesh gateway", version=settings.version, lifespan=lifespan,
                   description="Five documented JSON APIs over the imagemesh gRPC mesh.")
     app.state.settings = settings
     app.state.mesh = mesh
+    app.state.engine = store.create_store_engine(settings.resolved_database_url)
+    app.state.security = Security(settings, app.state.engine)
+    app.state.catalogues = load_catalogues(settings.resolved_catalogue_dir)
     app.state.default_error_renderer = errors.default_renderer
     for router, renderer, prefix in DIALECTS:
         # The matched route is the dialect router's own object, so the tag goes there.
@@ -81,13 +93,21 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
     app.add_exception_handler(ImageMeshError, errors.handle_mesh_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)  # type: ignore[arg-type]
 
-    async def body_too_large(request, exc: BodyTooLarge):  # noqa: ANN001
+    async def body_too_large(request, exc: BodyTooLarge):
         return errors.renderer_for(request)(
             ImageTooLarge(f"request body exceeds the limit of {exc.limit} bytes ({exc.limit / 1048576:.0f} MB)",
                           max_bytes=exc.limit))
 
     app.add_exception_handler(BodyTooLarge, body_too_large)  # type: ignore[arg-type]
+
+    async def unexpected(request, exc: Exception):
+        # Anything unknown is INTERNAL with a generic message; the traceback goes to the log, not the client.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return errors.renderer_for(request)(Internal("internal error"))
+
+    app.add_exception_handler(Exception, unexpected)
     app.state.metrics_registry = CollectorRegistry()
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
@@ -107,6 +127,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        errors.REQUEST_STARTED.set(started)
         status = {"code": 500}
 
         async def observed_send(message: dict) -> None:

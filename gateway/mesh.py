@@ -9,7 +9,12 @@ import grpc
 
 from gateway.settings import GatewaySettings
 from shared.clients import check_health, create_channel
-from shared.gen.imagemesh.v1 import generate_service_pb2_grpc, orchestrator_service_pb2_grpc
+from shared.gen.imagemesh.v1 import (
+    background_removal_service_pb2_grpc,
+    generate_service_pb2_grpc,
+    orchestrator_service_pb2_grpc,
+    upscale_service_pb2_grpc,
+)
 
 SERVICES = ("orchestrator", "generate", "background_removal", "upscale")
 
@@ -18,11 +23,13 @@ SERVICES = ("orchestrator", "generate", "background_removal", "upscale")
 class Mesh:
     orchestrator: orchestrator_service_pb2_grpc.OrchestratorServiceStub
     generate: generate_service_pb2_grpc.GenerateServiceStub
+    upscale: upscale_service_pb2_grpc.UpscaleServiceStub
+    background_removal: background_removal_service_pb2_grpc.BackgroundRemovalServiceStub
     channels: dict[str, grpc.aio.Channel]
     health_timeout_s: float
 
     @classmethod
-    def connect(cls, settings: GatewaySettings) -> "Mesh":
+    def connect(cls, settings: GatewaySettings) -> Mesh:
         addresses = {
             "orchestrator": settings.orchestrator_address,
             "generate": settings.generate_address,
@@ -33,6 +40,9 @@ class Mesh:
         return cls(
             orchestrator=orchestrator_service_pb2_grpc.OrchestratorServiceStub(channels["orchestrator"]),
             generate=generate_service_pb2_grpc.GenerateServiceStub(channels["generate"]),
+            upscale=upscale_service_pb2_grpc.UpscaleServiceStub(channels["upscale"]),
+            background_removal=background_removal_service_pb2_grpc.BackgroundRemovalServiceStub(
+                channels["background_removal"]),
             channels=channels,
             health_timeout_s=settings.health_timeout_s,
         )

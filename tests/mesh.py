@@ -72,8 +72,11 @@ async def start_mesh(tmp: Path, overrides: dict | None = None) -> RunningMesh:
     runtime, port = create_orchestrator(OrchestratorSettings(**base, **addresses, **overrides.get("orchestrator", {})))
     await runtime.start()
     mesh.runtimes["orchestrator"], mesh.ports["orchestrator"] = runtime, port
+    # The gateway keeps its keys and rate-limit windows in this mesh's own database. Rate limits are off here:
+    # the shared session mesh serves every suite from one client address; tests/gateway switches them on.
+    gateway_overrides = {"var_dir": tmp, "rate_limit_enabled": False, **overrides.get("gateway", {})}
     gateway_settings = GatewaySettings(orchestrator_address=mesh.address("orchestrator"), **addresses,
-                                       **overrides.get("gateway", {}))
+                                       **gateway_overrides)
     mesh.app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
     mesh.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=mesh.app), base_url="http://gateway")
     return mesh

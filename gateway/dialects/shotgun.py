@@ -1,21 +1,29 @@
-"""The shotgun background-removal API (seed 002): /upscale now; /remove-background, /process and
-/log-selection with their issues. Errors: {"error": {"type", "message", "details"}}."""
+"""The shotgun background-removal API (seed 002) at /: /remove-background, /upscale, /process, /log-selection.
+
+Errors: {"error": {"type", "message", "details"}}. A request with webhook_url runs as a job and answers at once;
+the orchestrator POSTs the result, signed with webhook_secret.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from gateway import errors, translate
 from gateway.images_in import encode_base64, image_from_request
+from gateway.security import guard
 from shared import clients
-from shared.errors import ImageMeshError, InvalidArgument
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as orch_pb, upscale_service_pb2 as up_pb
-from shared.images import format_from_name
+from shared.errors import ImageMeshError, InvalidArgument, InvalidModel
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
-router = APIRouter()
+GUARD = Depends(guard("shotgun"))
+DIALECT = "shotgun"
+router = APIRouter(tags=["shotgun (seed 002)"])
 
 # Seed 002's error types by the mesh's reasons; anything else falls back by HTTP status.
 _TYPE_BY_REASON = {
@@ -23,15 +31,27 @@ _TYPE_BY_REASON = {
     "INVALID_FORMAT": "invalid_format",
     "IMAGE_TOO_LARGE": "image_too_large",
     "PROCESSING_ERROR": "processing_error",
+    "INVALID_MODEL": "validation_error",
+    "VALIDATION_ERROR": "validation_error",
 }
 _TYPE_BY_STATUS = {400: "validation_error", 413: "image_too_large", 422: "processing_error", 503: "service_unavailable",
-                   501: "not_implemented", 401: "unauthorized", 404: "not_found", 429: "rate_limit_exceeded"}
+                   501: "not_implemented", 401: "unauthorized", 404: "not_found", 429: "rate_limit_exceeded",
+                   504: "service_unavailable"}
 
 
 def render_error(error: ImageMeshError) -> JSONResponse:
     error_type = _TYPE_BY_REASON.get(error.reason) or _TYPE_BY_STATUS.get(error.http_status, "internal_error")
-    return JSONResponse(status_code=error.http_status,
-                        content={"error": {"type": error_type, "message": error.message, "details": error.metadata}})
+    # Seed 002 documents 400 for every invalid body (validation_error), not FastAPI's 422.
+    status = 400 if error.reason == "VALIDATION_ERROR" else error.http_status
+    return JSONResponse(status_code=status, content={"error": {"type": error_type, "message": error.message,
+                                                              "details": errors.details(error)}})
+
+
+class ProcessingError(ImageMeshError):
+    """Every model of a shotgun failed (seed 002: 422 processing_error)."""
+
+    http_status = 422
+    reason = "PROCESSING_ERROR"
 
 
 class Dimensions(BaseModel):
@@ -39,10 +59,39 @@ class Dimensions(BaseModel):
     height: int
 
 
-class UpscaleBody(BaseModel):
-    image: str | None = Field(None, description="Base64-encoded image data")
+class ImageInput(BaseModel):
+    image: str | None = Field(None, description="Base64-encoded image data (plain or data URI)")
     image_url: str | None = Field(None, description="URL to fetch the image from")
-    scale_factor: int = Field(4, description="Upscale factor: 2 or 4")
+    webhook_url: str | None = Field(None, description="Run asynchronously and POST the result here")
+    webhook_secret: str | None = Field(None, description="Secret for the webhook's HMAC-SHA256 signature")
+
+
+class RemoveBackgroundBody(ImageInput):
+    output_format: Literal["png", "webp"] = Field("png", description="Output format: png (default), webp")
+    include_models: list[str] = Field(["all"], description="Models to run: all (default), or specific model IDs")
+
+
+class ModelResult(BaseModel):
+    model_id: str
+    model_name: str | None = None
+    status: Literal["success", "error"]
+    image_base64: str | None = None
+    image_url: str | None = None
+    error: str | None = None
+    processing_time_ms: int
+    cost_usd: float
+
+
+class RemoveBackgroundReply(BaseModel):
+    job_id: str
+    status: str = Field(description="completed, partial (some models failed), or pending (webhook given)")
+    processing_time_ms: int | None = None
+    results: list[ModelResult] = []
+    total_cost_usd: float | None = None
+
+
+class UpscaleBody(ImageInput):
+    scale_factor: Literal[2, 4] = Field(4, description="Upscale factor: 2 or 4")
     output_format: Literal["png", "webp"] = "png"
     preserve_alpha: bool = True
 
@@ -59,27 +108,169 @@ class UpscaleReply(BaseModel):
     cost_usd: float
 
 
-@router.post("/upscale", response_model=UpscaleReply)
-async def upscale(body: UpscaleBody, request: Request) -> UpscaleReply:
-    if body.scale_factor not in (2, 4):
-        raise InvalidArgument("scale_factor must be 2 or 4", field="scale_factor", received=body.scale_factor)
-    image = await image_from_request(body.image, body.image_url)
-    spec = orch_pb.JobSpec(upscale=up_pb.UpscaleRequest(
-        image=image, scale_factor=body.scale_factor, mode="fast", preserve_alpha=body.preserve_alpha,
-        output_format=format_from_name(body.output_format),
-    ))
-    mesh = request.app.state.mesh
-    reply = await clients.call(mesh.orchestrator.RunJob, orch_pb.RunJobRequest(spec=spec, labels={"dialect": "shotgun"}),
-                               timeout=request.app.state.settings.request_timeout_s)
-    job, result = reply.job, reply.job.result.upscale
+class ProcessBody(ImageInput):
+    bg_models: list[str] = Field(["all"], description="BG models to run")
+    upscale_factor: Literal[2, 4] = Field(4, description="Upscale factor: 2 or 4")
+    output_format: Literal["png", "webp"] = "png"
+
+
+class ProcessResult(BaseModel):
+    model_id: str
+    model_name: str | None = None
+    bg_removal_status: Literal["success", "error"]
+    upscale_status: str | None = None
+    input_dimensions: Dimensions | None = None
+    output_dimensions: Dimensions | None = None
+    image_base64: str | None = None
+    error: str | None = None
+    processing_time_ms: int
+    cost_usd: float
+
+
+class ProcessReply(BaseModel):
+    job_id: str
+    status: str
+    processing_time_ms: int | None = None
+    results: list[ProcessResult] = []
+    total_cost_usd: float | None = None
+
+
+class LogSelectionBody(BaseModel):
+    job_id: str = Field(description="Job ID from BG removal request")
+    selected_model_id: str = Field(description="Model ID user chose")
+    image_category: str | None = Field(None, description="Optional category tag")
+    notes: str | None = Field(None, description="Optional user notes")
+
+
+class LogSelectionReply(BaseModel):
+    status: Literal["logged"]
+    selection_id: str
+
+
+class AcceptedReply(BaseModel):
+    job_id: str
+    status: str
+    webhook: bool = True
+
+
+def _dims(dims: common_pb2.Dimensions) -> Dimensions | None:
+    return Dimensions(width=dims.width, height=dims.height) if dims.width else None
+
+
+def _success(result: orch_pb.ShotgunResult) -> bool:
+    return result.status == orch_pb.SHOTGUN_RESULT_STATUS_SUCCESS
+
+
+async def _check_models(request: Request, models: list[str]) -> None:
+    """Unknown model ids are the documented validation error listing the configured ones, before any work."""
+    if not models:
+        return
+    listing = await clients.call(translate.mesh(request).background_removal.ListRemovalModels,
+                                 br_pb.ListRemovalModelsRequest(), timeout=10.0)
+    known = [model.id for model in listing.models]
+    if not known:  # nothing registered (removal not built here): the shotgun itself answers
+        return
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        raise InvalidModel(f"unknown background-removal model(s) {', '.join(map(repr, unknown))}; supported: all, "
+                           f"{', '.join(known)}", field="include_models", supported_models=["all", *known])
+
+
+async def _shotgun(request: Request, body: ImageInput, models: list[str], output_format: str,
+                   upscale_factor: int = 0) -> orch_pb.ShotgunSummary | orch_pb.Job:
+    models = [] if models == ["all"] else models
+    await _check_models(request, models)
+    image = await image_from_request(body.image, body.image_url, request.app.state.settings)
+    spec = orch_pb.ShotgunSpec(image=image, models=models,
+                               output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
+    if body.webhook_url:
+        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
+        return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
+    reply = await clients.call(translate.mesh(request).orchestrator.RunShotgun,
+                               orch_pb.RunShotgunRequest(spec=spec, owner=translate.owner_of(request)),
+                               timeout=translate.timeout(request))
+    summary = reply.summary
+    if summary.results and not any(_success(r) for r in summary.results):
+        raise ProcessingError("all models failed", job_id=summary.job_id,
+                              errors="; ".join(f"{r.model_id}: {r.error}" for r in summary.results))
+    return summary
+
+
+async def _image_fields(request: Request, image: common_pb2.Image) -> tuple[str | None, str | None]:
+    """(image_base64, image_url) of a result: bytes inline, and a URL when the result is in the image store."""
+    if not image.ByteSize():
+        return None, None
+    data, _ = await translate.image_bytes(request, image)
+    url = str(request.url_for("cyberimage_get_image", image_id=image.ref)) if image.ref else None
+    return encode_base64(data), url
+
+
+@router.post("/remove-background", response_model=RemoveBackgroundReply | AcceptedReply, dependencies=[GUARD],
+             summary="Run several background removal models in parallel and return all results")
+async def remove_background(body: RemoveBackgroundBody, request: Request) -> Any:
+    outcome = await _shotgun(request, body, body.include_models, body.output_format)
+    if isinstance(outcome, orch_pb.Job):
+        return AcceptedReply(job_id=outcome.id, status=translate.status_name(outcome.status))
+    results = []
+    for result in outcome.results:
+        image_base64, image_url = await _image_fields(request, result.image)
+        results.append(ModelResult(
+            model_id=result.model_id, model_name=result.model_name or None,
+            status="success" if _success(result) else "error", image_base64=image_base64, image_url=image_url,
+            error=result.error or None, processing_time_ms=result.processing_time_ms, cost_usd=result.cost_usd))
+    return RemoveBackgroundReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
+                                 processing_time_ms=outcome.processing_time_ms, results=results,
+                                 total_cost_usd=outcome.total_cost_usd)
+
+
+@router.post("/upscale", response_model=UpscaleReply | AcceptedReply, dependencies=[GUARD],
+             summary="Upscale an image with Lanczos (alpha preserved)")
+async def upscale(body: UpscaleBody, request: Request) -> Any:
+    image = await image_from_request(body.image, body.image_url, request.app.state.settings)
+    spec = orch_pb.JobSpec(upscale=translate.upscale_request(
+        image, scale_factor=body.scale_factor, mode="fast", preserve_alpha=body.preserve_alpha,
+        output_format=translate.output_format(body.output_format)))
+    if body.webhook_url:
+        job = await translate.submit_job(request, spec, DIALECT,
+                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret))
+        return AcceptedReply(job_id=job.id, status=translate.status_name(job.status))
+    job = await translate.run_job(request, spec, DIALECT)
+    result = job.result.upscale
+    data, _ = await translate.image_bytes(request, result.image)
     return UpscaleReply(
-        job_id=job.id,
-        status=common_pb2.JobStatus.Name(job.status).removeprefix("JOB_STATUS_").lower(),
-        input_dimensions=Dimensions(width=result.input_dimensions.width, height=result.input_dimensions.height),
-        output_dimensions=Dimensions(width=result.output_dimensions.width, height=result.output_dimensions.height),
-        scale_factor=round(result.scale_factor),
-        alpha_preserved=result.alpha_preserved,
-        processing_time_ms=result.processing_time_ms,
-        image_base64=encode_base64(result.image.data),
-        cost_usd=result.cost.usd,
-    )
+        job_id=job.id, status=translate.status_name(job.status),
+        input_dimensions=_dims(result.input_dimensions), output_dimensions=_dims(result.output_dimensions),
+        scale_factor=round(result.scale_factor), alpha_preserved=result.alpha_preserved,
+        processing_time_ms=result.processing_time_ms, image_base64=encode_base64(data), cost_usd=result.cost.usd)
+
+
+@router.post("/process", response_model=ProcessReply | AcceptedReply, dependencies=[GUARD],
+             summary="Background removal shotgun, then upscale every result")
+async def process(body: ProcessBody, request: Request) -> Any:
+    outcome = await _shotgun(request, body, body.bg_models, body.output_format, upscale_factor=body.upscale_factor)
+    if isinstance(outcome, orch_pb.Job):
+        return AcceptedReply(job_id=outcome.id, status=translate.status_name(outcome.status))
+    results = []
+    for result in outcome.results:
+        image_base64, _ = await _image_fields(request, result.image)
+        results.append(ProcessResult(
+            model_id=result.model_id, model_name=result.model_name or None,
+            bg_removal_status="success" if _success(result) else "error",
+            upscale_status=result.upscale_status or None, input_dimensions=_dims(result.input_dimensions),
+            output_dimensions=_dims(result.output_dimensions), image_base64=image_base64, error=result.error or None,
+            processing_time_ms=result.processing_time_ms, cost_usd=result.cost_usd))
+    return ProcessReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
+                        processing_time_ms=outcome.processing_time_ms, results=results,
+                        total_cost_usd=outcome.total_cost_usd)
+
+
+@router.post("/log-selection", response_model=LogSelectionReply, dependencies=[GUARD],
+             summary="Track which model the user selected")
+async def log_selection(body: LogSelectionBody, request: Request) -> LogSelectionReply:
+    if not body.job_id or not body.selected_model_id:
+        raise InvalidArgument("job_id and selected_model_id are required", field="job_id",
+                              reason="VALIDATION_ERROR")
+    reply = await clients.call(translate.mesh(request).orchestrator.LogSelection, orch_pb.LogSelectionRequest(
+        job_id=body.job_id, selected_model_id=body.selected_model_id, image_category=body.image_category or "",
+        notes=body.notes or "", owner=translate.owner_of(request)), timeout=30.0)
+    return LogSelectionReply(status="logged", selection_id=reply.selection_id)

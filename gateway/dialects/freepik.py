@@ -1,0 +1,383 @@
+"""The Freepik AI Orchestrator API (seed 000) at /v1: asynchronous generation with task ids, workflows,
+post-processing, user analytics, webhooks; plus a Server-Sent Events stream for any job (/v1/jobs/{id}/events).
+
+Errors: {"error": {"code", "message", "details"}} with the seed's codes (INVALID_API_KEY, INVALID_MODEL,
+PROMPT_TOO_LONG, RATE_LIMIT_EXCEEDED, WEBHOOK_URL_INVALID, TASK_NOT_FOUND, WORKFLOW_NOT_FOUND) and the mesh's
+reason for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from gateway import errors, translate
+from gateway.images_in import data_uri, image_from_request
+from gateway.security import guard
+from shared import clients
+from shared.errors import ImageMeshError, NotFound, PromptTooLong
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
+
+GUARD = Depends(guard("freepik"))
+DIALECT = "freepik"
+router = APIRouter(tags=["Freepik AI Orchestrator (seed 000)"])
+
+
+def render_error(error: ImageMeshError) -> JSONResponse:
+    return errors.default_renderer(error)
+
+
+class GenerateBody(BaseModel):
+    prompt: str = Field(min_length=1, description="What to generate")
+    model: str = Field("auto", description="Model name or alias (auto, mystic, imagen3, flux-dev, classic-fast, ...)")
+    style: str | None = Field(None, description="Style preset, e.g. photorealistic")
+    aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$", description="e.g. 16:9")
+    quality_level: int = Field(5, ge=1, le=10, description="1 (fastest) to 10 (most steps)")
+    webhook_url: str | None = Field(None, description="POSTed generation.completed / generation.failed")
+
+
+class GenerateReply(BaseModel):
+    task_id: str
+    model_used: str
+    status: str
+    estimated_completion: str
+    webhook_callback: bool
+
+
+class TaskReply(BaseModel):
+    task_id: str
+    status: str
+    image_url: str | None = None
+    thumbnail_url: str | None = None
+    model_used: str | None = None
+    processing_time: float | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class WorkflowBody(BaseModel):
+    prompt: str | None = None
+    image_url: str | None = Field(None, description="Input image for workflows that start from one")
+    custom_params: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = None
+
+
+class WorkflowStep(BaseModel):
+    step: int
+    action: str
+    status: str
+    result_url: str | None = None
+
+
+class WorkflowExecution(BaseModel):
+    workflow_execution_id: str
+    workflow_name: str
+    status: str
+    estimated_completion: str
+    steps: list[WorkflowStep]
+
+
+class WorkflowSummary(BaseModel):
+    id: str
+    name: str
+    description: str
+    estimated_time: str
+    estimated_cost: str
+    steps_count: int
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowSummary]
+
+
+class UpscaleBody(BaseModel):
+    image_url: str | None = Field(None, description="Image URL (or a data URI)")
+    image: str | None = Field(None, description="Base64 image, instead of image_url")
+    scale_factor: Literal[2, 4] = 4
+    webhook_url: str | None = None
+
+
+class RelightBody(BaseModel):
+    image_url: str | None = None
+    image: str | None = None
+    lighting_style: str = "professional"
+    webhook_url: str | None = None
+
+
+class RemoveBackgroundBody(BaseModel):
+    image_url: str | None = None
+    image: str | None = None
+
+
+class RemoveBackgroundReply(BaseModel):
+    result_url: str
+    processing_time: float
+
+
+class PostProcessReply(BaseModel):
+    task_id: str
+    status: str
+    estimated_completion: str
+    webhook_callback: bool
+
+
+class DailyStat(BaseModel):
+    date: str
+    generations: int
+    cost_cents: int
+
+
+class AnalyticsReply(BaseModel):
+    period_days: int
+    total_generations: int
+    successful_generations: int
+    failed_generations: int
+    success_rate: float
+    total_cost_cents: int
+    average_processing_time: float
+    models_used: dict[str, int]
+    daily_stats: list[DailyStat]
+
+
+def _estimate(seconds: float) -> str:
+    if seconds < 90:
+        low = max(1, int(seconds // 10 * 10))
+        return f"{low}-{low * 2} seconds"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes}-{minutes + 1} minutes"
+
+
+def _steps_for(quality: int, model: gen_pb.ModelInfo | None) -> int:
+    """quality_level 1..10 spread over the model's step range; 0 (model default) when the range is unknown."""
+    if model is None or not model.max_steps:
+        return 0
+    low, high = model.min_steps or 1, model.max_steps
+    return round(low + (high - low) * (quality - 1) / 9)
+
+
+def image_url(request: Request, image: common_pb2.Image) -> str | None:
+    if image.ref:
+        return str(request.url_for("freepik_image", ref=image.ref))
+    return None
+
+
+async def _result_url(request: Request, image: common_pb2.Image) -> str:
+    """A stored output's URL; an inline one (never stored by the service) as a data URI."""
+    url = image_url(request, image)
+    if url:
+        return url
+    data, media_type = await translate.image_bytes(request, image)
+    return data_uri(data, media_type)
+
+
+def _not_found(exc: NotFound, reason: str, message: str) -> NotFound:
+    error = NotFound(message, reason=reason)
+    error.metadata = exc.metadata
+    return error
+
+
+@router.post("/generate", response_model=GenerateReply, dependencies=[GUARD], summary="Generate an image (async)")
+async def generate(body: GenerateBody, request: Request) -> GenerateReply:
+    settings = request.app.state.settings
+    if len(body.prompt) > settings.max_prompt_chars:
+        raise PromptTooLong(f"prompt exceeds the maximum length of {settings.max_prompt_chars} characters",
+                            field="prompt", max_length=settings.max_prompt_chars)
+    model = await translate.resolve_model(request, body.model)
+    listing = await translate.list_models(request)
+    used = model or translate.default_model(listing)
+    hook = await translate.webhook(request, body.webhook_url)
+    params = translate.generate_parameters(
+        model=model, prompt=body.prompt, style_preset=body.style or "", aspect_ratio=body.aspect_ratio or "",
+        steps=_steps_for(body.quality_level, used), store_output=True, owner=translate.owner_of(request))
+    job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT, webhook=hook,
+                                     model_requested=body.model)
+    return GenerateReply(task_id=job.id, model_used=body.model if model else (used.id if used else "auto"),
+                         status=translate.status_name(job.status), estimated_completion="30-60 seconds",
+                         webhook_callback=hook is not None)
+
+
+async def _task(request: Request, task_id: str) -> TaskReply:
+    try:
+        job = await translate.get_job(request, task_id)
+    except NotFound as exc:
+        raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{task_id}' does not exist") from None
+    images = translate.job_images(job) if job.status == common_pb2.JOB_STATUS_COMPLETED else []
+    url = await _result_url(request, images[0]) if images else None
+    seconds = translate.seconds_between(job.started_at or job.created_at, job.finished_at)
+    error = None
+    if job.error.reason:
+        error = {"code": job.error.reason, "message": job.error.message, "details": dict(job.error.metadata)}
+    return TaskReply(task_id=job.id, status=translate.status_name(job.status), image_url=url,
+                     # The mesh keeps one rendition per output; the thumbnail is the same stored image.
+                     thumbnail_url=url, model_used=job.model_id or job.labels.get("model_requested") or None,
+                     processing_time=round(seconds, 3) if seconds is not None else None,
+                     created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
+                     error=error)
+
+
+@router.get("/generate/{task_id}", response_model=TaskReply, dependencies=[GUARD],
+            summary="Check the status of a generation task")
+async def task_status(task_id: str, request: Request) -> TaskReply:
+    return await _task(request, task_id)
+
+
+@router.get("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Any job's status")
+async def job_status(job_id: str, request: Request) -> TaskReply:
+    return await _task(request, job_id)
+
+
+@router.get("/jobs/{job_id}/events", dependencies=[GUARD], response_class=StreamingResponse,
+            summary="Server-Sent Events: a job's status, progress and step events until it is terminal",
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    # Fail before the stream starts (404, 501) so the client gets a proper status code.
+    try:
+        first = await translate.get_job(request, job_id)
+    except NotFound as exc:
+        raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{job_id}' does not exist") from None
+
+    async def events() -> AsyncIterator[bytes]:
+        yield _sse("status", _event_body(first, "status"))
+        if translate.terminal(first.status):
+            return
+        try:
+            async for event in translate.watch_job(request, job_id):
+                kind = orch_pb.JobEventType.Name(event.type).removeprefix("JOB_EVENT_TYPE_").lower()
+                yield _sse(kind, _event_body(event.job, kind, event.step_name))
+                if translate.terminal(event.job.status):
+                    return
+        except ImageMeshError as exc:
+            yield _sse("error", {"code": exc.reason, "message": exc.message})
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event_body(job: orch_pb.Job, kind: str, step_name: str = "") -> dict[str, Any]:
+    progress = job.progress
+    body: dict[str, Any] = {"task_id": job.id, "event": kind, "status": translate.status_name(job.status),
+                            "progress": {"stage": common_pb2.Stage.Name(progress.stage).removeprefix("STAGE_").lower(),
+                                         "step": progress.step, "total_steps": progress.total_steps,
+                                         "percentage": round(progress.fraction * 100, 1),
+                                         "message": progress.message}}
+    if step_name:
+        body["step"] = step_name
+    if job.error.reason:
+        body["error"] = {"code": job.error.reason, "message": job.error.message}
+    return body
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@router.get("/workflows", response_model=WorkflowList, dependencies=[GUARD], summary="List available workflows")
+async def list_workflows(request: Request) -> WorkflowList:
+    reply = await clients.call(translate.mesh(request).orchestrator.ListWorkflows, orch_pb.ListWorkflowsRequest(),
+                               timeout=30.0)
+    return WorkflowList(workflows=[WorkflowSummary(
+        id=w.id, name=w.name, description=w.description, estimated_time=_estimate(w.estimated_seconds),
+        estimated_cost=f"${w.estimated_cost_usd:.2f}", steps_count=len(w.steps)) for w in reply.workflows])
+
+
+@router.post("/workflows/{workflow_id}/execute", response_model=WorkflowExecution, dependencies=[GUARD],
+             summary="Execute a predefined workflow")
+async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Request) -> WorkflowExecution:
+    settings = request.app.state.settings
+    image = await image_from_request(None, body.image_url, settings) if body.image_url else None
+    spec = orch_pb.WorkflowSpec(workflow_id=workflow_id, prompt=body.prompt or "", image=image,
+                                params=translate.struct(body.custom_params))
+    try:
+        reply = await clients.call(translate.mesh(request).orchestrator.ExecuteWorkflow, orch_pb.ExecuteWorkflowRequest(
+            spec=spec, owner=translate.owner_of(request), webhook=await translate.webhook(request, body.webhook_url)),
+            timeout=60.0)
+    except NotFound as exc:
+        raise _not_found(exc, "WORKFLOW_NOT_FOUND", f"Workflow '{workflow_id}' does not exist") from None
+    job = reply.job
+    listing = await clients.call(translate.mesh(request).orchestrator.ListWorkflows, orch_pb.ListWorkflowsRequest(),
+                                 timeout=30.0)
+    info = next((w for w in listing.workflows if w.id == workflow_id), None)
+    steps = []
+    for position, step in enumerate(job.steps, start=1):
+        url = image_url(request, step.outputs[0]) if step.outputs else None
+        steps.append(WorkflowStep(step=step.index or position, action=step.action,
+                                  status=translate.status_name(step.status), result_url=url))
+    if not steps and info is not None:
+        # Not started yet: the definition's steps, all pending.
+        steps = [WorkflowStep(step=position, action=step.action, status="pending")
+                 for position, step in enumerate(info.steps, start=1)]
+    return WorkflowExecution(workflow_execution_id=job.id, workflow_name=workflow_id,
+                             status="running" if job.status == common_pb2.JOB_STATUS_RUNNING
+                             else translate.status_name(job.status),
+                             estimated_completion=_estimate(info.estimated_seconds if info else 60), steps=steps)
+
+
+async def _post_process(request: Request, spec: orch_pb.JobSpec, webhook_url: str | None) -> PostProcessReply:
+    hook = await translate.webhook(request, webhook_url)
+    job = await translate.submit_job(request, spec, DIALECT, webhook=hook)
+    return PostProcessReply(task_id=job.id, status=translate.status_name(job.status),
+                            estimated_completion="5-10 seconds", webhook_callback=hook is not None)
+
+
+@router.post("/post-process/upscale", response_model=PostProcessReply, dependencies=[GUARD],
+             summary="Upscale an existing image (async: poll /v1/generate/{task_id} or use the webhook)")
+async def post_upscale(body: UpscaleBody, request: Request) -> PostProcessReply:
+    image = await image_from_request(body.image, body.image_url, request.app.state.settings)
+    spec = orch_pb.JobSpec(upscale=translate.upscale_request(image, scale_factor=body.scale_factor, mode="auto"))
+    return await _post_process(request, spec, body.webhook_url)
+
+
+@router.post("/post-process/relight", response_model=PostProcessReply, dependencies=[GUARD],
+             summary="Apply professional lighting (async)")
+async def post_relight(body: RelightBody, request: Request) -> PostProcessReply:
+    image = await image_from_request(body.image, body.image_url, request.app.state.settings)
+    spec = orch_pb.JobSpec(relight=up_pb.RelightRequest(image=image, lighting_style=body.lighting_style))
+    return await _post_process(request, spec, body.webhook_url)
+
+
+@router.post("/post-process/remove-background", response_model=RemoveBackgroundReply, dependencies=[GUARD],
+             summary="Remove the background (synchronous)")
+async def post_remove_background(body: RemoveBackgroundBody, request: Request) -> RemoveBackgroundReply:
+    image = await image_from_request(body.image, body.image_url, request.app.state.settings)
+    spec = orch_pb.JobSpec(remove_background=br_pb.RemoveBackgroundRequest(
+        image=image, output_format=common_pb2.IMAGE_FORMAT_PNG))
+    job = await translate.run_job(request, spec, DIALECT)
+    result = job.result.remove_background
+    seconds = result.processing_time_ms / 1000 if result.processing_time_ms else (
+        translate.seconds_between(job.started_at, job.finished_at) or 0.0)
+    return RemoveBackgroundReply(result_url=await _result_url(request, result.image), processing_time=round(seconds, 3))
+
+
+@router.get("/analytics/user", response_model=AnalyticsReply, dependencies=[GUARD],
+            summary="Analytics of the authenticated user")
+async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> AnalyticsReply:
+    reply = await clients.call(translate.mesh(request).orchestrator.GetAnalytics,
+                               orch_pb.GetAnalyticsRequest(owner=translate.owner_of(request), days=days), timeout=30.0)
+    return AnalyticsReply(
+        period_days=reply.period_days or days, total_generations=reply.total, successful_generations=reply.successful,
+        failed_generations=reply.failed, success_rate=round(reply.success_rate, 1),
+        total_cost_cents=reply.total_cost_cents, average_processing_time=round(reply.average_processing_seconds, 1),
+        models_used=dict(reply.models_used),
+        daily_stats=[DailyStat(date=d.date, generations=d.generations, cost_cents=d.cost_cents) for d in reply.daily])
+
+
+@router.get("/images/{ref}", dependencies=[GUARD], name="freepik_image", response_class=StreamingResponse,
+            summary="A stored result image (the image_url / result_url of tasks)",
+            responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}})
+async def image(ref: str, request: Request) -> Any:
+    try:
+        data, media_type = await translate.image_bytes(request, common_pb2.Image(ref=ref))
+    except NotFound as exc:
+        raise _not_found(exc, "NOT_FOUND", f"Image '{ref}' does not exist") from None
+    return Response(content=data, media_type=media_type)
+

@@ -1,0 +1,741 @@
+"""Image Studio (seed 003) at /api/image-studio: create, templates, providers, estimate-cost, edit, upscale,
+control, social optimizer, platform specs, health. Errors: {"detail": "..."}.
+
+Generative edits and control operations run Generate's INPAINT / IMAGE_TO_IMAGE pipelines when a registered
+model supports them, and answer "operation not available: no model configured" (501) otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from gateway import edits, enrich, translate
+from gateway.images_in import data_uri, decode_base64_image, encode_base64
+from gateway.security import guard
+from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet, Unauthenticated
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
+
+GUARD = Depends(guard("image_studio"))
+DIALECT = "image_studio"
+router = APIRouter(tags=["Image Studio (seed 003)"])
+
+
+def render_error(error: ImageMeshError) -> JSONResponse:
+    message = error.message
+    if isinstance(error, Unauthenticated):
+        message = f"Authenticated user required for image operations. {error.message}"
+    return JSONResponse(status_code=error.http_status, content={"detail": message})
+
+
+# ---- models -------------------------------------------------------------------------------------------------
+
+
+class AspectRatio(BaseModel):
+    ratio: str
+    width: int
+    height: int
+    label: str
+
+
+class Template(BaseModel):
+    id: str
+    name: str
+    category: str
+    platform: str
+    aspect_ratio: AspectRatio
+    description: str
+    recommended_provider: str
+    style_preset: str
+    quality: str
+    use_cases: list[str]
+
+
+class TemplateList(BaseModel):
+    templates: list[Template]
+    total: int
+
+
+class CreateBody(BaseModel):
+    prompt: str = Field(min_length=1, description="Image generation prompt")
+    template_id: str | None = None
+    provider: str | None = Field("auto", description="auto, stability, wavespeed, huggingface, gemini")
+    model: str | None = None
+    width: int | None = Field(None, ge=64, le=4096)
+    height: int | None = Field(None, ge=64, le=4096)
+    aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")
+    style_preset: str | None = None
+    quality: Literal["draft", "standard", "premium"] = "standard"
+    negative_prompt: str | None = None
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
+    steps: int | None = Field(None, ge=1, le=150)
+    seed: int | None = None
+    num_variations: int = Field(1, ge=1, le=10)
+    enhance_prompt: bool = True
+    use_persona: bool = False
+    persona_id: str | None = None
+
+
+class CreateRequestEcho(BaseModel):
+    prompt: str
+    enhanced_prompt: str
+    template_id: str | None
+    template_name: str | None
+    provider: str
+    model: str
+    dimensions: str
+    quality: str
+
+
+class CreateResult(BaseModel):
+    image_base64: str
+    width: int
+    height: int
+    provider: str
+    model: str
+    variation: int
+    seed: int | None = None
+
+
+class CreateReply(BaseModel):
+    success: bool
+    request: CreateRequestEcho
+    results: list[CreateResult]
+    total_generated: int
+    total_failed: int
+
+
+class Provider(BaseModel):
+    name: str
+    models: list[str]
+    capabilities: list[str]
+    max_resolution: str
+    cost_range: str
+    available: bool = Field(description="Whether a registered Generate model answers to this provider")
+
+
+class ProviderList(BaseModel):
+    providers: dict[str, Provider]
+
+
+class CostBody(BaseModel):
+    provider: str
+    model: str | None = None
+    operation: str = "generate"
+    num_images: int = Field(1, ge=1, le=100)
+    width: int | None = Field(None, ge=1, le=8192)
+    height: int | None = Field(None, ge=1, le=8192)
+
+
+class CostReply(BaseModel):
+    estimated_cost: float
+    currency: str
+    provider: str
+    model: str | None
+    operation: str
+    num_images: int
+
+
+class EditBody(BaseModel):
+    image_base64: str = Field(description="Primary image (base64 or data URL)")
+    operation: str = Field(description="remove_background, inpaint, outpaint, search_replace, search_recolor, "
+                                       "general_edit")
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    mask_base64: str | None = None
+    search_prompt: str | None = None
+    select_prompt: str | None = None
+    background_image_base64: str | None = None
+    lighting_image_base64: str | None = None
+    expand_left: int = Field(0, ge=0, le=edits.MAX_EXPAND)
+    expand_right: int = Field(0, ge=0, le=edits.MAX_EXPAND)
+    expand_up: int = Field(0, ge=0, le=edits.MAX_EXPAND)
+    expand_down: int = Field(0, ge=0, le=edits.MAX_EXPAND)
+    provider: str | None = None
+    model: str | None = None
+    style_preset: str | None = None
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
+    steps: int | None = Field(None, ge=1, le=150)
+    seed: int | None = None
+    output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImageReply(BaseModel):
+    success: bool
+    operation: str
+    provider: str
+    image_base64: str
+    width: int
+    height: int
+    metadata: dict[str, Any]
+
+
+class Operation(BaseModel):
+    label: str
+    description: str
+    provider: str
+    fields: dict[str, bool]
+    available: bool
+    unavailable_reason: str | None = None
+
+
+class OperationList(BaseModel):
+    operations: dict[str, Operation]
+
+
+class UpscaleBody(BaseModel):
+    image_base64: str
+    mode: Literal["fast", "conservative", "creative", "auto"] = "auto"
+    target_width: int | None = Field(None, ge=1, le=16384)
+    target_height: int | None = Field(None, ge=1, le=16384)
+    preset: Literal["web", "print", "social"] | None = None
+    prompt: str | None = None
+
+
+class UpscaleReply(BaseModel):
+    success: bool
+    mode: str
+    image_base64: str
+    width: int
+    height: int
+    metadata: dict[str, Any]
+
+
+class ControlBody(BaseModel):
+    control_image_base64: str
+    operation: str = Field(description="sketch, structure, style, style_transfer")
+    prompt: str = Field(min_length=1)
+    style_image_base64: str | None = None
+    negative_prompt: str | None = None
+    control_strength: float | None = Field(None, ge=0.0, le=1.0)
+    fidelity: float | None = Field(None, ge=0.0, le=1.0)
+    style_strength: float | None = Field(None, ge=0.0, le=1.0)
+    composition_fidelity: float | None = Field(None, ge=0.0, le=1.0)
+    change_strength: float | None = Field(None, ge=0.0, le=1.0)
+    aspect_ratio: str | None = None
+    style_preset: str | None = None
+    seed: int | None = None
+    output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
+
+
+class FocalPoint(BaseModel):
+    x: float = Field(ge=0.0, le=1.0)
+    y: float = Field(ge=0.0, le=1.0)
+
+
+class SocialBody(BaseModel):
+    image_base64: str
+    platforms: list[str] = Field(min_length=1)
+    format_names: dict[str, str] = Field(default_factory=dict)
+    show_safe_zones: bool = False
+    crop_mode: Literal["smart", "center", "fit"] = "smart"
+    focal_point: FocalPoint | None = None
+    output_format: Literal["png", "jpg", "jpeg"] = "png"
+
+
+class SocialResult(BaseModel):
+    platform: str
+    format: str
+    image_base64: str
+    width: int
+    height: int
+
+
+class SocialReply(BaseModel):
+    success: bool
+    results: list[SocialResult]
+    total_optimized: int
+
+
+class SafeZone(BaseModel):
+    top: float
+    bottom: float
+    left: float
+    right: float
+
+
+class PlatformFormat(BaseModel):
+    name: str
+    width: int
+    height: int
+    ratio: str
+    safe_zone: SafeZone
+    file_type: str
+    max_size_mb: float
+
+
+class PlatformFormats(BaseModel):
+    formats: list[PlatformFormat]
+
+
+class SpecFormat(BaseModel):
+    name: str
+    ratio: str
+    size: str
+
+
+class PlatformSpecs(BaseModel):
+    name: str
+    formats: list[SpecFormat]
+    file_types: list[str]
+    max_file_size: str
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+    version: str
+    modules: dict[str, str]
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+
+
+def _catalogues(request: Request):
+    return request.app.state.catalogues
+
+
+def _provider_for(request: Request, listing: gen_pb.ListModelsResponse, model: gen_pb.ModelInfo | None) -> str:
+    """The catalogue provider whose name or models resolve to `model`; "imagemesh" when none does."""
+    if model is None:
+        return "imagemesh"
+    for key, provider in _catalogues(request).providers["providers"].items():
+        for name in (key, *provider["models"]):
+            found = translate.find_model(listing, name)
+            if found is not None and found.id == model.id:
+                return key
+    return "imagemesh"
+
+
+async def _resolve(request: Request, provider: str | None, model_name: str | None) -> gen_pb.ModelInfo | None:
+    """A model name wins; else the provider (its name, then its models, through the registry's aliases)."""
+    if model_name:
+        return await translate.resolve_model(request, model_name)
+    if not provider or provider == "auto":
+        return None
+    providers = _catalogues(request).providers["providers"]
+    if provider not in providers:
+        raise InvalidArgument(f"Unknown provider '{provider}'. Supported: auto, {', '.join(providers)}",
+                              field="provider", supported_providers=["auto", *providers])
+    listing = await translate.list_models(request)
+    for name in (provider, *providers[provider]["models"]):
+        found = translate.find_model(listing, name)
+        if found is not None:
+            return found
+    names = translate.model_names(listing)
+    raise InvalidModel(f"Provider '{provider}' has no configured model (none of {', '.join(providers[provider]['models'])}"
+                       f" is registered); supported models: {', '.join(names) or 'none'}", field="provider",
+                       supported_models=names)
+
+
+def _fit(width: int, height: int, model: gen_pb.ModelInfo | None) -> tuple[int, int]:
+    """A template's size scaled down (aspect kept) into the model's limits: the template names a shape, the model
+    decides how many pixels it can make. Sizes the client gives explicitly are never changed."""
+    if model is None or not model.max_size or max(width, height) <= model.max_size:
+        return width, height
+    scale = model.max_size / max(width, height)
+    multiple = model.size_multiple or 8
+    low = model.min_size or multiple
+
+    def side(value: int) -> int:
+        return max(low, int(value * scale) // multiple * multiple)
+
+    return side(width), side(height)
+
+
+def _quality_steps(model: gen_pb.ModelInfo | None, quality: str) -> int:
+    if model is None or not model.default_steps:
+        return 0
+    factor = {"draft": 0.5, "standard": 1.0, "premium": 1.5}[quality]
+    steps = round(model.default_steps * factor)
+    return max(model.min_steps or 1, min(model.max_steps or steps, steps))
+
+
+# ---- create studio ------------------------------------------------------------------------------------------
+
+
+@router.post("/create", response_model=CreateReply, dependencies=[GUARD], summary="Generate images from a prompt")
+async def create(body: CreateBody, request: Request) -> CreateReply:
+    catalogues = _catalogues(request)
+    template = enrich.template(catalogues, body.template_id) if body.template_id else None
+    if template and template.get("recommended_provider") and body.provider in (None, "auto") and not body.model:
+        provider_name = "auto"
+    else:
+        provider_name = body.provider or "auto"
+    model = await _resolve(request, provider_name, body.model)
+    listing = await translate.list_models(request)
+    used = model or translate.default_model(listing)
+    width, height = body.width or 0, body.height or 0
+    style_preset = body.style_preset or (template["style_preset"] if template else "")
+    if template and not (width or height or body.aspect_ratio):
+        width, height = _fit(template["aspect_ratio"]["width"], template["aspect_ratio"]["height"], used)
+    prompt = enrich.enhance(catalogues, body.prompt, style_preset, body.quality) if body.enhance_prompt else body.prompt
+    steps = body.steps or _quality_steps(used, body.quality)
+    results: list[CreateResult] = []
+    remaining, variation = body.num_variations, 0
+    meta = None
+    while remaining > 0:
+        batch = min(8, remaining)
+        params = translate.generate_parameters(
+            model=model, prompt=prompt, negative_prompt=body.negative_prompt or "", width=width, height=height,
+            aspect_ratio=body.aspect_ratio or "", steps=steps, guidance_scale=body.guidance_scale,
+            seed=None if body.seed is None else body.seed + variation, num_images=batch,
+            owner=translate.owner_of(request))
+        job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT)
+        meta = job.result.generate.metadata
+        for item in job.result.generate.images:
+            variation += 1
+            data, _ = await translate.image_bytes(request, item.image)
+            results.append(CreateResult(image_base64=encode_base64(data), width=meta.width or item.image.width,
+                                        height=meta.height or item.image.height,
+                                        provider=_provider_for(request, listing, used),
+                                        model=meta.model_id or (used.id if used else ""), variation=variation,
+                                        seed=item.seed))
+        remaining -= batch
+    model_id = (meta.model_id if meta else "") or (used.id if used else "")
+    out_w, out_h = (meta.width, meta.height) if meta and meta.width else (width, height)
+    return CreateReply(
+        success=bool(results),
+        request=CreateRequestEcho(prompt=body.prompt, enhanced_prompt=prompt, template_id=body.template_id,
+                                  template_name=template["name"] if template else None,
+                                  provider=_provider_for(request, listing, used), model=model_id,
+                                  dimensions=f"{out_w}x{out_h}", quality=body.quality),
+        results=results, total_generated=len(results), total_failed=body.num_variations - len(results))
+
+
+@router.get("/templates", response_model=TemplateList, dependencies=[GUARD], summary="Templates, filtered")
+async def templates(request: Request, platform: str | None = None, category: str | None = None) -> TemplateList:
+    found = enrich.find_templates(_catalogues(request), platform=platform, category=category)
+    return TemplateList(templates=found, total=len(found))
+
+
+@router.get("/templates/search", response_model=TemplateList, dependencies=[GUARD], summary="Search templates")
+async def search_templates(request: Request, query: str = Query(min_length=1)) -> TemplateList:
+    found = enrich.find_templates(_catalogues(request), query=query)
+    return TemplateList(templates=found, total=len(found))
+
+
+@router.get("/templates/recommend", response_model=TemplateList, dependencies=[GUARD],
+            summary="Templates recommended for a use case")
+async def recommend_templates(request: Request, use_case: str = Query(min_length=1),
+                              platform: str | None = None) -> TemplateList:
+    found = enrich.recommend(_catalogues(request), use_case, platform)
+    return TemplateList(templates=found, total=len(found))
+
+
+@router.get("/providers", response_model=ProviderList, dependencies=[GUARD], summary="Providers and capabilities")
+async def providers(request: Request) -> ProviderList:
+    listing = await translate.list_models(request)
+    out = {}
+    for key, provider in _catalogues(request).providers["providers"].items():
+        available = any(translate.find_model(listing, name) for name in (key, *provider["models"]))
+        out[key] = Provider(name=provider["name"], models=provider["models"], capabilities=provider["capabilities"],
+                            max_resolution=provider["max_resolution"], cost_range=provider["cost_range"],
+                            available=available)
+    return ProviderList(providers=out)
+
+
+@router.post("/estimate-cost", response_model=CostReply, dependencies=[GUARD], summary="Estimate credits")
+async def estimate_cost(body: CostBody, request: Request) -> CostReply:
+    catalogue = _catalogues(request).providers
+    providers = catalogue["providers"]
+    if body.provider not in providers:
+        raise InvalidArgument(f"Unknown provider '{body.provider}'. Supported: {', '.join(providers)}",
+                              field="provider", supported_providers=list(providers))
+    credits = providers[body.provider]["credits"]
+    if body.operation == "generate":
+        model = body.model or providers[body.provider]["models"][0]
+        if model not in credits:
+            raise InvalidArgument(f"Unknown model '{model}' for provider '{body.provider}'. Supported: "
+                                  f"{', '.join(providers[body.provider]['models'])}", field="model",
+                                  supported_models=providers[body.provider]["models"])
+        unit = credits[model]
+    else:
+        key = {"edit": "edit", "upscale": "upscale", "control": "control"}.get(body.operation.split("_")[0],
+                                                                              body.operation)
+        if key not in credits:
+            raise InvalidArgument(f"Provider '{body.provider}' does not offer '{body.operation}'", field="operation")
+        unit = credits[key]
+    megapixels = (body.width or 1024) * (body.height or 1024) / 1_000_000
+    extra = max(0.0, megapixels - 1.0) * catalogue.get("credits_per_extra_megapixel", 0)
+    return CostReply(estimated_cost=round((unit + extra) * body.num_images, 2), currency="credits",
+                     provider=body.provider, model=body.model, operation=body.operation, num_images=body.num_images)
+
+
+# ---- edit and control ---------------------------------------------------------------------------------------
+
+_MESH_OPERATIONS = {"inpaint": gen_pb.GENERATE_OPERATION_INPAINT,
+                    "image_to_image": gen_pb.GENERATE_OPERATION_IMAGE_TO_IMAGE}
+
+
+async def _availability(request: Request, kind: str) -> dict[str, Operation]:
+    out = {}
+    for name, spec in _catalogues(request).operations[kind].items():
+        available, reason = True, None
+        mesh_op = _MESH_OPERATIONS.get(spec["mesh"])
+        if mesh_op is not None and not await translate.models_for(request, mesh_op):
+            available = False
+            reason = f"operation not available: no model configured (needs a Generate model supporting " \
+                     f"{spec['mesh'].upper()})"
+        out[name] = Operation(label=spec["label"], description=spec["description"],
+                              provider="imagemesh", fields=spec["fields"], available=available,
+                              unavailable_reason=reason)
+    return out
+
+
+async def _model_for(request: Request, operation: str, mesh_op: str, model_name: str | None) -> gen_pb.ModelInfo:
+    wanted = _MESH_OPERATIONS[mesh_op]
+    if model_name:
+        model = await translate.resolve_model(request, model_name)
+        if model is not None and wanted in model.operations:
+            return model
+        if model is not None:
+            raise InvalidArgument(f"model '{model_name}' does not support {operation}", field="model")
+    models = await translate.models_for(request, wanted)
+    if not models:
+        raise NotImplementedYet(f"operation not available: no model configured ({operation} needs a Generate model "
+                                f"supporting {mesh_op.upper()})", operation=operation)
+    return models[0]
+
+
+async def _generative(request: Request, *, operation: str, mesh_op: str, model_name: str | None, prompt: str,
+                      negative_prompt: str | None, image: common_pb2.Image, mask: common_pb2.Image | None,
+                      strength: float | None, steps: int | None, guidance_scale: float | None, seed: int | None,
+                      style_preset: str | None, output_format: str) -> tuple[orch_pb.Job, gen_pb.ModelInfo]:
+    model = await _model_for(request, operation, mesh_op, model_name)
+    params = translate.generate_parameters(
+        model=model, prompt=prompt, negative_prompt=negative_prompt or "", steps=steps or 0,
+        guidance_scale=guidance_scale, seed=seed, style_preset=style_preset or "",
+        output_format=translate.output_format(output_format), owner=translate.owner_of(request),
+        operation=_MESH_OPERATIONS[mesh_op], init_image=image, mask_image=mask, strength=strength,
+        width=image.width or 0, height=image.height or 0)
+    job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT, operation=operation)
+    return job, model
+
+
+async def _image_reply(request: Request, job: orch_pb.Job, operation: str, provider: str,
+                       metadata: dict[str, Any]) -> ImageReply:
+    images = translate.job_images(job)
+    if not images:
+        raise InvalidArgument(f"{operation} produced no image")
+    data, media_type = await translate.image_bytes(request, images[0])
+    width, height = images[0].width, images[0].height
+    if not width:
+        width, height = edits.size_of(data)
+    seconds = translate.seconds_between(job.started_at, job.finished_at)
+    return ImageReply(success=True, operation=operation, provider=provider, image_base64=data_uri(data, media_type),
+                      width=width, height=height,
+                      metadata={"operation": operation, "processing_time": round(seconds or 0.0, 3), **metadata})
+
+
+@router.post("/edit/process", response_model=ImageReply, dependencies=[GUARD], summary="Edit Studio operations")
+async def edit_process(body: EditBody, request: Request) -> ImageReply:
+    settings = request.app.state.settings
+    operations = _catalogues(request).operations["edit"]
+    if body.operation not in operations:
+        raise InvalidArgument(f"Unsupported operation '{body.operation}'. Supported: {', '.join(operations)}",
+                              field="operation", supported_operations=list(operations))
+    data = decode_base64_image(body.image_base64, "image_base64", settings.max_image_bytes)
+    image = common_pb2.Image(data=data)
+    if body.operation == "remove_background":
+        spec = orch_pb.JobSpec(remove_background=br_pb.RemoveBackgroundRequest(
+            image=image, output_format=translate.output_format(body.output_format)))
+        job = await translate.run_job(request, spec, DIALECT, operation=body.operation)
+        return await _image_reply(request, job, body.operation, "imagemesh",
+                                  {"model": job.result.remove_background.model_id})
+    mesh_op = operations[body.operation]["mesh"]
+    prompt = (body.prompt or "").strip()
+    if not prompt:
+        label = {"inpaint": "inpainting", "outpaint": "outpainting"}.get(body.operation, body.operation)
+        raise InvalidArgument(f"Prompt is required for {label}", field="prompt")
+    mask = decode_base64_image(body.mask_base64, "mask_base64", settings.max_image_bytes) if body.mask_base64 else None
+    strength = body.options.get("strength")
+    if body.operation == "outpaint":
+        image, mask_msg = edits.outpaint_canvas(data, body.expand_left, body.expand_right, body.expand_up,
+                                                body.expand_down)
+    elif body.operation in ("search_replace", "search_recolor"):
+        if mask is None:
+            raise InvalidArgument(f"mask_base64 is required for {body.operation}: no text-grounded segmentation model"
+                                  " is configured to find the object from the search prompt", field="mask_base64")
+        mask_msg = common_pb2.Image(data=mask)
+    elif body.operation == "inpaint":
+        mask_msg = common_pb2.Image(data=mask) if mask else edits.full_mask(data)
+    else:
+        mask_msg = None
+        width, height = edits.size_of(data)
+        image = common_pb2.Image(data=data, width=width, height=height)
+    if mask_msg is not None and not image.width:
+        width, height = edits.size_of(data)
+        image = common_pb2.Image(data=data, width=width, height=height)
+    job, model = await _generative(
+        request, operation=body.operation, mesh_op=mesh_op, model_name=body.model, prompt=prompt,
+        negative_prompt=body.negative_prompt, image=image, mask=mask_msg,
+        strength=float(strength) if strength is not None else None, steps=body.steps,
+        guidance_scale=body.guidance_scale, seed=body.seed, style_preset=body.style_preset,
+        output_format=body.output_format)
+    return await _image_reply(request, job, body.operation, "imagemesh", {"model": model.id})
+
+
+@router.get("/edit/operations", response_model=OperationList, dependencies=[GUARD],
+            summary="Edit Studio operations and whether each is available here")
+async def edit_operations(request: Request) -> OperationList:
+    return OperationList(operations=await _availability(request, "edit"))
+
+
+@router.post("/control/process", response_model=ImageReply, dependencies=[GUARD],
+             summary="Control Studio operations (sketch, structure, style, style_transfer)")
+async def control_process(body: ControlBody, request: Request) -> ImageReply:
+    settings = request.app.state.settings
+    operations = _catalogues(request).operations["control"]
+    if body.operation not in operations:
+        raise InvalidArgument(f"Unsupported operation '{body.operation}'. Supported: {', '.join(operations)}",
+                              field="operation", supported_operations=list(operations))
+    data = decode_base64_image(body.control_image_base64, "control_image_base64", settings.max_image_bytes)
+    width, height = edits.size_of(data)
+    # How much of the control image survives: image-to-image strength is how much is repainted.
+    keep = {"sketch": body.control_strength, "structure": body.control_strength, "style": body.fidelity,
+            "style_transfer": body.composition_fidelity}[body.operation]
+    strength = body.change_strength if body.operation == "style_transfer" and body.change_strength is not None \
+        else (None if keep is None else round(1.0 - keep, 3))
+    if body.operation == "style_transfer" and body.style_image_base64:
+        decode_base64_image(body.style_image_base64, "style_image_base64", settings.max_image_bytes)
+    job, model = await _generative(
+        request, operation=body.operation, mesh_op=operations[body.operation]["mesh"], model_name=None,
+        prompt=body.prompt, negative_prompt=body.negative_prompt,
+        image=common_pb2.Image(data=data, width=width, height=height), mask=None,
+        strength=strength if strength is None else max(0.05, min(1.0, strength)), steps=None, guidance_scale=None,
+        seed=body.seed, style_preset=body.style_preset, output_format=body.output_format)
+    metadata = {key: value for key, value in (("control_strength", body.control_strength),
+                                               ("fidelity", body.fidelity), ("style_strength", body.style_strength),
+                                               ("composition_fidelity", body.composition_fidelity),
+                                               ("change_strength", body.change_strength)) if value is not None}
+    return await _image_reply(request, job, body.operation, "imagemesh", {"model": model.id, **metadata})
+
+
+@router.get("/control/operations", response_model=OperationList, dependencies=[GUARD],
+            summary="Control Studio operations and whether each is available here")
+async def control_operations(request: Request) -> OperationList:
+    return OperationList(operations=await _availability(request, "control"))
+
+
+# ---- upscale, social, platforms -----------------------------------------------------------------------------
+
+
+@router.post("/upscale", response_model=UpscaleReply, dependencies=[GUARD], summary="Upscale an image")
+async def upscale(body: UpscaleBody, request: Request) -> UpscaleReply:
+    data = decode_base64_image(body.image_base64, "image_base64", request.app.state.settings.max_image_bytes)
+    scale = 0 if (body.target_width or body.target_height or body.preset) else 4
+    spec = orch_pb.JobSpec(upscale=translate.upscale_request(
+        common_pb2.Image(data=data), scale_factor=scale, mode=body.mode, target_width=body.target_width or 0,
+        target_height=body.target_height or 0, preset=body.preset or ""))
+    job = await translate.run_job(request, spec, DIALECT)
+    result = job.result.upscale
+    out, media_type = await translate.image_bytes(request, result.image)
+    return UpscaleReply(success=True, mode=body.mode, image_base64=data_uri(out, media_type),
+                        width=result.output_dimensions.width, height=result.output_dimensions.height,
+                        metadata={"preset": body.preset, "original_width": result.input_dimensions.width,
+                                  "original_height": result.input_dimensions.height,
+                                  "upscale_factor": round(result.scale_factor, 3), "method": result.method_used,
+                                  "notes": list(result.notes)})
+
+
+def _same(a: str, b: str) -> bool:
+    def norm(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+    return norm(a) == norm(b)
+
+
+@router.post("/social/optimize", response_model=SocialReply, dependencies=[GUARD],
+             summary="Crop one image for several social platforms")
+async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
+    data = decode_base64_image(body.image_base64, "image_base64", request.app.state.settings.max_image_bytes)
+    chosen: list[tuple[str, str]] = []
+    for platform in body.platforms:
+        formats = await translate.platform_formats(request, platform)
+        if not formats:
+            raise InvalidArgument(f"Platform '{platform}' has no formats", field="platforms")
+        wanted = body.format_names.get(platform)
+        match = next((f for f in formats if wanted is None or _same(f.name, wanted) or _same(f.description, wanted)),
+                     None)
+        if match is None:
+            raise InvalidArgument(f"Format '{wanted}' not found for {platform}. Available: "
+                                  f"{', '.join(f.name for f in formats)}", field="format_names")
+        chosen.append((platform, match.name))
+    social = up_pb.OptimizeSocialRequest(
+        image=common_pb2.Image(data=data), platforms=sorted({p for p, _ in chosen}),
+        formats=sorted({name for _, name in chosen}), safe_zone_overlay=body.show_safe_zones,
+        crop_mode={"smart": up_pb.CROP_MODE_SMART, "center": up_pb.CROP_MODE_CENTER,
+                   "fit": up_pb.CROP_MODE_FIT}[body.crop_mode],
+        output_format=translate.output_format(body.output_format))
+    if body.focal_point:
+        social.focal_x, social.focal_y = body.focal_point.x, body.focal_point.y
+    job = await translate.run_job(request, orch_pb.JobSpec(optimize_social=social), DIALECT)
+    results = []
+    for platform, name in chosen:
+        item = next((i for i in job.result.optimize_social.images
+                     if i.format.platform == platform and i.format.name == name), None)
+        if item is None:
+            continue
+        out, media_type = await translate.image_bytes(request, item.image)
+        results.append(SocialResult(platform=platform, format=name, image_base64=data_uri(out, media_type),
+                                    width=item.format.width, height=item.format.height))
+    return SocialReply(success=bool(results), results=results, total_optimized=len(results))
+
+
+async def _formats(request: Request, platform: str) -> list[up_pb.PlatformFormat]:
+    """A platform's formats; an unknown platform (the one argument of the call) is the seed's 404."""
+    try:
+        formats = await translate.platform_formats(request, platform)
+    except (NotFound, InvalidArgument) as exc:
+        raise NotFound(f"Platform '{platform}' not found: {exc.message}") from None
+    if not formats:
+        raise NotFound(f"Platform '{platform}' not found")
+    return formats
+
+
+@router.get("/social/platforms/{platform}/formats", response_model=PlatformFormats, dependencies=[GUARD],
+            summary="A platform's formats")
+async def platform_formats(platform: str, request: Request) -> PlatformFormats:
+    formats = await _formats(request, platform)
+    return PlatformFormats(formats=[PlatformFormat(
+        name=f.name, width=f.width, height=f.height, ratio=f.ratio,
+        safe_zone=SafeZone(top=round(f.safe_zone.top, 4), bottom=round(f.safe_zone.bottom, 4),
+                           left=round(f.safe_zone.left, 4), right=round(f.safe_zone.right, 4)),
+        file_type=f.file_type.upper(), max_size_mb=round(f.max_size_bytes / 1048576, 2)) for f in formats])
+
+
+@router.get("/platform-specs/{platform}", response_model=PlatformSpecs, dependencies=[GUARD],
+            summary="A platform's specifications")
+async def platform_specs(platform: str, request: Request) -> PlatformSpecs:
+    formats = await _formats(request, platform)
+    facts = _catalogues(request).platforms.get(platform.lower(), {})
+    file_types = facts.get("file_types") or sorted({f.file_type.upper() for f in formats})
+    max_size = facts.get("max_file_size") or f"{max(f.max_size_bytes for f in formats) / 1048576:.0f}MB"
+    return PlatformSpecs(name=facts.get("name", platform.title()),
+                         formats=[SpecFormat(name=f.name, ratio=f.ratio, size=f"{f.width}x{f.height}") for f in formats],
+                         file_types=file_types, max_file_size=max_size)
+
+
+@router.get("/health", response_model=Health, summary="Image Studio health")
+async def health(request: Request) -> JSONResponse:
+    services = await translate.mesh(request).health()
+
+    def state(*names: str) -> str:
+        return "available" if all(services.get(n) == "SERVING" for n in names) else "unavailable"
+
+    modules = {"create_studio": state("orchestrator", "generate"), "templates": "available",
+               "providers": "available", "edit_studio": state("orchestrator", "background_removal", "generate"),
+               "upscale_studio": state("orchestrator", "upscale"), "control_studio": state("orchestrator", "generate"),
+               "social_optimizer": state("orchestrator", "upscale")}
+    healthy = all(status == "SERVING" for status in services.values())
+    body = Health(status="healthy" if healthy else "degraded", service="image_studio",
+                  version=request.app.state.settings.version, modules=modules)
+    return JSONResponse(status_code=200, content=body.model_dump())

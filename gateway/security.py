@@ -1,0 +1,226 @@
+"""Auth and rate limits, as one FastAPI dependency per dialect (and per bucket).
+
+`guard("shotgun")` authenticates the caller (Authorization: Bearer or X-API-Key), records the owner on
+`request.state.owner`, then counts the request in the bucket's fixed window in the shared database. Failures
+raise the mesh's errors (Unauthenticated, RateLimited), so each dialect renders them in its own format.
+`RateLimitHeadersMiddleware` puts X-RateLimit-* on every response of a guarded route, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import store
+from gateway.settings import GatewaySettings
+from shared.errors import RateLimited, ServiceUnavailable, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)?\s*(second|minute|hour|day)s?\s*$")
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window_s: int
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        match = _LIMIT.match(text)
+        if not match:
+            raise ValueError(f"rate limit {text!r} is not 'N/period' (period: second, minute, hour, day)")
+        return cls(int(match.group(1)), int(match.group(2) or 1) * _PERIODS[match.group(3)])
+
+
+def parse_keys(text: str) -> dict[str, str]:
+    """'key1:owner1,key2:owner2' -> {key: owner}; a key without an owner is its own owner id."""
+    keys = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, owner = item.partition(":")
+        keys[key.strip()] = owner.strip() or f"key_{store.key_hash(key.strip())[:12]}"
+    return keys
+
+
+class Security:
+    """Per-app auth and rate-limit state: configured keys, the database, parsed limits."""
+
+    def __init__(self, settings: GatewaySettings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.keys = parse_keys(settings.api_keys)
+        self.limits = {name: Limit.parse(text) for name, text in settings.resolved_rate_limits.items()}
+        self.db_keys = store.count_api_keys(engine)
+        self.auth_enabled = bool(self.keys) or self.db_keys > 0 or settings.require_auth
+        self.counter = GroupCounter(engine)
+        # Database keys are looked up once and remembered briefly; a revoked key stops working within a minute.
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    async def owner_for(self, key: str | None) -> str:
+        if not self.auth_enabled:
+            return self.settings.anonymous_owner
+        if not key:
+            raise Unauthenticated("API key is missing: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        for known, owner in self.keys.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                return owner
+        owner = await self._db_owner(key)
+        if owner is None:
+            raise Unauthenticated("API key is invalid")
+        return owner
+
+    async def _db_owner(self, key: str) -> str | None:
+        digest = store.key_hash(key)
+        cached = self._cache.get(digest)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        owner = await anyio.to_thread.run_sync(store.owner_for_key, self.engine, key)
+        self._cache[digest] = (owner, time.monotonic() + 60.0)
+        return owner
+
+    async def count(self, bucket: str, subject: str) -> dict[str, int]:
+        """Count a request; returns the header values, raises RateLimited past the limit."""
+        limit = self.limits[bucket]
+        now = time.time()
+        window_start = int(now // limit.window_s) * limit.window_s
+        reset = window_start + limit.window_s
+        try:
+            used = await self.counter.hit(f"{bucket}:{subject}", window_start, window_start - limit.window_s)
+        except SQLAlchemyError as exc:
+            log.exception("rate-limit store failed")
+            raise ServiceUnavailable(f"rate-limit store unavailable: {type(exc).__name__}") from None
+        state = {"limit": limit.count, "remaining": max(0, limit.count - used), "reset": reset}
+        if used > limit.count:
+            retry_after = max(1, math.ceil(reset - now))
+            raise RateLimited(f"rate limit exceeded: {limit.count} requests per {_describe(limit.window_s)}; "
+                              f"retry in {retry_after} seconds", limit=limit.count, retry_after=retry_after,
+                              reset=reset)
+        return state
+
+
+class GroupCounter:
+    """Counts requests in the database with group commit: hits that arrive while a write is in flight wait for the
+    next one, which carries them all (one upsert per window, `count + n`). Every request is still counted in the
+    shared table before it is answered, so replicas stay exact; under load one commit serves many requests."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pending: dict[tuple[str, int, int], list[asyncio.Future[int]]] = {}
+        self.flushing = False
+
+    async def hit(self, key: str, window_start: int, expire_before: int) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.setdefault((key, window_start, expire_before), []).append(future)
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, {}
+                items = list(batch.items())
+                try:
+                    counts = await anyio.to_thread.run_sync(
+                        store.hit_many, self.engine,
+                        [(key, window, len(futures), expire) for (key, window, expire), futures in items])
+                except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+                    for _, futures in items:
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for (_, futures), total in zip(items, counts):
+                    # The batch's requests took the last len(futures) places of the window, in arrival order.
+                    for position, future in enumerate(futures, start=total - len(futures) + 1):
+                        if not future.done():
+                            future.set_result(position)
+        finally:
+            self.flushing = False
+
+
+def _describe(seconds: int) -> str:
+    for name, size in reversed(_PERIODS.items()):
+        if seconds % size == 0:
+            count = seconds // size
+            return name if count == 1 else f"{count} {name}s"
+    return f"{seconds} seconds"  # pragma: no cover
+
+
+_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+_BEARER = Depends(_bearer)
+_API_KEY = Depends(_api_key)
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def guard(bucket: str, anonymous_bucket: str | None = None) -> Callable[..., Any]:
+    """A dependency: authenticate, then count the request in `bucket` (or `anonymous_bucket` when anonymous)."""
+
+    async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = _BEARER,
+                         api_key: str | None = _API_KEY) -> str:
+        security: Security = request.app.state.security
+        key = api_key or (bearer.credentials if bearer else None)
+        owner = await security.owner_for(key)
+        request.state.owner = owner
+        if security.settings.rate_limit_enabled:
+            anonymous = not security.auth_enabled
+            name = anonymous_bucket if anonymous and anonymous_bucket else bucket
+            # Per key when authenticated; per client IP when anonymous (the seeds' "per IP address").
+            subject = f"ip:{client_ip(request)}" if anonymous else f"owner:{owner}"
+            try:
+                request.state.ratelimit = await security.count(name, subject)
+            except RateLimited as exc:
+                request.state.ratelimit = {"limit": int(exc.metadata["limit"]), "remaining": 0,
+                                           "reset": int(exc.metadata["reset"])}
+                raise
+        return owner
+
+    return dependency
+
+
+def owner_of(request: Request) -> str:
+    return getattr(request.state, "owner", None) or request.app.state.settings.anonymous_owner
+
+
+class RateLimitHeadersMiddleware:
+    """Adds X-RateLimit-Limit/Remaining/Reset from the guard's count to the response (pure ASGI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                counted = state.get("ratelimit")
+                if counted:
+                    headers = list(message.get("headers", []))
+                    headers += [(b"x-ratelimit-limit", str(counted["limit"]).encode()),
+                                (b"x-ratelimit-remaining", str(counted["remaining"]).encode()),
+                                (b"x-ratelimit-reset", str(counted["reset"]).encode())]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,284 @@
+"""Contract of Image Studio (seed 003) at /api/image-studio, against the real mesh."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
+from tests.gateway.helpers import decode_image
+from tests.images import b64, disc_rgba, gradient_rgb
+
+SEED = SEEDS["003"]
+BASE = "/api/image-studio"
+
+
+def data_url(img) -> str:
+    return "data:image/png;base64," + b64(img)
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("", 17), ("?platform=instagram", 3), ("?category=blog_content", 2), ("?platform=instagram&category=blog_content", 0),
+])
+async def test_templates_filtered(http, query, expected):
+    reply = await http.get(f"{BASE}/templates{query}")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert_shape(body, SEED["templates"])
+    assert body["total"] == len(body["templates"]) == expected
+
+
+async def test_search_and_recommend_templates(http):
+    body = (await http.get(f"{BASE}/templates/search", params={"query": "linkedin"})).json()
+    assert_shape(body, SEED["templates"])
+    assert {t["id"] for t in body["templates"]} == {"linkedin_post", "linkedin_banner"}
+    body = (await http.get(f"{BASE}/templates/recommend", params={"use_case": "product showcase",
+                                                                   "platform": "instagram"})).json()
+    assert_shape(body, SEED["templates"])
+    assert body["templates"][0]["platform"] == "instagram"
+    assert all("Product showcase" in t["use_cases"] for t in body["templates"][:2])
+    reply = await http.get(f"{BASE}/templates/search")
+    assert_error_format("image_studio", reply, 422)
+
+
+async def test_providers(http):
+    body = (await http.get(f"{BASE}/providers")).json()
+    assert_shape(body, SEED["providers"], maps=frozenset({"$.providers"}))
+    assert set(body["providers"]) == {"stability", "wavespeed", "huggingface", "gemini"}
+    assert body["providers"]["wavespeed"]["models"] == ["ideogram-v3-turbo", "qwen-image"]
+
+
+async def test_estimate_cost(http):
+    reply = await http.post(f"{BASE}/estimate-cost", json=SEED["estimate_cost_request"])
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["estimate_cost_response"])
+    assert body["estimated_cost"] == 5 and body["currency"] == "credits"
+    # Larger outputs cost more; more images cost proportionally more.
+    big = (await http.post(f"{BASE}/estimate-cost", json={"provider": "stability", "model": "core",
+                                                           "num_images": 2, "width": 2048, "height": 2048})).json()
+    assert big["estimated_cost"] == pytest.approx(2 * (3 + (2048 * 2048 / 1e6 - 1)), abs=0.01)
+    reply = await http.post(f"{BASE}/estimate-cost", json={"provider": "nobody"})
+    body = assert_error_format("image_studio", reply, 400)
+    assert "stability" in body["detail"]
+
+
+@pytest.mark.parametrize("kind,names", [
+    ("edit", {"remove_background", "inpaint", "outpaint", "search_replace", "search_recolor", "general_edit"}),
+    ("control", {"sketch", "structure", "style", "style_transfer"}),
+])
+async def test_operations_list_availability(http, kind, names):
+    body = (await http.get(f"{BASE}/{kind}/operations")).json()
+    assert set(body["operations"]) == names
+    if kind == "edit":
+        assert_shape(body, SEED["edit_operations"])
+    listing = (await http.get("/models")).json()["models"]
+    for name, operation in body["operations"].items():
+        if name == "remove_background":
+            assert operation["available"] is True
+        elif not operation["available"]:
+            assert operation["unavailable_reason"].startswith("operation not available: no model configured")
+    if not listing:  # no generation model registered: every generative operation says so
+        assert not any(op["available"] for name, op in body["operations"].items() if name != "remove_background")
+
+
+async def test_create_generates_with_a_template(http):
+    reply = await http.post(f"{BASE}/create", json={"prompt": "Modern office workspace", "template_id": "linkedin_post",
+                                                     "quality": "draft", "width": 128, "height": 64, "steps": 2,
+                                                     "seed": 7})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["create_response"])
+    assert body["request"]["template_name"] == "LinkedIn Post"
+    assert body["request"]["enhanced_prompt"].startswith("Modern office workspace, professional photography")
+    assert body["total_generated"] == 1 and body["total_failed"] == 0
+    assert decode_image(body["results"][0]["image_base64"]).size == (128, 64)
+
+
+async def test_create_unknown_model_lists_the_supported_ones(http):
+    reply = await http.post(f"{BASE}/create", json={"prompt": "x", "model": "no-such-model"})
+    body = assert_error_format("image_studio", reply, 400)
+    assert "no-such-model" in body["detail"]
+
+
+async def test_create_unknown_template_is_404(http):
+    reply = await http.post(f"{BASE}/create", json={"prompt": "x", "template_id": "nope"})
+    assert_error_format("image_studio", reply, 404)
+
+
+@pytest.mark.parametrize("payload", [
+    {"prompt": "x", "num_variations": 11}, {"prompt": "x", "quality": "ultra"}, {"prompt": "x", "steps": 0},
+    {"prompt": "x", "width": 10},
+], ids=["variations", "quality", "steps", "width"])
+async def test_create_out_of_range_is_400(http, payload):
+    assert_error_format("image_studio", await http.post(f"{BASE}/create", json=payload), 400)
+
+
+async def test_create_without_prompt_is_422(http):
+    assert_error_format("image_studio", await http.post(f"{BASE}/create", json={}), 422)
+
+
+async def test_edit_remove_background(http):
+    reply = await http.post(f"{BASE}/edit/process", json={"image_base64": data_url(gradient_rgb(64, 48)),
+                                                           "operation": "remove_background"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["edit_response"])
+    assert (body["width"], body["height"]) == (64, 48)
+    assert decode_image(body["image_base64"]).mode == "RGBA"
+
+
+@pytest.mark.parametrize("operation", ["inpaint", "outpaint", "general_edit", "search_replace", "search_recolor"])
+async def test_generative_edits_run_or_say_no_model_is_configured(http, operation):
+    payload = {"image_base64": data_url(gradient_rgb(64, 64)), "operation": operation, "prompt": "a red ball",
+               "mask_base64": b64(disc_rgba(64)), "expand_right": 32, "steps": 2, "seed": 1}
+    reply = await http.post(f"{BASE}/edit/process", json=payload)
+    operations = (await http.get(f"{BASE}/edit/operations")).json()["operations"]
+    if not operations[operation]["available"]:
+        body = assert_error_format("image_studio", reply, 501)
+        assert body["detail"].startswith("operation not available: no model configured")
+        return
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["edit_response"])
+    expected = (96, 64) if operation == "outpaint" else (64, 64)
+    assert decode_image(body["image_base64"]).size == expected
+
+
+@pytest.mark.parametrize("payload,detail", [
+    ({"operation": "inpaint"}, "Prompt is required for inpainting"),
+    ({"operation": "teleport"}, "Unsupported operation"),
+    ({"operation": "remove_background", "image_base64": "!!!"}, "not valid base64"),
+])
+async def test_edit_errors(http, payload, detail):
+    body = {"image_base64": data_url(gradient_rgb(16, 16)), **payload}
+    reply = await http.post(f"{BASE}/edit/process", json=body)
+    assert detail in assert_error_format("image_studio", reply, 400)["detail"]
+
+
+async def test_edit_search_replace_without_mask_explains_why(http):
+    reply = await http.post(f"{BASE}/edit/process", json={"image_base64": data_url(gradient_rgb(16, 16)),
+                                                           "operation": "search_replace", "prompt": "a cat",
+                                                           "search_prompt": "dog"})
+    assert "mask_base64 is required" in assert_error_format("image_studio", reply, 400)["detail"]
+
+
+@pytest.mark.parametrize("operation", ["sketch", "structure", "style", "style_transfer"])
+async def test_control_runs_or_says_no_model_is_configured(http, operation):
+    reply = await http.post(f"{BASE}/control/process", json={
+        "control_image_base64": data_url(gradient_rgb(64, 64)), "operation": operation, "prompt": "an office",
+        "control_strength": 0.8, "fidelity": 0.5, "composition_fidelity": 0.7, "seed": 3})
+    operations = (await http.get(f"{BASE}/control/operations")).json()["operations"]
+    if not operations[operation]["available"]:
+        body = assert_error_format("image_studio", reply, 501)
+        assert body["detail"].startswith("operation not available: no model configured")
+        return
+    assert reply.status_code == 200, reply.text
+    assert_shape(reply.json(), SEED["control_response"])
+
+
+async def test_control_needs_a_prompt_and_a_known_operation(http):
+    reply = await http.post(f"{BASE}/control/process", json={"control_image_base64": b64(disc_rgba(8)),
+                                                              "operation": "sketch"})
+    assert_error_format("image_studio", reply, 422)
+    reply = await http.post(f"{BASE}/control/process", json={"control_image_base64": b64(disc_rgba(8)),
+                                                              "operation": "doodle", "prompt": "x"})
+    assert_error_format("image_studio", reply, 400)
+    reply = await http.post(f"{BASE}/control/process", json={"control_image_base64": b64(disc_rgba(8)),
+                                                              "operation": "sketch", "prompt": "x",
+                                                              "control_strength": 1.5})
+    assert_error_format("image_studio", reply, 400)
+
+
+@pytest.mark.parametrize("payload,size", [
+    ({"mode": "fast", "target_width": 96}, (96, 96)),
+    ({"mode": "fast"}, (128, 128)),
+    ({"mode": "auto", "preset": "web"}, None),
+])
+async def test_upscale(http, payload, size):
+    reply = await http.post(f"{BASE}/upscale", json={"image_base64": data_url(disc_rgba(32)), **payload})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["upscale_response"], nullable=frozenset({"preset"}))
+    assert body["metadata"]["original_width"] == 32
+    if size:
+        assert (body["width"], body["height"]) == size == decode_image(body["image_base64"]).size
+
+
+async def test_upscale_bad_mode_is_400(http):
+    reply = await http.post(f"{BASE}/upscale", json={"image_base64": b64(disc_rgba(8)), "mode": "magic"})
+    assert_error_format("image_studio", reply, 400)
+
+
+async def test_social_optimize(http):
+    reply = await http.post(f"{BASE}/social/optimize", json={
+        "image_base64": data_url(gradient_rgb(200, 150)), "platforms": ["instagram", "facebook"],
+        "crop_mode": "center"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["social_response"])
+    assert [r["platform"] for r in body["results"]] == ["instagram", "facebook"]
+    for result in body["results"]:
+        assert decode_image(result["image_base64"]).size == (result["width"], result["height"])
+
+
+async def test_platform_formats_and_specs(http):
+    reply = await http.get(f"{BASE}/social/platforms/instagram/formats")
+    assert reply.status_code == 200, reply.text
+    assert_shape(reply.json(), SEED["platform_formats"])
+    specs = await http.get(f"{BASE}/platform-specs/instagram")
+    assert specs.status_code == 200
+    assert_shape(specs.json(), SEED["platform_specs"])
+    assert specs.json()["name"] == "Instagram"
+
+
+async def test_unknown_platform_is_404(http):
+    for path in ("social/platforms/myspace/formats", "platform-specs/myspace"):
+        reply = await http.get(f"{BASE}/{path}")
+        assert_error_format("image_studio", reply, 404)
+
+
+async def test_health(http):
+    reply = await http.get(f"{BASE}/health")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert_shape(body, SEED["health"])
+    assert body["service"] == "image_studio" and body["modules"]["templates"] == "available"
+
+
+async def test_payload_errors(http):
+    reply = await http.post(f"{BASE}/upscale", json={"image_base64": "not base64 at all!"})
+    assert "not valid base64" in assert_error_format("image_studio", reply, 400)["detail"]
+    reply = await http.post(f"{BASE}/upscale", json={})
+    assert_error_format("image_studio", reply, 422)
+
+
+async def test_without_a_capable_model_generative_edits_say_so(mesh, tmp_path):
+    """A Generate service whose registry has only a text-to-image model: every generative edit and control
+    operation is listed unavailable and answers 501 "operation not available: no model configured"."""
+    from services.generate.server import create_server
+    from services.generate.settings import GenerateSettings
+    from tests.gateway.conftest import gateway
+    from tests.mesh import service_kwargs
+
+    registry = tmp_path / "models.yaml"
+    registry.write_text("default: tiny-sd\nmodels:\n  - id: tiny-sd\n    path: tiny-sd\n"
+                        "    operations: [text_to_image]\n    aliases: [flux-1]\n    preload: false\n")
+    runtime, port = create_server(GenerateSettings(**service_kwargs(tmp_path), models_file=registry, preload=False))
+    await runtime.start()
+    try:
+        async with gateway(mesh, tmp_path, generate_address=f"127.0.0.1:{port}") as client:
+            for kind, operation, payload in (
+                ("edit", "inpaint", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+                ("edit", "general_edit", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+                ("control", "sketch", {"control_image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
+            ):
+                listed = (await client.get(f"{BASE}/{kind}/operations")).json()["operations"]
+                assert listed[operation]["available"] is False
+                assert listed[operation]["unavailable_reason"].startswith("operation not available: no model")
+                reply = await client.post(f"{BASE}/{kind}/process", json={"operation": operation, **payload})
+                body = assert_error_format("image_studio", reply, 501)
+                assert body["detail"].startswith("operation not available: no model configured")
+            listed = (await client.get(f"{BASE}/edit/operations")).json()["operations"]
+            assert listed["remove_background"]["available"] is True
+    finally:
+        await runtime.stop(0)

@@ -1,0 +1,93 @@
+"""Plain-Python pieces of the gateway: limit parsing, key parsing, alias lookup, enrichment, edit shaping."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from gateway import edits, enrich, translate
+from gateway.catalogues import load_catalogues
+from gateway.security import Limit, parse_keys
+from gateway.settings import GatewaySettings
+from shared.errors import InvalidArgument
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
+from tests.images import png_bytes
+
+
+@pytest.mark.parametrize("text,count,window", [("10/minute", 10, 60), ("1000/hour", 1000, 3600), ("10/day", 10, 86400),
+                                               ("5 / 2 seconds", 5, 2), ("30/minutes", 30, 60)])
+def test_limit_parse(text, count, window):
+    assert Limit.parse(text) == Limit(count, window)
+
+
+@pytest.mark.parametrize("text", ["ten/minute", "10", "10/fortnight", ""])
+def test_limit_parse_rejects(text):
+    with pytest.raises(ValueError):
+        Limit.parse(text)
+
+
+def test_every_documented_bucket_parses():
+    for text in GatewaySettings().resolved_rate_limits.values():
+        Limit.parse(text)
+
+
+def test_parse_keys():
+    keys = parse_keys(" key1:alice , key2:bob,lonely ")
+    assert keys["key1"] == "alice" and keys["key2"] == "bob"
+    assert keys["lonely"].startswith("key_") and len(keys) == 3
+
+
+def test_alias_lookup_is_case_insensitive_and_lists_names():
+    listing = gen_pb.ListModelsResponse(models=[
+        gen_pb.ModelInfo(id="tiny-sd", aliases=["flux-1", "Imagen3"], is_default=True),
+        gen_pb.ModelInfo(id="tiny-sd-b", aliases=["qwen-image"])], default_model="tiny-sd")
+    assert translate.find_model(listing, "IMAGEN3").id == "tiny-sd"
+    assert translate.find_model(listing, "qwen-image").id == "tiny-sd-b"
+    assert translate.find_model(listing, "mystic") is None
+    assert translate.model_names(listing) == ["tiny-sd", "flux-1", "Imagen3", "tiny-sd-b", "qwen-image"]
+    assert translate.default_model(listing).id == "tiny-sd"
+
+
+@pytest.fixture(scope="module")
+def catalogues():
+    return load_catalogues(GatewaySettings().resolved_catalogue_dir)
+
+
+def test_enrichment_is_deterministic(catalogues):
+    text, style = enrich.enrich(catalogues, "a castle on a hill", "fantasy")
+    assert style == "fantasy" and text.startswith("a majestic fantasy scene of castle on a hill, ")
+    assert enrich.enrich(catalogues, "a castle on a hill", "fantasy")[0] == text
+    with pytest.raises(InvalidArgument):
+        enrich.enrich(catalogues, "x", "baroque")
+
+
+def test_templates_are_consistent(catalogues):
+    ids = [t["id"] for t in catalogues.templates]
+    assert len(ids) == len(set(ids))
+    for template in catalogues.templates:
+        assert template["recommended_provider"] in catalogues.providers["providers"]
+        w, h = template["aspect_ratio"]["width"], template["aspect_ratio"]["height"]
+        assert w > 0 and h > 0 and template["quality"] in ("draft", "standard", "premium")
+
+
+def test_outpaint_canvas_and_mask():
+    source = Image.new("RGB", (40, 30), (200, 10, 10))
+    canvas, mask = edits.outpaint_canvas(png_bytes(source), 8, 16, 0, 4)
+    canvas_img = Image.open(io.BytesIO(canvas.data))
+    mask_img = Image.open(io.BytesIO(mask.data))
+    assert canvas_img.size == mask_img.size == (64, 34)
+    assert canvas_img.getpixel((8, 0)) == (200, 10, 10) and mask_img.getpixel((8, 0)) == 0
+    assert mask_img.getpixel((0, 0)) == 255 and mask_img.getpixel((63, 33)) == 255
+    with pytest.raises(InvalidArgument):
+        edits.outpaint_canvas(png_bytes(source), 0, 0, 0, 0)
+
+
+def test_template_size_fits_the_model():
+    from gateway.dialects.image_studio import _fit
+
+    model = gen_pb.ModelInfo(id="m", max_size=1024, min_size=64, size_multiple=8)
+    assert _fit(1200, 628, model) == (1024, 528)
+    assert _fit(800, 600, model) == (800, 600)
+    assert _fit(2048, 2048, None) == (2048, 2048)
