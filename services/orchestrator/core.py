@@ -118,7 +118,7 @@ class OrchestratorCore:
         self.images = images
         self.registry = registry
         self.pulse = Pulse()
-        self.policy = ssrf.UrlPolicy.from_setting(settings.webhook_allow)
+        self.policy = ssrf.UrlPolicy.from_setting(settings.url_allow_list)
         self.runner = JobRunner(
             store, self._run_claimed, workers=settings.job_workers, lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s, poll_interval_s=settings.poll_interval_s,

@@ -55,7 +55,7 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     webhook_timeout_s: float = 10.0
     webhook_poll_interval_s: float = 1.0
     # Comma list of hosts or CIDRs that webhooks may reach although they are private/loopback (shared/ssrf.py).
-    webhook_allow: str = ""
+    url_allow_list: str = ""
     # Prefix for image URLs in webhook payloads (e.g. https://api.example.com/v1/images/); empty = bare refs.
     public_image_base_url: str = ""
 

@@ -237,7 +237,7 @@ async def test_freepik_verify_webhook_on_a_real_delivery(tmp_path, webhook_sink)
 
     verify_webhook = run_snippet(VERIFY_WEBHOOK, "", "")["verify_webhook"]
     mesh = await start_mesh(tmp_path, {
-        "orchestrator": {"webhook_allow": "127.0.0.1/32", "webhook_default_secret": "whsec-test",
+        "orchestrator": {"url_allow_list": "127.0.0.1/32", "webhook_default_secret": "whsec-test",
                          "webhook_poll_interval_s": 0.1, "public_image_base_url": "http://gateway/v1/images/"},
         "gateway": {"url_allow_list": "127.0.0.1/32"}})
     try:

@@ -115,7 +115,7 @@ async def _deliveries(orch, job_id: str, until, timeout: float = 30) -> list[dic
 async def test_receiver_failing_three_times_gets_the_fourth_with_valid_signatures(start_orchestrator, database_url,
                                                                                   receiver):
     hook = receiver(fail_first=3, retry_after="1")
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.1", webhook_secrets={"alice": SECRET})
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.1", webhook_secrets={"alice": SECRET})
     job = await submit(orch.stub, upscale_spec(), webhook=pb.Webhook(url=hook.url))
     done = await wait_for(orch.stub, job.id)
     assert done.status == common_pb2.JOB_STATUS_COMPLETED  # the job did not wait for its webhook
@@ -141,7 +141,7 @@ async def test_receiver_failing_three_times_gets_the_fourth_with_valid_signature
 
 async def test_per_job_secret_and_failure_payload(start_orchestrator, database_url, receiver):
     hook = receiver()
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.1")
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.1")
     job = await submit(orch.stub, upscale_spec(16, 99), webhook=pb.Webhook(url=hook.url, secret="job secret"))
     await wait_for(orch.stub, job.id)
     await _deliveries(orch, job.id, lambda rows: rows[0]["status"] == "delivered")
@@ -153,20 +153,20 @@ async def test_per_job_secret_and_failure_payload(start_orchestrator, database_u
 
 async def test_deliveries_survive_a_restart(start_orchestrator, database_url, receiver):
     hook = receiver(fail_first=10**6)
-    first = await start_orchestrator(database_url, webhook_allow="127.0.0.1", webhook_retry_delays_s=[0.3] * 5)
+    first = await start_orchestrator(database_url, url_allow_list="127.0.0.1", webhook_retry_delays_s=[0.3] * 5)
     job = await submit(first.stub, upscale_spec(), webhook=pb.Webhook(url=hook.url))
     await wait_for(first.stub, job.id)
     await _deliveries(first, job.id, lambda rows: rows[0]["attempts"] >= 1 and rows[0]["claim_token"] is None)
     await first.stop()
     hook.fail_first = 0
-    second = await start_orchestrator(database_url, webhook_allow="127.0.0.1")
+    second = await start_orchestrator(database_url, url_allow_list="127.0.0.1")
     [row] = await _deliveries(second, job.id, lambda rows: rows[0]["status"] == "delivered")
     assert row["attempts"] >= 2
 
 
 async def test_delivery_gives_up_after_the_schedule(start_orchestrator, database_url, receiver):
     hook = receiver(fail_first=10**6)
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.1", webhook_retry_delays_s=[0.01] * 5)
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.1", webhook_retry_delays_s=[0.01] * 5)
     job = await submit(orch.stub, upscale_spec(), webhook=pb.Webhook(url=hook.url))
     [row] = await _deliveries(orch, job.id, lambda rows: rows[0]["status"] == "failed")
     assert row["attempts"] == 6 and len(hook.requests) == 6 and row["last_error"] == "HTTP 500"
@@ -204,7 +204,7 @@ async def test_a_redirect_to_loopback_is_refused_at_delivery(start_orchestrator,
     target = receiver()
     # The redirector lives on 127.0.0.2, the only address on the allow-list; it points at 127.0.0.1.
     redirector = receiver(redirect_to=target.url, host="127.0.0.2")
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.2/32")
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.2/32")
     job = await submit(orch.stub, upscale_spec(), webhook=pb.Webhook(url=redirector.url))
     [row] = await _deliveries(orch, job.id, lambda rows: rows[0]["status"] == "failed")
     assert "non-public address" in row["last_error"] and row["attempts"] == 1
@@ -212,7 +212,7 @@ async def test_a_redirect_to_loopback_is_refused_at_delivery(start_orchestrator,
 
 
 async def test_webhook_without_any_secret_is_refused(start_orchestrator, database_url, receiver):
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.1", webhook_default_secret="")
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.1", webhook_default_secret="")
     with pytest.raises(InvalidArgument) as err:
         await submit(orch.stub, upscale_spec(), webhook=pb.Webhook(url=receiver().url))
     assert err.value.reason == "WEBHOOK_SECRET_MISSING"
@@ -222,7 +222,7 @@ async def test_progress_events_when_asked(start_orchestrator, database_url, rece
     from tests.orchestrator.helpers import workflow_spec
 
     hook = receiver()
-    orch = await start_orchestrator(database_url, webhook_allow="127.0.0.1")
+    orch = await start_orchestrator(database_url, url_allow_list="127.0.0.1")
     job = await submit(orch.stub, workflow_spec("fan_out"), webhook=pb.Webhook(url=hook.url, include_progress=True))
     await wait_for(orch.stub, job.id)
     rows = await _deliveries(orch, job.id, lambda rows: all(r["status"] == "delivered" for r in rows)
