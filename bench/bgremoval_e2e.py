@@ -1,13 +1,14 @@
 """End-to-end overhead of background removal through the mesh against the same model in-process, for a
 1024x1024 photo.
 
-The gateway's /remove-background endpoint is not on this branch yet, so the mesh path measured is
-orchestrator gRPC (RunShotgun, one model) -> BackgroundRemoval gRPC; a second row is the service alone.
+Rows: gateway (POST /remove-background, seed 002, one model) -> orchestrator -> BackgroundRemoval; the
+orchestrator's RunShotgun -> BackgroundRemoval; and the service alone, each against the in-process model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import tempfile
 from pathlib import Path
@@ -38,7 +39,7 @@ def photo_png() -> bytes:
 
 
 async def run() -> list[Comparison]:
-    from tests.mesh import MODELS_DIR
+    from tests.mesh import MODELS_DIR, start_mesh
     from tests.shotgun.conftest import shotgun_mesh
 
     data = photo_png()
@@ -68,7 +69,7 @@ async def run() -> list[Comparison]:
                 await clients.call(stub.RemoveBackground, br_pb.RemoveBackgroundRequest(
                     image=common_pb2.Image(data=data), model=MODEL), timeout=300)
 
-            note = "1024x1024 PNG photo, u2netp, PNG out; gateway /remove-background not on this branch yet"
+            note = "1024x1024 PNG photo, u2netp, PNG out"
             rows.append(await compare("bg removal e2e 1024x1024: orchestrator->service vs in-process",
                                       ("orchestrator gRPC -> BackgroundRemoval gRPC", through_orchestrator),
                                       ("in-process decode+u2netp+cut-out+encode", in_process), repeats=5, notes=note))
@@ -76,4 +77,20 @@ async def run() -> list[Comparison]:
                                       ("BackgroundRemoval gRPC", service_only),
                                       ("in-process decode+u2netp+cut-out+encode", in_process), repeats=5, notes=note))
             await channel.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        full = await start_mesh(Path(tmp))
+        payload = {"image": base64.b64encode(data).decode(), "include_models": [MODEL]}
+        try:
+            async def through_gateway():
+                reply = await full.http.post("/remove-background", json=payload, timeout=300)
+                assert reply.status_code == 200 and reply.json()["status"] == "completed", reply.text
+                base64.b64decode(reply.json()["results"][0]["image_base64"])
+
+            rows.insert(0, await compare(
+                "bg removal e2e 1024x1024: gateway->orchestrator->service vs in-process",
+                ("gateway /remove-background -> orchestrator -> BackgroundRemoval", through_gateway),
+                ("in-process decode+u2netp+cut-out+encode", in_process), repeats=5,
+                notes="1024x1024 PNG photo, u2netp, base64 JSON in and out, in-process gateway (ASGI)"))
+        finally:
+            await full.close()
     return rows
