@@ -131,9 +131,11 @@ async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra
 
 
 async def submit_job(request: Request, spec: orch_pb.JobSpec, dialect: str, webhook: orch_pb.Webhook | None = None,
-                     idempotency_key: str = "", **extra: str) -> orch_pb.Job:
+                     idempotency_key: str | None = None, **extra: str) -> orch_pb.Job:
+    """Submit a job of the caller; `idempotency_key` None takes the request's Idempotency-Key header."""
+    key = _idempotency(request) if idempotency_key is None else idempotency_key
     reply = await clients.call(mesh(request).orchestrator.SubmitJob, orch_pb.SubmitJobRequest(
-        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=idempotency_key or _idempotency(request),
+        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=key,
         labels=labels(dialect, **extra)), timeout=30.0)
     return reply.job
 
@@ -149,6 +151,12 @@ async def watch_job(request: Request, job_id: str) -> AsyncIterator[orch_pb.Watc
                                       orch_pb.WatchJobRequest(job_id=job_id, owner=owner_of(request)),
                                       timeout=timeout(request)):
         yield event
+
+
+async def cancel_job(request: Request, job_id: str) -> orch_pb.Job:
+    reply = await clients.call(mesh(request).orchestrator.CancelJob,
+                               orch_pb.CancelJobRequest(job_id=job_id, owner=owner_of(request)), timeout=30.0)
+    return reply.job
 
 
 def terminal(status: int) -> bool:

@@ -123,6 +123,7 @@ class OrchestratorCore:
             store, self._run_claimed, workers=settings.job_workers, lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s, poll_interval_s=settings.poll_interval_s,
             max_attempts=settings.max_job_attempts, pulse=self.pulse, metrics=metrics,
+            progress_interval_s=settings.progress_interval_s,
         )
         self.webhooks = WebhookSender(
             store, self.policy, delays_s=settings.webhook_retry_delays_s, jitter=settings.webhook_jitter,

@@ -52,11 +52,11 @@ class Pulse:
 class ClaimSink:
     """The fenced writes one running job may make."""
 
-    def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse) -> None:
+    def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse, progress_interval_s: float = 0.05) -> None:
         self.store, self.claim, self.pulse = store, claim, pulse
         self._last: asyncio.Future | None = None
-        self._progress_at = 0.0
-        self.progress_interval_s = 0.2
+        self._progress_at: float | None = None
+        self.progress_interval_s = progress_interval_s
 
     async def _settle(self) -> None:
         if self._last is not None and not self._last.done():
@@ -72,7 +72,7 @@ class ClaimSink:
     async def save_progress(self, progress: common_pb2.Progress) -> None:
         # Backends may report many steps a second; the store gets at most one progress write per interval.
         now = time.monotonic()
-        if now - self._progress_at < self.progress_interval_s:
+        if self._progress_at is not None and now - self._progress_at < self.progress_interval_s:
             return
         self._progress_at = now
         await self._settle()
@@ -87,12 +87,14 @@ class ClaimSink:
 class JobRunner:
     def __init__(self, store: AsyncStore, execute: Execute, *, workers: int = 4, lease_s: float = 30.0,
                  heartbeat_s: float = 5.0, poll_interval_s: float = 0.5, max_attempts: int = 3,
-                 pulse: Pulse | None = None, worker_id: str = "", metrics: JobMetrics | None = None) -> None:
+                 pulse: Pulse | None = None, worker_id: str = "", metrics: JobMetrics | None = None,
+                 progress_interval_s: float = 0.05) -> None:
         self.store = store
         self.execute = execute
         self.workers = max(1, workers)
         self.lease_s, self.heartbeat_s, self.poll_interval_s = lease_s, heartbeat_s, poll_interval_s
         self.max_attempts = max_attempts
+        self.progress_interval_s = progress_interval_s
         self.metrics = metrics
         self.pulse = pulse or Pulse()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -182,7 +184,7 @@ class JobRunner:
 
     async def _run(self, claim: Claim) -> None:
         job_id, token = claim.job.id, claim.token
-        sink = ClaimSink(self.store, claim, self.pulse)
+        sink = ClaimSink(self.store, claim, self.pulse, self.progress_interval_s)
         try:
             try:
                 # The work joins the submitter's trace (W3C context stored with the job).
