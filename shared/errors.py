@@ -89,6 +89,12 @@ class FailedPrecondition(ImageMeshError):
     reason = "FAILED_PRECONDITION"
 
 
+class IdempotencyKeyReused(FailedPrecondition):
+    """An idempotency key the owner already used for a different request (as Stripe answers it)."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
 class Unauthenticated(ImageMeshError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401

@@ -24,7 +24,7 @@ from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import (
-    CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUS_NAME, TERMINAL, AsyncStore, NewJob,
+    CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUS_NAME, TERMINAL, AsyncStore, NewJob, spec_hash,
 )
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Registry, Workflow
@@ -229,23 +229,30 @@ class OrchestratorCore:
                 raise WebhookSecretMissing(
                     "no webhook secret: pass one, or configure IMAGEMESH_WEBHOOK_SECRETS for this key",
                     field="webhook_secret")
+        # Hashed as submitted (inline images included), before images move to the store under fresh refs.
+        digest = spec_hash(spec) if idempotency_key else ""
         if idempotency_key:
-            existing = await self.store.find_idempotent(owner, idempotency_key)
+            existing = await self.store.find_idempotent(owner, idempotency_key, digest)
             if existing is not None:
                 return existing
         new = NewJob(owner=owner, kind=kind, spec=pb.JobSpec(), model_id=_model_of(spec), workflow_id=workflow_id,
-                     idempotency_key=idempotency_key, labels=dict(labels or {}), webhook_url=url,
+                     idempotency_key=idempotency_key, spec_hash=digest, labels=dict(labels or {}), webhook_url=url,
                      webhook_secret=secret, webhook_progress=progress)
         propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
         refs = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, {"role": "input"})
-        job, created = await self.store.create_job(new)
-        if not created:
-            for ref in refs:
-                await asyncio.to_thread(self.images.delete, ref)
-            return job
-        self.runner.wake.set()
+        created = False
+        try:
+            job, created = await self.store.create_job(new)
+        finally:
+            if not created:
+                # The earlier job of a repeated key answers, or the submit was refused (a key reused for another
+                # request, a full queue): these uploads belong to no job.
+                for ref in refs:
+                    await asyncio.to_thread(self.images.delete, ref)
+        if created:
+            self.runner.wake.set()
         return job
 
     async def get_job(self, job_id: str, owner: str) -> pb.Job:

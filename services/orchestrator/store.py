@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import time
 import uuid
@@ -26,12 +27,12 @@ from typing import Any, Callable, Iterable
 from google.protobuf import timestamp_pb2
 from sqlalchemy import (
     Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint, and_,
-    create_engine, event, func, or_, select, update,
+    create_engine, event, func, inspect, or_, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from shared.errors import InvalidArgument, NotFound, QueueFull
+from shared.errors import IdempotencyKeyReused, InvalidArgument, NotFound, QueueFull
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, PARTIAL, SKIPPED = (
@@ -56,6 +57,9 @@ jobs = Table(
     Column("model_id", String(128), nullable=False, default=""),
     Column("workflow_id", String(128), nullable=False, default=""),
     Column("idempotency_key", String(256), nullable=True),
+    # sha256 of the submitted spec (deterministic serialization, before images move to the store): a repeated
+    # idempotency key with another request is refused instead of answered with the earlier job.
+    Column("spec_hash", String(64), nullable=True),
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary, nullable=True),
     Column("progress", LargeBinary, nullable=True),
@@ -167,6 +171,7 @@ class NewJob:
     model_id: str = ""
     workflow_id: str = ""
     idempotency_key: str = ""
+    spec_hash: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -209,6 +214,11 @@ class Delivery:
     body: bytes
     attempts: int
     token: str
+
+
+def spec_hash(spec: pb.JobSpec) -> str:
+    """What makes two submits "the same request" for an idempotency key: the spec's canonical bytes."""
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 
 # Builds the webhook deliveries a job's state change owes, inside the same transaction as the change.
@@ -256,11 +266,26 @@ class JobStore:
         for _attempt in range(3):
             try:
                 metadata.create_all(self.engine)
-                return
+                break
             except (IntegrityError, ProgrammingError, OperationalError):
                 # Two replicas creating the schema at the same moment: one wins, the other retries and sees it.
                 time.sleep(0.2)
-        metadata.create_all(self.engine)
+        else:
+            metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """create_all makes missing tables, not missing columns: add the nullable ones added since a database was
+        created (there are no migrations; this keeps an existing database working)."""
+        present = {column["name"] for column in inspect(self.engine).get_columns("jobs")}
+        if "spec_hash" not in present:
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN spec_hash VARCHAR(64)")
+            except (ProgrammingError, OperationalError):
+                # Another replica added it first.
+                if "spec_hash" not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+                    raise
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
@@ -270,10 +295,11 @@ class JobStore:
     # --- jobs: create, read, list ----------------------------------------------------------------------------
 
     def create_job(self, new: NewJob) -> tuple[pb.Job, bool]:
-        """Insert a pending job; (job, True), or (the earlier job, False) for a repeated idempotency key."""
+        """Insert a pending job; (job, True), or (the earlier job, False) for a repeated idempotency key
+        (IDEMPOTENCY_KEY_REUSED when the earlier job was submitted with another spec)."""
         now = time.time()
         if new.idempotency_key:
-            existing = self.find_idempotent(new.owner, new.idempotency_key)
+            existing = self.find_idempotent(new.owner, new.idempotency_key, new.spec_hash)
             if existing is not None:
                 return existing, False
         try:
@@ -284,6 +310,7 @@ class JobStore:
                 conn.execute(jobs.insert().values(
                     id=new.id, owner=new.owner, kind=new.kind, status=PENDING, model_id=new.model_id,
                     workflow_id=new.workflow_id, idempotency_key=new.idempotency_key or None,
+                    spec_hash=new.spec_hash or None,
                     spec=new.spec.SerializeToString(), labels=json.dumps(new.labels), webhook_url=new.webhook_url,
                     webhook_secret=new.webhook_secret, webhook_progress=new.webhook_progress, created_at=now,
                     trace_context=json.dumps(new.trace_context),
@@ -292,16 +319,25 @@ class JobStore:
                 ))
         except IntegrityError:
             # Two submits with one key raced; the other insert won, and its job is the answer to both.
-            existing = self.find_idempotent(new.owner, new.idempotency_key) if new.idempotency_key else None
+            existing = (self.find_idempotent(new.owner, new.idempotency_key, new.spec_hash)
+                        if new.idempotency_key else None)
             if existing is None:
                 raise
             return existing, False
         return self.get_job(new.id), True
 
-    def find_idempotent(self, owner: str, key: str) -> pb.Job | None:
+    def find_idempotent(self, owner: str, key: str, spec_hash: str = "") -> pb.Job | None:
+        """The owner's job submitted with `key`; IDEMPOTENCY_KEY_REUSED when it was submitted with another spec
+        than the one hashed to `spec_hash` (a row from before hashes were kept can't be compared)."""
         with self.engine.begin() as conn:
             row = conn.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)).first()
-            return self._to_job(conn, row) if row is not None else None
+            if row is None:
+                return None
+            if spec_hash and row.spec_hash and row.spec_hash != spec_hash:
+                raise IdempotencyKeyReused(
+                    f"Idempotency key {key!r} was already used for a different request (job {row.id}); "
+                    "send a new key for a new request", idempotency_key=key, job_id=row.id)
+            return self._to_job(conn, row)
 
     def get_job(self, job_id: str, owner: str | None = None) -> pb.Job:
         """The job; NOT_FOUND when missing or another owner's (never a 403 that leaks its existence)."""
