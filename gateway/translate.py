@@ -124,7 +124,8 @@ def labels(dialect: str, **extra: str) -> dict[str, str]:
 async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra: str) -> orch_pb.Job:
     """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error."""
     reply = await clients.call(mesh(request).orchestrator.RunJob,
-                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request), labels=labels(dialect, **extra),
+                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request),
+                                                     labels=labels(dialect, **extra),
                                                      idempotency_key=_idempotency(request)),
                                timeout=timeout(request))
     return reply.job

@@ -8,7 +8,7 @@ same exception on the client side, so the gateway can render the reason in each 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2

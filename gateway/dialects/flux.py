@@ -136,7 +136,8 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
         security = ws.app.state.security
         if security.settings.rate_limit_enabled:
             bucket = "flux" if security.auth_enabled else "flux_anonymous"
-            subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{ws.client.host if ws.client else ''}"
+            client = ws.client.host if ws.client else ""
+            subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{client}"
             await security.count(bucket, subject)
         # A job like every other generation (recorded, owner-scoped, in analytics). One handshake carries many
         # generations, so its Idempotency-Key header (if any) is not applied to them.

@@ -43,16 +43,16 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
 
     # --- cost ------------------------------------------------------------------------------------------------
     # Price of one measured service second per device class, in US dollars.
-    price_per_second_usd: dict[str, float] = {"cpu": 0.0002, "cuda": 0.0014, "mps": 0.0006}
+    price_per_second_usd: dict[str, float] = {"cpu": 0.0002, "cuda": 0.0014, "mps": 0.0006}  # noqa: RUF012
     # Device class priced when a backend does not say which one it used.
     default_device_class: str = "cpu"
 
     # --- webhooks --------------------------------------------------------------------------------------------
     # Per-owner (API key id) signing secrets, and the secret for owners without one.
-    webhook_secrets: dict[str, str] = {}
+    webhook_secrets: dict[str, str] = {}  # noqa: RUF012
     webhook_default_secret: str = ""
     # Delay before each retry; len + 1 attempts in all. Default: 6 attempts over about ten minutes.
-    webhook_retry_delays_s: list[float] = [10.0, 30.0, 60.0, 150.0, 350.0]
+    webhook_retry_delays_s: list[float] = [10.0, 30.0, 60.0, 150.0, 350.0]  # noqa: RUF012
     # +- this fraction of random jitter on every delay, so a recovering receiver is not hit in lockstep.
     webhook_jitter: float = 0.2
     # A Retry-After longer than this is capped (a receiver cannot park a delivery for a day).

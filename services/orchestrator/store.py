@@ -18,22 +18,41 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from sqlalchemy import (
-    Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint, and_,
-    create_engine, event, func, inspect, or_, select, update,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from shared.errors import IdempotencyKeyReused, InvalidArgument, NotFound, QueueFull
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, PARTIAL, SKIPPED = (
     "pending", "running", "completed", "failed", "cancelled", "partial", "skipped")
@@ -233,7 +252,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record):  # noqa: ANN001
+        def _connect(dbapi_connection, _record):
             # pysqlite's own transaction handling defers BEGIN; take it over so writers lock up front.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -243,7 +262,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # noqa: ANN001
+        def _begin(conn):
             # IMMEDIATE takes the write lock at BEGIN: two processes never both read 'pending' and then race to
             # upgrade (which SQLite answers with SQLITE_BUSY instead of waiting).
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -468,15 +487,15 @@ class JobStore:
 
     def save_step(self, job_id: str, token: str, step: StepRecord,
                   progress: common_pb2.Progress | None = None) -> None:
-        values = dict(
-            idx=step.index, action=step.action, status=step.status, attempts=step.attempts,
-            depends_on=json.dumps(step.depends_on), optional=step.optional,
-            outputs=pb.WorkflowOutputs(images=step.outputs).SerializeToString(),
-            error_reason=step.error.reason if step.error else None,
-            error_message=step.error.message if step.error else None,
-            started_at=step.started_at, finished_at=step.finished_at, cost_usd=step.cost.usd,
-            device_seconds=step.cost.device_seconds, device_class=step.cost.device_class,
-        )
+        values = {
+            "idx": step.index, "action": step.action, "status": step.status, "attempts": step.attempts,
+            "depends_on": json.dumps(step.depends_on), "optional": step.optional,
+            "outputs": pb.WorkflowOutputs(images=step.outputs).SerializeToString(),
+            "error_reason": step.error.reason if step.error else None,
+            "error_message": step.error.message if step.error else None,
+            "started_at": step.started_at, "finished_at": step.finished_at, "cost_usd": step.cost.usd,
+            "device_seconds": step.cost.device_seconds, "device_class": step.cost.device_class,
+        }
         with self.engine.begin() as conn:
             extra = {"progress": progress.SerializeToString()} if progress is not None else {}
             self._fence(conn, job_id, token, **extra)
@@ -495,15 +514,16 @@ class JobStore:
         now = time.time()
         with self.engine.begin() as conn:
             row = self._row(conn, job_id, None)
-            values: dict[str, Any] = dict(
-                status=status, finished_at=now, claim_token=None, lease_owner=None, lease_expires_at=None,
-                processing_seconds=now - (row.started_at or now),
-                result=result.SerializeToString() if result is not None else None,
-                error_reason=error.reason if error else None, error_message=error.message if error else None,
-                error_metadata=json.dumps(dict(error.metadata)) if error else None,
-                progress=common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0 if status == COMPLETED else 0,
+            values: dict[str, Any] = {
+                "status": status, "finished_at": now, "claim_token": None, "lease_owner": None,
+                "lease_expires_at": None,
+                "processing_seconds": now - (row.started_at or now),
+                "result": result.SerializeToString() if result is not None else None,
+                "error_reason": error.reason if error else None, "error_message": error.message if error else None,
+                "error_metadata": json.dumps(dict(error.metadata)) if error else None,
+                "progress": common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0 if status == COMPLETED else 0,
                                              message=status).SerializeToString(),
-            )
+            }
             if cost is not None:
                 values.update(cost_usd=cost.usd, device_seconds=cost.device_seconds, device_class=cost.device_class)
             if model_id:
@@ -590,8 +610,8 @@ class JobStore:
 
     def delivery_outcome(self, delivery_id: str, token: str, status: str, status_code: int | None,
                          error: str | None, next_attempt_at: float | None = None) -> None:
-        values: dict[str, Any] = dict(status=status, last_status_code=status_code, last_error=error,
-                                      claim_token=None, lease_expires_at=None)
+        values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error,
+                                      "claim_token": None, "lease_expires_at": None}
         if status == "delivered":
             values["delivered_at"] = time.time()
         if next_attempt_at is not None:

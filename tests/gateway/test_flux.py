@@ -68,7 +68,8 @@ async def test_websocket_progress_then_complete_is_a_job_of_the_key(mesh, tmp_pa
     result; the job belongs to the key's owner (its analytics, its job list) and no other key sees it."""
     owner, other = f"ws-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
     async with live(mesh, tmp_path, api_keys=f"key-ws:{owner},key-other:{other}") as url:
-        async with websockets.connect(url.replace("http", "ws") + "/ws", additional_headers={"X-API-Key": "key-ws"}) as ws:
+        ws_url = url.replace("http", "ws") + "/ws"
+        async with websockets.connect(ws_url, additional_headers={"X-API-Key": "key-ws"}) as ws:
             messages = await _ws_generation(ws, {"prompt": "A beautiful sunset", **SMALL})
             assert messages[-1]["type"] == "complete", messages[-1]
             assert_shape(messages[-1], SEED["ws_complete"])

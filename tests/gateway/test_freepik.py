@@ -81,7 +81,8 @@ async def test_workflows_list_and_execute(http):
     assert body["workflows"], "at least one workflow is defined"
     workflow = body["workflows"][0]
     reply = await http.post(f"/v1/workflows/{workflow['id']}/execute", json={
-        "prompt": "Professional headshot of a businesswoman", "image_url": "data:image/png;base64," + b64(disc_rgba(32)),
+        "prompt": "Professional headshot of a businesswoman",
+        "image_url": "data:image/png;base64," + b64(disc_rgba(32)),
         "custom_params": {"upscale_factor": 2, "lighting_style": "professional"}})
     assert reply.status_code == 200, reply.text
     execution = reply.json()

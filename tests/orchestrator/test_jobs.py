@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from shared import clients
 from services.orchestrator.store import JobStore, NewJob, make_engine, spec_hash
+from shared import clients
 from shared.errors import Cancelled, IdempotencyKeyReused, InvalidArgument, NotFound
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, upscale_service_pb2 as up_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from tests.orchestrator.helpers import get, size_of, submit, upscale_spec, wait_for, workflow_spec
 
 

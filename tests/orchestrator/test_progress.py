@@ -18,14 +18,23 @@ from PIL import Image
 
 from shared import clients
 from shared.gen.imagemesh.v1 import (
-    common_pb2, generate_service_pb2 as gen_pb, generate_service_pb2_grpc as gen_grpc, orchestrator_service_pb2 as pb,
+    common_pb2,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2 as gen_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2_grpc as gen_grpc,
+)
+from shared.gen.imagemesh.v1 import (
+    orchestrator_service_pb2 as pb,
 )
 from tests.images import png_bytes
 from tests.orchestrator.helpers import submit
 
 
 class ScriptedGenerate(gen_grpc.GenerateServiceServicer):
-    async def GenerateStream(self, request, context):  # noqa: N802
+    async def GenerateStream(self, request, context):
         total = request.parameters.steps
         for step in range(1, total + 1):
             yield gen_pb.GenerateStreamResponse(progress=common_pb2.Progress(
