@@ -124,16 +124,19 @@ def labels(dialect: str, **extra: str) -> dict[str, str]:
 async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra: str) -> orch_pb.Job:
     """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error."""
     reply = await clients.call(mesh(request).orchestrator.RunJob,
-                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request), labels=labels(dialect, **extra),
+                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request),
+                                                     labels=labels(dialect, **extra),
                                                      idempotency_key=_idempotency(request)),
                                timeout=timeout(request))
     return reply.job
 
 
 async def submit_job(request: Request, spec: orch_pb.JobSpec, dialect: str, webhook: orch_pb.Webhook | None = None,
-                     idempotency_key: str = "", **extra: str) -> orch_pb.Job:
+                     idempotency_key: str | None = None, **extra: str) -> orch_pb.Job:
+    """Submit a job of the caller; `idempotency_key` None takes the request's Idempotency-Key header."""
+    key = _idempotency(request) if idempotency_key is None else idempotency_key
     reply = await clients.call(mesh(request).orchestrator.SubmitJob, orch_pb.SubmitJobRequest(
-        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=idempotency_key or _idempotency(request),
+        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=key,
         labels=labels(dialect, **extra)), timeout=30.0)
     return reply.job
 
@@ -149,6 +152,12 @@ async def watch_job(request: Request, job_id: str) -> AsyncIterator[orch_pb.Watc
                                       orch_pb.WatchJobRequest(job_id=job_id, owner=owner_of(request)),
                                       timeout=timeout(request)):
         yield event
+
+
+async def cancel_job(request: Request, job_id: str) -> orch_pb.Job:
+    reply = await clients.call(mesh(request).orchestrator.CancelJob,
+                               orch_pb.CancelJobRequest(job_id=job_id, owner=owner_of(request)), timeout=30.0)
+    return reply.job
 
 
 def terminal(status: int) -> bool:

@@ -8,7 +8,7 @@ same exception on the client side, so the gateway can render the reason in each 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -87,6 +87,12 @@ class FailedPrecondition(ImageMeshError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 409
     reason = "FAILED_PRECONDITION"
+
+
+class IdempotencyKeyReused(FailedPrecondition):
+    """An idempotency key the owner already used for a different request (as Stripe answers it)."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
 
 
 class Unauthenticated(ImageMeshError):

@@ -15,10 +15,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from gateway import errors, translate
 from gateway.images_in import data_uri
 from gateway.security import guard
-from shared import clients
 from shared.errors import ImageMeshError, Internal
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 GUARD = Depends(guard("flux", anonymous_bucket="flux_anonymous"))
@@ -138,26 +136,40 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
         security = ws.app.state.security
         if security.settings.rate_limit_enabled:
             bucket = "flux" if security.auth_enabled else "flux_anonymous"
-            subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{ws.client.host if ws.client else ''}"
+            client = ws.client.host if ws.client else ""
+            subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{client}"
             await security.count(bucket, subject)
-        # Generate's own stream: one event per denoising step, then the result. (The orchestrator's WatchJob
-        # reports job status and workflow steps, not denoising steps.)
-        request = gen_pb.GenerateStreamRequest(parameters=_spec(params, ws.state.owner).generate)
-        result = None
-        async for event in clients.stream(translate.mesh(ws).generate.GenerateStream, request,
-                                          timeout=translate.timeout(ws)):
-            if event.WhichOneof("event") == "progress":
-                progress = event.progress
-                if progress.total_steps:
-                    await ws.send_json({"type": "progress", "data": {
-                        "step": progress.step, "total_steps": progress.total_steps,
-                        "percentage": round(100 * progress.step / progress.total_steps)}})
-            else:
-                result = event.result
-        if result is None or not result.images:
-            raise Internal("generation finished without an image")
-        data, media_type = await translate.image_bytes(ws, result.images[0].image)
-        await ws.send_json({"type": "complete", "data": {"image": data_uri(data, media_type or "image/png"),
+        # A job like every other generation (recorded, owner-scoped, in analytics). One handshake carries many
+        # generations, so its Idempotency-Key header (if any) is not applied to them.
+        job = await translate.submit_job(ws, _spec(params, translate.owner_of(ws)), DIALECT, idempotency_key="")
+        try:
+            job = await _ws_follow(ws, job)
+        except WebSocketDisconnect:
+            # The client left: nobody will read this image.
+            await translate.cancel_job(ws, job.id)
+            raise
+        if job.status != common_pb2.JOB_STATUS_COMPLETED:
+            await ws.send_json(_ws_error(job.error.message or f"generation {translate.status_name(job.status)}"))
+            return
+        image = await _first_image(ws, job)
+        await ws.send_json({"type": "complete", "data": {"image": image,
                                                         "duration": round(time.perf_counter() - started, 3)}})
     except ImageMeshError as exc:
         await ws.send_json(_ws_error(exc.message))
+
+
+async def _ws_follow(ws: WebSocket, job: orch_pb.Job) -> orch_pb.Job:
+    """WatchJob until the job is terminal, sending the denoising steps the orchestrator recorded as `progress`
+    (it writes at most one per IMAGEMESH_PROGRESS_INTERVAL_S; a watcher sees the latest, so steps may be skipped,
+    never invented)."""
+    last_step = 0
+    async for event in translate.watch_job(ws, job.id):
+        job = event.job
+        progress = job.progress
+        if (event.type == orch_pb.JOB_EVENT_TYPE_PROGRESS and progress.stage == common_pb2.STAGE_GENERATING
+                and progress.total_steps and progress.step > last_step):
+            last_step = progress.step
+            await ws.send_json({"type": "progress", "data": {
+                "step": progress.step, "total_steps": progress.total_steps,
+                "percentage": round(100 * progress.step / progress.total_steps)}})
+    return job

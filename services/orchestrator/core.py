@@ -10,27 +10,44 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
 
 from opentelemetry import propagate
 
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
 from services.orchestrator.execution import (
-    GRPC_CODE_KEY, CallOutcome, JobOutcome, OnProgress, run_job as run_claimed_job,
+    GRPC_CODE_KEY,
+    CallOutcome,
+    JobOutcome,
+    OnProgress,
+)
+from services.orchestrator.execution import (
+    run_job as run_claimed_job,
 )
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import (
-    CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, STATUS_NAME, TERMINAL, AsyncStore, NewJob,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STATUS_NAME,
+    TERMINAL,
+    AsyncStore,
+    NewJob,
+    spec_hash,
 )
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Registry, Workflow
 from shared import clients, ssrf
 from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet
-from shared.gen.imagemesh.v1 import common_pb2, generate_service_pb2 as gen_pb, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import LocalImageStore, StoredImage
 
 COST = common_pb2.Cost.DESCRIPTOR.full_name
@@ -123,6 +140,7 @@ class OrchestratorCore:
             store, self._run_claimed, workers=settings.job_workers, lease_s=settings.lease_s,
             heartbeat_s=settings.heartbeat_s, poll_interval_s=settings.poll_interval_s,
             max_attempts=settings.max_job_attempts, pulse=self.pulse, metrics=metrics,
+            progress_interval_s=settings.progress_interval_s,
         )
         self.webhooks = WebhookSender(
             store, self.policy, delays_s=settings.webhook_retry_delays_s, jitter=settings.webhook_jitter,
@@ -167,7 +185,7 @@ class OrchestratorCore:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)
 
-    async def _generate(self, parameters, on_progress: OnProgress | None):  # noqa: ANN001
+    async def _generate(self, parameters, on_progress: OnProgress | None):
         """Generate through its stream, so denoising steps reach the job's progress (004's "Step 15/30")."""
         request = gen_pb.GenerateStreamRequest(parameters=parameters)
         async for event in clients.stream(self.backends.generate.GenerateStream, request,
@@ -228,23 +246,30 @@ class OrchestratorCore:
                 raise WebhookSecretMissing(
                     "no webhook secret: pass one, or configure IMAGEMESH_WEBHOOK_SECRETS for this key",
                     field="webhook_secret")
+        # Hashed as submitted (inline images included), before images move to the store under fresh refs.
+        digest = spec_hash(spec) if idempotency_key else ""
         if idempotency_key:
-            existing = await self.store.find_idempotent(owner, idempotency_key)
+            existing = await self.store.find_idempotent(owner, idempotency_key, digest)
             if existing is not None:
                 return existing
         new = NewJob(owner=owner, kind=kind, spec=pb.JobSpec(), model_id=_model_of(spec), workflow_id=workflow_id,
-                     idempotency_key=idempotency_key, labels=dict(labels or {}), webhook_url=url,
+                     idempotency_key=idempotency_key, spec_hash=digest, labels=dict(labels or {}), webhook_url=url,
                      webhook_secret=secret, webhook_progress=progress)
         propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
         refs = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, {"role": "input"})
-        job, created = await self.store.create_job(new)
-        if not created:
-            for ref in refs:
-                await asyncio.to_thread(self.images.delete, ref)
-            return job
-        self.runner.wake.set()
+        created = False
+        try:
+            job, created = await self.store.create_job(new)
+        finally:
+            if not created:
+                # The earlier job of a repeated key answers, or the submit was refused (a key reused for another
+                # request, a full queue): these uploads belong to no job.
+                for ref in refs:
+                    await asyncio.to_thread(self.images.delete, ref)
+        if created:
+            self.runner.wake.set()
         return job
 
     async def get_job(self, job_id: str, owner: str) -> pb.Job:
@@ -256,11 +281,10 @@ class OrchestratorCore:
 
     async def cancel_job(self, job_id: str, owner: str) -> pb.Job:
         job = await self.store.request_cancel(job_id, owner)
-        if job.status == common_pb2.JOB_STATUS_RUNNING:
-            # Running here: interrupt now (the backend call is cancelled with it). Running in another replica:
-            # its heartbeat sees the flag.
-            if self.runner.interrupt(job_id, "cancel"):
-                job = await self.wait(job_id, owner)
+        # Running here: interrupt now (the backend call is cancelled with it). Running in another replica:
+        # its heartbeat sees the flag.
+        if job.status == common_pb2.JOB_STATUS_RUNNING and self.runner.interrupt(job_id, "cancel"):
+            job = await self.wait(job_id, owner)
         self.pulse.notify()
         return job
 
@@ -416,4 +440,4 @@ class OrchestratorCore:
         return ImagePage(records[start:start + page_size], len(records))
 
 
-__all__ = ["OrchestratorCore", "error_from_detail", "RUNNING"]
+__all__ = ["RUNNING", "OrchestratorCore", "error_from_detail"]

@@ -14,18 +14,24 @@ import os
 import socket
 import time
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from opentelemetry import propagate
 
 from services.orchestrator.execution import JobOutcome, StepFailed, error_detail
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.store import (
-    CANCELLED, FAILED, AsyncStore, Claim, LostLease, StepRecord,
+    CANCELLED,
+    FAILED,
+    AsyncStore,
+    Claim,
+    LostLease,
+    StepRecord,
 )
 from shared import telemetry
 from shared.errors import Cancelled, ImageMeshError, Internal
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
 log = logging.getLogger("imagemesh.orchestrator.runner")
 
@@ -45,18 +51,18 @@ class Pulse:
     async def wait(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
 class ClaimSink:
     """The fenced writes one running job may make."""
 
-    def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse) -> None:
+    def __init__(self, store: AsyncStore, claim: Claim, pulse: Pulse, progress_interval_s: float = 0.05) -> None:
         self.store, self.claim, self.pulse = store, claim, pulse
         self._last: asyncio.Future | None = None
-        self._progress_at = 0.0
-        self.progress_interval_s = 0.2
+        self._progress_at: float | None = None
+        self.progress_interval_s = progress_interval_s
 
     async def _settle(self) -> None:
         if self._last is not None and not self._last.done():
@@ -72,13 +78,13 @@ class ClaimSink:
     async def save_progress(self, progress: common_pb2.Progress) -> None:
         # Backends may report many steps a second; the store gets at most one progress write per interval.
         now = time.monotonic()
-        if now - self._progress_at < self.progress_interval_s:
+        if self._progress_at is not None and now - self._progress_at < self.progress_interval_s:
             return
         self._progress_at = now
         await self._settle()
         await self._ordered(self.store.save_progress(self.claim.job.id, self.claim.token, progress))
 
-    async def _ordered(self, write) -> None:  # noqa: ANN001
+    async def _ordered(self, write) -> None:
         self._last = asyncio.ensure_future(write)
         await asyncio.shield(self._last)
         self.pulse.notify()
@@ -87,12 +93,14 @@ class ClaimSink:
 class JobRunner:
     def __init__(self, store: AsyncStore, execute: Execute, *, workers: int = 4, lease_s: float = 30.0,
                  heartbeat_s: float = 5.0, poll_interval_s: float = 0.5, max_attempts: int = 3,
-                 pulse: Pulse | None = None, worker_id: str = "", metrics: JobMetrics | None = None) -> None:
+                 pulse: Pulse | None = None, worker_id: str = "", metrics: JobMetrics | None = None,
+                 progress_interval_s: float = 0.05) -> None:
         self.store = store
         self.execute = execute
         self.workers = max(1, workers)
         self.lease_s, self.heartbeat_s, self.poll_interval_s = lease_s, heartbeat_s, poll_interval_s
         self.max_attempts = max_attempts
+        self.progress_interval_s = progress_interval_s
         self.metrics = metrics
         self.pulse = pulse or Pulse()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -145,7 +153,7 @@ class JobRunner:
             if free > 0:
                 try:
                     claims = await self.store.claim(self.worker_id, free, self.lease_s)
-                except Exception:  # noqa: BLE001 - the database may be away for a moment; try again later
+                except Exception:
                     log.exception("claiming jobs failed")
             for claim in claims:
                 task = asyncio.create_task(self._run(claim), name=f"job-{claim.job.id}")
@@ -162,7 +170,7 @@ class JobRunner:
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _heartbeat_loop(self) -> None:
@@ -177,12 +185,12 @@ class JobRunner:
                 await self.recover()
                 if self.metrics is not None:
                     self.metrics.pending.set((await self.store.status_counts()).get("pending", 0))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("heartbeat failed")
 
     async def _run(self, claim: Claim) -> None:
         job_id, token = claim.job.id, claim.token
-        sink = ClaimSink(self.store, claim, self.pulse)
+        sink = ClaimSink(self.store, claim, self.pulse, self.progress_interval_s)
         try:
             try:
                 # The work joins the submitter's trace (W3C context stored with the job).
@@ -209,12 +217,12 @@ class JobRunner:
                                                              reason=error.reason, **error.metadata), exc.cost)
             except ImageMeshError as exc:
                 await self._fail(job_id, token, exc)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("job %s crashed", job_id)
                 await self._fail(job_id, token, Internal("internal error while running the job"))
         except LostLease:
             log.warning("job %s: lease lost before its outcome was written", job_id)
-        except Exception:  # noqa: BLE001 - the outcome write failed (database away): the lease will expire
+        except Exception:
             log.exception("job %s: could not record its outcome", job_id)
         finally:
             self.running.pop(job_id, None)
@@ -227,7 +235,7 @@ class JobRunner:
     async def _fail(self, job_id: str, token: str, error: ImageMeshError, cost: common_pb2.Cost | None = None) -> None:
         await self._finish(job_id, token, FAILED, None, error_detail(error), cost)
 
-    async def _finish(self, job_id: str, token: str, status: str, *args) -> None:  # noqa: ANN002
+    async def _finish(self, job_id: str, token: str, status: str, *args) -> None:
         job = await self.store.finish(job_id, token, status, *args)
         if self.metrics is not None:
             self.metrics.finished.labels(job.kind, status).inc()

@@ -14,25 +14,45 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from sqlalchemy import (
-    Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint, and_,
-    create_engine, event, func, or_, select, update,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from shared.errors import InvalidArgument, NotFound, QueueFull
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.errors import IdempotencyKeyReused, InvalidArgument, NotFound, QueueFull
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, PARTIAL, SKIPPED = (
     "pending", "running", "completed", "failed", "cancelled", "partial", "skipped")
@@ -56,6 +76,9 @@ jobs = Table(
     Column("model_id", String(128), nullable=False, default=""),
     Column("workflow_id", String(128), nullable=False, default=""),
     Column("idempotency_key", String(256), nullable=True),
+    # sha256 of the submitted spec (deterministic serialization, before images move to the store): a repeated
+    # idempotency key with another request is refused instead of answered with the earlier job.
+    Column("spec_hash", String(64), nullable=True),
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary, nullable=True),
     Column("progress", LargeBinary, nullable=True),
@@ -167,6 +190,7 @@ class NewJob:
     model_id: str = ""
     workflow_id: str = ""
     idempotency_key: str = ""
+    spec_hash: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -211,6 +235,11 @@ class Delivery:
     token: str
 
 
+def spec_hash(spec: pb.JobSpec) -> str:
+    """What makes two submits "the same request" for an idempotency key: the spec's canonical bytes."""
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+
+
 # Builds the webhook deliveries a job's state change owes, inside the same transaction as the change.
 DeliveryFactory = Callable[[pb.Job, str, str, bool], list[dict]]
 
@@ -223,7 +252,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record):  # noqa: ANN001
+        def _connect(dbapi_connection, _record):
             # pysqlite's own transaction handling defers BEGIN; take it over so writers lock up front.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -233,7 +262,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # noqa: ANN001
+        def _begin(conn):
             # IMMEDIATE takes the write lock at BEGIN: two processes never both read 'pending' and then race to
             # upgrade (which SQLite answers with SQLITE_BUSY instead of waiting).
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -256,11 +285,26 @@ class JobStore:
         for _attempt in range(3):
             try:
                 metadata.create_all(self.engine)
-                return
+                break
             except (IntegrityError, ProgrammingError, OperationalError):
                 # Two replicas creating the schema at the same moment: one wins, the other retries and sees it.
                 time.sleep(0.2)
-        metadata.create_all(self.engine)
+        else:
+            metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """create_all makes missing tables, not missing columns: add the nullable ones added since a database was
+        created (there are no migrations; this keeps an existing database working)."""
+        present = {column["name"] for column in inspect(self.engine).get_columns("jobs")}
+        if "spec_hash" not in present:
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN spec_hash VARCHAR(64)")
+            except (ProgrammingError, OperationalError):
+                # Another replica added it first.
+                if "spec_hash" not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+                    raise
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
@@ -270,10 +314,11 @@ class JobStore:
     # --- jobs: create, read, list ----------------------------------------------------------------------------
 
     def create_job(self, new: NewJob) -> tuple[pb.Job, bool]:
-        """Insert a pending job; (job, True), or (the earlier job, False) for a repeated idempotency key."""
+        """Insert a pending job; (job, True), or (the earlier job, False) for a repeated idempotency key
+        (IDEMPOTENCY_KEY_REUSED when the earlier job was submitted with another spec)."""
         now = time.time()
         if new.idempotency_key:
-            existing = self.find_idempotent(new.owner, new.idempotency_key)
+            existing = self.find_idempotent(new.owner, new.idempotency_key, new.spec_hash)
             if existing is not None:
                 return existing, False
         try:
@@ -284,6 +329,7 @@ class JobStore:
                 conn.execute(jobs.insert().values(
                     id=new.id, owner=new.owner, kind=new.kind, status=PENDING, model_id=new.model_id,
                     workflow_id=new.workflow_id, idempotency_key=new.idempotency_key or None,
+                    spec_hash=new.spec_hash or None,
                     spec=new.spec.SerializeToString(), labels=json.dumps(new.labels), webhook_url=new.webhook_url,
                     webhook_secret=new.webhook_secret, webhook_progress=new.webhook_progress, created_at=now,
                     trace_context=json.dumps(new.trace_context),
@@ -292,16 +338,25 @@ class JobStore:
                 ))
         except IntegrityError:
             # Two submits with one key raced; the other insert won, and its job is the answer to both.
-            existing = self.find_idempotent(new.owner, new.idempotency_key) if new.idempotency_key else None
+            existing = (self.find_idempotent(new.owner, new.idempotency_key, new.spec_hash)
+                        if new.idempotency_key else None)
             if existing is None:
                 raise
             return existing, False
         return self.get_job(new.id), True
 
-    def find_idempotent(self, owner: str, key: str) -> pb.Job | None:
+    def find_idempotent(self, owner: str, key: str, spec_hash: str = "") -> pb.Job | None:
+        """The owner's job submitted with `key`; IDEMPOTENCY_KEY_REUSED when it was submitted with another spec
+        than the one hashed to `spec_hash` (a row from before hashes were kept can't be compared)."""
         with self.engine.begin() as conn:
             row = conn.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)).first()
-            return self._to_job(conn, row) if row is not None else None
+            if row is None:
+                return None
+            if spec_hash and row.spec_hash and row.spec_hash != spec_hash:
+                raise IdempotencyKeyReused(
+                    f"Idempotency key {key!r} was already used for a different request (job {row.id}); "
+                    "send a new key for a new request", idempotency_key=key, job_id=row.id)
+            return self._to_job(conn, row)
 
     def get_job(self, job_id: str, owner: str | None = None) -> pb.Job:
         """The job; NOT_FOUND when missing or another owner's (never a 403 that leaks its existence)."""
@@ -432,15 +487,15 @@ class JobStore:
 
     def save_step(self, job_id: str, token: str, step: StepRecord,
                   progress: common_pb2.Progress | None = None) -> None:
-        values = dict(
-            idx=step.index, action=step.action, status=step.status, attempts=step.attempts,
-            depends_on=json.dumps(step.depends_on), optional=step.optional,
-            outputs=pb.WorkflowOutputs(images=step.outputs).SerializeToString(),
-            error_reason=step.error.reason if step.error else None,
-            error_message=step.error.message if step.error else None,
-            started_at=step.started_at, finished_at=step.finished_at, cost_usd=step.cost.usd,
-            device_seconds=step.cost.device_seconds, device_class=step.cost.device_class,
-        )
+        values = {
+            "idx": step.index, "action": step.action, "status": step.status, "attempts": step.attempts,
+            "depends_on": json.dumps(step.depends_on), "optional": step.optional,
+            "outputs": pb.WorkflowOutputs(images=step.outputs).SerializeToString(),
+            "error_reason": step.error.reason if step.error else None,
+            "error_message": step.error.message if step.error else None,
+            "started_at": step.started_at, "finished_at": step.finished_at, "cost_usd": step.cost.usd,
+            "device_seconds": step.cost.device_seconds, "device_class": step.cost.device_class,
+        }
         with self.engine.begin() as conn:
             extra = {"progress": progress.SerializeToString()} if progress is not None else {}
             self._fence(conn, job_id, token, **extra)
@@ -459,15 +514,16 @@ class JobStore:
         now = time.time()
         with self.engine.begin() as conn:
             row = self._row(conn, job_id, None)
-            values: dict[str, Any] = dict(
-                status=status, finished_at=now, claim_token=None, lease_owner=None, lease_expires_at=None,
-                processing_seconds=now - (row.started_at or now),
-                result=result.SerializeToString() if result is not None else None,
-                error_reason=error.reason if error else None, error_message=error.message if error else None,
-                error_metadata=json.dumps(dict(error.metadata)) if error else None,
-                progress=common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0 if status == COMPLETED else 0,
+            values: dict[str, Any] = {
+                "status": status, "finished_at": now, "claim_token": None, "lease_owner": None,
+                "lease_expires_at": None,
+                "processing_seconds": now - (row.started_at or now),
+                "result": result.SerializeToString() if result is not None else None,
+                "error_reason": error.reason if error else None, "error_message": error.message if error else None,
+                "error_metadata": json.dumps(dict(error.metadata)) if error else None,
+                "progress": common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0 if status == COMPLETED else 0,
                                              message=status).SerializeToString(),
-            )
+            }
             if cost is not None:
                 values.update(cost_usd=cost.usd, device_seconds=cost.device_seconds, device_class=cost.device_class)
             if model_id:
@@ -554,8 +610,8 @@ class JobStore:
 
     def delivery_outcome(self, delivery_id: str, token: str, status: str, status_code: int | None,
                          error: str | None, next_attempt_at: float | None = None) -> None:
-        values: dict[str, Any] = dict(status=status, last_status_code=status_code, last_error=error,
-                                      claim_token=None, lease_expires_at=None)
+        values: dict[str, Any] = {"status": status, "last_status_code": status_code, "last_error": error,
+                                      "claim_token": None, "lease_expires_at": None}
         if status == "delivered":
             values["delivered_at"] = time.time()
         if next_attempt_at is not None:

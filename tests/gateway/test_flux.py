@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import uuid
 
-from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
+import httpx
+import pytest
+import websockets
+
+from shared import clients
+from shared.clients import create_channel
+from shared.errors import NotFound
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
+from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape, live
 from tests.gateway.helpers import decode_image
 
 SEED = SEEDS["001"]
@@ -41,37 +52,79 @@ async def test_invalid_parameters(http, payload, status):
     assert isinstance(body["duration"], (int, float)) and body["duration"] >= 0
 
 
-async def test_websocket_progress_then_complete(live_gateway):
-    import json
+async def _ws_generation(ws, data: dict) -> list[dict]:
+    """Send one generate message; every message up to and including `complete` / `error`."""
+    await ws.send(json.dumps({"type": "generate", "data": data}))
+    messages = []
+    while True:
+        message = json.loads(await ws.recv())
+        messages.append(message)
+        if message["type"] in ("complete", "error"):
+            return messages
 
-    import websockets
 
-    async with websockets.connect(live_gateway.replace("http", "ws") + "/ws") as ws:
-        await ws.send(json.dumps({"type": "generate", "data": {"prompt": "A beautiful sunset", **SMALL}}))
-        messages = []
-        while True:
-            message = json.loads(await ws.recv())
-            messages.append(message)
-            if message["type"] in ("complete", "error"):
-                break
-        assert messages[-1]["type"] == "complete", messages[-1]
-        assert_shape(messages[-1], SEED["ws_complete"])
-        progress = [m for m in messages if m["type"] == "progress"]
-        assert progress, "at least one progress message"
-        for message in progress:
-            assert_shape(message, SEED["ws_progress"])
-        assert progress[-1]["data"]["total_steps"] == 20
-        # Bad input on the same connection is an error message, not a dropped socket.
-        await ws.send(json.dumps({"type": "generate", "data": {"prompt": "x", "steps": 99}}))
-        error = json.loads(await ws.recv())
-        assert_shape(error, SEED["ws_error"])
+async def test_websocket_progress_then_complete_is_a_job_of_the_key(mesh, tmp_path):
+    """The WebSocket runs an orchestrator job: progress from the job's recorded denoising steps, the image from its
+    result; the job belongs to the key's owner (its analytics, its job list) and no other key sees it."""
+    owner, other = f"ws-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
+    async with live(mesh, tmp_path, api_keys=f"key-ws:{owner},key-other:{other}") as url:
+        ws_url = url.replace("http", "ws") + "/ws"
+        async with websockets.connect(ws_url, additional_headers={"X-API-Key": "key-ws"}) as ws:
+            messages = await _ws_generation(ws, {"prompt": "A beautiful sunset", **SMALL})
+            assert messages[-1]["type"] == "complete", messages[-1]
+            assert_shape(messages[-1], SEED["ws_complete"])
+            assert decode_image(messages[-1]["data"]["image"]).size == (512, 512)
+            progress = [m["data"] for m in messages if m["type"] == "progress"]
+            assert progress, "at least one progress message"
+            for message in messages[:-1]:
+                assert message["type"] == "progress"
+                assert_shape(message, SEED["ws_progress"])
+            # Real denoising steps: increasing, within 1..20, percentages derived from them (steps the
+            # orchestrator's progress interval skipped are missing, never invented).
+            steps = [p["step"] for p in progress]
+            assert steps == sorted(set(steps)) and 1 <= steps[0] and steps[-1] <= 20
+            assert all(p["total_steps"] == 20 and p["percentage"] == round(100 * p["step"] / 20) for p in progress)
+            # Bad input on the same connection is an error message, not a dropped socket.
+            await ws.send(json.dumps({"type": "generate", "data": {"prompt": "x", "steps": 99}}))
+            error = json.loads(await ws.recv())
+            assert_shape(error, SEED["ws_error"])
+
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            mine = (await http.get("/v1/analytics/user", headers={"X-API-Key": "key-ws"})).json()
+            theirs = (await http.get("/v1/analytics/user", headers={"X-API-Key": "key-other"})).json()
+    assert (mine["total_generations"], mine["successful_generations"]) == (1, 1)
+    assert sum(mine["models_used"].values()) == 1
+    assert theirs["total_generations"] == 0
+
+    stub = orch_grpc.OrchestratorServiceStub(create_channel(mesh.address("orchestrator")))
+    jobs = (await clients.call(stub.ListJobs, orch_pb.ListJobsRequest(owner=owner))).jobs
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert (job.owner, job.kind, job.status) == (owner, "generate", common_pb2.JOB_STATUS_COMPLETED)
+    assert job.labels["dialect"] == "flux" and job.spec.generate.steps == 20 and job.spec.generate.seed == 42
+    assert job.spec.generate.prompt == "A beautiful sunset"
+    assert not (await clients.call(stub.ListJobs, orch_pb.ListJobsRequest(owner=other))).jobs
+    with pytest.raises(NotFound):
+        await clients.call(stub.GetJob, orch_pb.GetJobRequest(job_id=job.id, owner=other))
+
+
+async def test_websocket_client_leaving_cancels_its_job(mesh, tmp_path):
+    owner = f"leaver-{uuid.uuid4().hex[:6]}"
+    async with live(mesh, tmp_path, api_keys=f"key-leaver:{owner}") as url:
+        async with websockets.connect(url.replace("http", "ws") + "/ws?api_key=key-leaver") as ws:
+            await ws.send(json.dumps({"type": "generate", "data": {"prompt": "A lighthouse", **SMALL}}))
+            while json.loads(await ws.recv())["type"] != "progress":
+                pass
+        # The gateway notices on its next send, and cancels the job.
+        stub = orch_grpc.OrchestratorServiceStub(create_channel(mesh.address("orchestrator")))
+        jobs = (await clients.call(stub.ListJobs, orch_pb.ListJobsRequest(owner=owner))).jobs
+        assert len(jobs) == 1
+        async for event in clients.stream(stub.WatchJob, orch_pb.WatchJobRequest(job_id=jobs[0].id, owner=owner)):
+            job = event.job
+    assert job.status == common_pb2.JOB_STATUS_CANCELLED, job
 
 
 async def test_websocket_rejects_bad_messages(live_gateway):
-    import json
-
-    import websockets
-
     async with websockets.connect(live_gateway.replace("http", "ws") + "/ws") as ws:
         await ws.send(json.dumps({"type": "dance"}))
         assert json.loads(await ws.recv())["type"] == "error"
@@ -81,8 +134,6 @@ async def test_websocket_rejects_bad_messages(live_gateway):
 
 
 async def test_websocket_needs_a_key_when_auth_is_on(live_secured_gateway):
-    import websockets
-
     with pytest.raises(websockets.exceptions.InvalidStatus):
         async with websockets.connect(live_secured_gateway.replace("http", "ws") + "/ws"):
             pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 
@@ -80,7 +81,8 @@ async def test_workflows_list_and_execute(http):
     assert body["workflows"], "at least one workflow is defined"
     workflow = body["workflows"][0]
     reply = await http.post(f"/v1/workflows/{workflow['id']}/execute", json={
-        "prompt": "Professional headshot of a businesswoman", "image_url": "data:image/png;base64," + b64(disc_rgba(32)),
+        "prompt": "Professional headshot of a businesswoman",
+        "image_url": "data:image/png;base64," + b64(disc_rgba(32)),
         "custom_params": {"upscale_factor": 2, "lighting_style": "professional"}})
     assert reply.status_code == 200, reply.text
     execution = reply.json()
@@ -172,3 +174,17 @@ async def test_idempotency_key_returns_the_same_task(http):
     second = await http.post("/v1/post-process/upscale", json=payload, headers=headers)
     other = await http.post("/v1/post-process/upscale", json=payload)
     assert first.json()["task_id"] == second.json()["task_id"] != other.json()["task_id"]
+
+
+async def test_idempotency_key_reused_for_another_request_is_409(http):
+    image = "data:image/png;base64," + b64(disc_rgba(16))
+    headers = {"Idempotency-Key": f"retry-{uuid.uuid4().hex[:8]}"}
+    first = await http.post("/v1/post-process/upscale", json={"image_url": image, "scale_factor": 2}, headers=headers)
+    assert first.status_code == 200, first.text
+    reused = await http.post("/v1/post-process/upscale", json={"image_url": image, "scale_factor": 4}, headers=headers)
+    body = assert_error_format(DIALECT, reused, 409, "IDEMPOTENCY_KEY_REUSED")
+    assert body["error"]["details"] == {"idempotency_key": headers["Idempotency-Key"],
+                                        "job_id": first.json()["task_id"]}
+    # The original request with its key is still answered with its task.
+    again = await http.post("/v1/post-process/upscale", json={"image_url": image, "scale_factor": 2}, headers=headers)
+    assert again.json()["task_id"] == first.json()["task_id"]

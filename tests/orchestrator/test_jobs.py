@@ -6,9 +6,12 @@ import asyncio
 
 import pytest
 
+from services.orchestrator.store import JobStore, NewJob, make_engine, spec_hash
 from shared import clients
-from shared.errors import Cancelled, InvalidArgument, NotFound
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, upscale_service_pb2 as up_pb
+from shared.errors import Cancelled, IdempotencyKeyReused, InvalidArgument, NotFound
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from tests.orchestrator.helpers import get, size_of, submit, upscale_spec, wait_for, workflow_spec
 
 
@@ -43,6 +46,61 @@ async def test_idempotent_submit_returns_the_same_job(orch):
 async def test_concurrent_idempotent_submits_create_one_job(orch):
     jobs = await asyncio.gather(*(submit(orch.stub, upscale_spec(), idempotency_key="race") for _ in range(8)))
     assert len({job.id for job in jobs}) == 1
+
+
+async def test_a_key_reused_for_another_spec_is_refused(orch):
+    first = await submit(orch.stub, upscale_spec(16, 2), idempotency_key="key-2")
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        await submit(orch.stub, upscale_spec(16, 4), idempotency_key="key-2")
+    assert refused.value.reason == "IDEMPOTENCY_KEY_REUSED" and refused.value.grpc_code.name == "FAILED_PRECONDITION"
+    assert refused.value.metadata == {"idempotency_key": "key-2", "job_id": first.id}
+    # Another image is another request too; RunJob refuses the same way.
+    with pytest.raises(IdempotencyKeyReused):
+        await submit(orch.stub, upscale_spec(20, 2), idempotency_key="key-2")
+    with pytest.raises(IdempotencyKeyReused):
+        await clients.call(orch.stub.RunJob, pb.RunJobRequest(spec=upscale_spec(16, 4), owner="alice",
+                                                              idempotency_key="key-2"))
+    # The same request still gets the same job; the key is per owner.
+    assert (await submit(orch.stub, upscale_spec(16, 2), idempotency_key="key-2")).id == first.id
+    assert (await submit(orch.stub, upscale_spec(16, 4), owner="bob", idempotency_key="key-2")).id != first.id
+    listed = await clients.call(orch.stub.ListJobs, pb.ListJobsRequest(owner="alice"))
+    assert [job.id for job in listed.jobs] == [first.id]
+
+
+async def test_racing_submits_of_one_key_with_two_specs_make_one_job(orch):
+    scales = [2, 4] * 4
+    replies = await asyncio.gather(*(submit(orch.stub, upscale_spec(16, scale), idempotency_key="race-2")
+                                     for scale in scales), return_exceptions=True)
+    jobs = [reply for reply in replies if isinstance(reply, pb.Job)]
+    assert len({job.id for job in jobs}) == 1
+    winner = jobs[0].spec.upscale.scale_factor
+    for scale, reply in zip(scales, replies):
+        if scale == winner:
+            assert isinstance(reply, pb.Job) and reply.id == jobs[0].id
+        else:
+            assert isinstance(reply, IdempotencyKeyReused), reply
+
+
+def test_the_store_compares_spec_hashes_and_adds_the_column_to_an_old_database(database_url):
+    store = JobStore(make_engine(database_url))
+    store.create_schema()
+    # A database created before spec hashes were kept: create_schema adds the column.
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN spec_hash")
+    store.create_schema()
+    old, _ = store.create_job(NewJob(owner="o", kind="upscale", spec=upscale_spec(), idempotency_key="old"))
+    # Its rows have no hash: a repeated key can't be compared and answers with the earlier job.
+    assert store.find_idempotent("o", "old", spec_hash(upscale_spec(16, 4))).id == old.id
+    new, created = store.create_job(NewJob(owner="o", kind="upscale", spec=upscale_spec(), idempotency_key="k",
+                                           spec_hash=spec_hash(upscale_spec())))
+    assert created
+    again, created = store.create_job(NewJob(owner="o", kind="upscale", spec=upscale_spec(), idempotency_key="k",
+                                             spec_hash=spec_hash(upscale_spec())))
+    assert (again.id, created) == (new.id, False)
+    with pytest.raises(IdempotencyKeyReused):
+        store.create_job(NewJob(owner="o", kind="upscale", spec=upscale_spec(16, 4), idempotency_key="k",
+                                spec_hash=spec_hash(upscale_spec(16, 4))))
+    store.engine.dispose()
 
 
 async def test_another_owners_job_is_not_found(orch):

@@ -18,14 +18,23 @@ from PIL import Image
 
 from shared import clients
 from shared.gen.imagemesh.v1 import (
-    common_pb2, generate_service_pb2 as gen_pb, generate_service_pb2_grpc as gen_grpc, orchestrator_service_pb2 as pb,
+    common_pb2,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2 as gen_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2_grpc as gen_grpc,
+)
+from shared.gen.imagemesh.v1 import (
+    orchestrator_service_pb2 as pb,
 )
 from tests.images import png_bytes
 from tests.orchestrator.helpers import submit
 
 
 class ScriptedGenerate(gen_grpc.GenerateServiceServicer):
-    async def GenerateStream(self, request, context):  # noqa: N802
+    async def GenerateStream(self, request, context):
         total = request.parameters.steps
         for step in range(1, total + 1):
             yield gen_pb.GenerateStreamResponse(progress=common_pb2.Progress(
@@ -74,3 +83,19 @@ async def test_generation_progress_is_watched_and_the_call_priced_by_its_device(
     gallery = await clients.call(orch.stub.ListImages, pb.ListImagesRequest(owner=owner, search="lighthouse"))
     assert [r.ref for r in gallery.images] == [ref]
     assert gallery.images[0].metadata["model_id"] == "scripted"
+
+
+async def test_progress_interval_is_a_setting_and_drops_steps_without_inventing_any(start_orchestrator, database_url,
+                                                                                     generate_address):
+    # Steps come every 0.3 s; with a 60 s interval only the first one is ever written.
+    orch = await start_orchestrator(database_url, generate_address=generate_address, progress_interval_s=60.0)
+    owner = f"painter-{uuid.uuid4().hex[:6]}"
+    job = await submit(orch.stub, pb.JobSpec(generate=gen_pb.GenerateParameters(
+        prompt="a slow lighthouse", steps=3, width=8, height=8)), owner=owner)
+    steps = []
+    async for event in clients.stream(orch.stub.WatchJob, pb.WatchJobRequest(job_id=job.id, owner=owner)):
+        if event.type == pb.JOB_EVENT_TYPE_PROGRESS and event.job.progress.step:
+            steps.append(event.job.progress.step)
+        last = event.job
+    assert last.status == common_pb2.JOB_STATUS_COMPLETED
+    assert steps == [1]
