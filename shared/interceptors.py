@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc.experimental import aio as _aio  # noqa: F401 - makes grpc.aio importable on older grpcio
@@ -83,48 +84,42 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler  # client streaming is not used by the contract
 
-    def _begin(self, method: str) -> float:
+    @contextlib.asynccontextmanager
+    async def _observed(self, method: str, metadata: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One call's span (joined to the caller's W3C context), in-flight gauge, count and latency by final
+        code, and the mapping of whatever it raised to a status; shared by unary and streaming handlers."""
+        outcome = _Outcome()
+        started = time.perf_counter()
         if self._metrics:
             self._metrics.in_flight.labels(method).inc()
-        return time.perf_counter()
-
-    def _end(self, method: str, started: float, outcome: _Outcome) -> None:
-        if self._metrics:
-            self._metrics.in_flight.labels(method).dec()
-            self._metrics.requests.labels(method, outcome.code.name).inc()
-            self._metrics.latency.labels(method).observe(time.perf_counter() - started)
+        ctx = telemetry.extract_context(metadata)
+        with telemetry.tracer().start_as_current_span(method, context=ctx, kind=_server_kind()):
+            try:
+                yield
+            except GeneratorExit:
+                # The client went away while a stream was being written.
+                outcome.code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException as exc:  # noqa: BLE001 - mapped (and re-raised as an abort), never swallowed
+                await _handle_exception(exc, context, method, outcome)
+            finally:
+                if self._metrics:
+                    self._metrics.in_flight.labels(method).dec()
+                    self._metrics.requests.labels(method, outcome.code.name).inc()
+                    self._metrics.latency.labels(method).observe(time.perf_counter() - started)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome = _Outcome()
-            started = self._begin(method)
-            ctx = telemetry.extract_context(metadata)
-            with telemetry.tracer().start_as_current_span(method, context=ctx, kind=_server_kind()):
-                try:
-                    return await behavior(request, context)
-                except BaseException as exc:  # noqa: BLE001 - mapped below, never swallowed
-                    await _handle_exception(exc, context, method, outcome)
-                finally:
-                    self._end(method, started, outcome)
+            async with self._observed(method, metadata, context):
+                return await behavior(request, context)
 
         return wrapper
 
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, metadata: Any) -> Callable[..., Any]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome = _Outcome()
-            started = self._begin(method)
-            ctx = telemetry.extract_context(metadata)
-            with telemetry.tracer().start_as_current_span(method, context=ctx, kind=_server_kind()):
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                except BaseException as exc:  # noqa: BLE001
-                    if isinstance(exc, GeneratorExit):
-                        outcome.code = grpc.StatusCode.CANCELLED
-                        raise
-                    await _handle_exception(exc, context, method, outcome)
-                finally:
-                    self._end(method, started, outcome)
+            async with self._observed(method, metadata, context):
+                async for item in behavior(request, context):
+                    yield item
 
         return wrapper
 

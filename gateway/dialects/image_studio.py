@@ -536,13 +536,19 @@ async def _image_reply(request: Request, job: orch_pb.Job, operation: str, provi
                       metadata={"operation": operation, "processing_time": round(seconds or 0.0, 3), **metadata})
 
 
+def _catalogue_operation(request: Request, kind: str, name: str) -> dict:
+    """The catalogue entry of an edit/control operation, or the documented error listing the supported ones."""
+    operations = _catalogues(request).operations[kind]
+    if name not in operations:
+        raise InvalidArgument(f"Unsupported operation '{name}'. Supported: {', '.join(operations)}",
+                              field="operation", supported_operations=list(operations))
+    return operations[name]
+
+
 @router.post("/edit/process", response_model=ImageReply, dependencies=[GUARD], summary="Edit Studio operations")
 async def edit_process(body: EditBody, request: Request) -> ImageReply:
     settings = request.app.state.settings
-    operations = _catalogues(request).operations["edit"]
-    if body.operation not in operations:
-        raise InvalidArgument(f"Unsupported operation '{body.operation}'. Supported: {', '.join(operations)}",
-                              field="operation", supported_operations=list(operations))
+    operation = _catalogue_operation(request, "edit", body.operation)
     data = decode_base64_image(body.image_base64, "image_base64", settings.max_image_bytes)
     image = common_pb2.Image(data=data)
     if body.operation == "remove_background":
@@ -551,7 +557,7 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
         job = await translate.run_job(request, spec, DIALECT, operation=body.operation)
         return await _image_reply(request, job, body.operation, "imagemesh",
                                   {"model": job.result.remove_background.model_id})
-    mesh_op = operations[body.operation]["mesh"]
+    mesh_op = operation["mesh"]
     prompt = (body.prompt or "").strip()
     if not prompt:
         label = {"inpaint": "inpainting", "outpaint": "outpainting"}.get(body.operation, body.operation)
@@ -594,10 +600,7 @@ async def edit_operations(request: Request) -> OperationList:
              summary="Control Studio operations (sketch, structure, style, style_transfer)")
 async def control_process(body: ControlBody, request: Request) -> ImageReply:
     settings = request.app.state.settings
-    operations = _catalogues(request).operations["control"]
-    if body.operation not in operations:
-        raise InvalidArgument(f"Unsupported operation '{body.operation}'. Supported: {', '.join(operations)}",
-                              field="operation", supported_operations=list(operations))
+    operation = _catalogue_operation(request, "control", body.operation)
     data = decode_base64_image(body.control_image_base64, "control_image_base64", settings.max_image_bytes)
     width, height = edits.size_of(data)
     # How much of the control image survives: image-to-image strength is how much is repainted.
@@ -608,7 +611,7 @@ async def control_process(body: ControlBody, request: Request) -> ImageReply:
     if body.operation == "style_transfer" and body.style_image_base64:
         decode_base64_image(body.style_image_base64, "style_image_base64", settings.max_image_bytes)
     job, model = await _generative(
-        request, operation=body.operation, mesh_op=operations[body.operation]["mesh"], model_name=None,
+        request, operation=body.operation, mesh_op=operation["mesh"], model_name=None,
         prompt=body.prompt, negative_prompt=body.negative_prompt,
         image=common_pb2.Image(data=data, width=width, height=height), mask=None,
         strength=strength if strength is None else max(0.05, min(1.0, strength)), steps=None, guidance_scale=None,
