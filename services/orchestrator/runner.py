@@ -62,6 +62,7 @@ class ClaimSink:
         self.store, self.claim, self.pulse = store, claim, pulse
         self._last: asyncio.Future | None = None
         self._progress_at: float | None = None
+        self._progress_stage: int | None = None
         self.progress_interval_s = progress_interval_s
 
     async def _settle(self) -> None:
@@ -77,10 +78,12 @@ class ClaimSink:
 
     async def save_progress(self, progress: common_pb2.Progress) -> None:
         # Backends may report many steps a second; the store gets at most one progress write per interval.
+        # A change of stage (loading -> generating -> encoding) is always written: watchers must see it.
         now = time.monotonic()
-        if self._progress_at is not None and now - self._progress_at < self.progress_interval_s:
+        same_stage = progress.stage == self._progress_stage
+        if same_stage and self._progress_at is not None and now - self._progress_at < self.progress_interval_s:
             return
-        self._progress_at = now
+        self._progress_at, self._progress_stage = now, progress.stage
         await self._settle()
         await self._ordered(self.store.save_progress(self.claim.job.id, self.claim.token, progress))
 

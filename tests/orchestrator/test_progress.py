@@ -87,15 +87,57 @@ async def test_generation_progress_is_watched_and_the_call_priced_by_its_device(
 
 async def test_progress_interval_is_a_setting_and_drops_steps_without_inventing_any(start_orchestrator, database_url,
                                                                                      generate_address):
-    # Steps come every 0.3 s; with a 60 s interval only the first one is ever written.
+    # Steps come every 0.3 s; with a 60 s interval only the first step of the generating stage is ever written
+    # (a change of stage always is).
     orch = await start_orchestrator(database_url, generate_address=generate_address, progress_interval_s=60.0)
     owner = f"painter-{uuid.uuid4().hex[:6]}"
     job = await submit(orch.stub, pb.JobSpec(generate=gen_pb.GenerateParameters(
         prompt="a slow lighthouse", steps=3, width=8, height=8)), owner=owner)
     steps = []
     async for event in clients.stream(orch.stub.WatchJob, pb.WatchJobRequest(job_id=job.id, owner=owner)):
-        if event.type == pb.JOB_EVENT_TYPE_PROGRESS and event.job.progress.step:
+        # A watcher's reads may merge writes (it may even miss step 1 on a loaded machine), so end to end the
+        # claim is only that no throttled step ever shows; which writes happen is pinned by the unit test below.
+        if event.job.progress.step:
             steps.append(event.job.progress.step)
         last = event.job
     assert last.status == common_pb2.JOB_STATUS_COMPLETED
-    assert steps == [1]
+    assert set(steps) <= {1}
+
+
+class _RecordingStore:
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, int]] = []
+
+    async def save_progress(self, job_id, token, progress) -> None:
+        self.writes.append((progress.stage, progress.step))
+
+
+class _Claim:
+    class job:  # noqa: N801 - mimics Claim.job
+        id = "job_x"
+
+    token = "t"
+
+
+class _Pulse:
+    def notify(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("interval,expected", [
+    # Throttled: the first write of each stage only (a change of stage is always written).
+    (60.0, [(common_pb2.STAGE_LOADING, 0), (common_pb2.STAGE_GENERATING, 1), (common_pb2.STAGE_ENCODING, 0)]),
+    # No throttle: every event.
+    (0.0, [(common_pb2.STAGE_LOADING, 0), (common_pb2.STAGE_GENERATING, 1), (common_pb2.STAGE_GENERATING, 2),
+           (common_pb2.STAGE_GENERATING, 3), (common_pb2.STAGE_ENCODING, 0)]),
+])
+async def test_progress_writes_are_throttled_per_stage(interval, expected):
+    from services.orchestrator.runner import ClaimSink
+
+    store = _RecordingStore()
+    sink = ClaimSink(store, _Claim(), _Pulse(), progress_interval_s=interval)
+    for stage, step in [(common_pb2.STAGE_LOADING, 0), (common_pb2.STAGE_GENERATING, 1),
+                        (common_pb2.STAGE_GENERATING, 2), (common_pb2.STAGE_GENERATING, 3),
+                        (common_pb2.STAGE_ENCODING, 0)]:
+        await sink.save_progress(common_pb2.Progress(stage=stage, step=step, total_steps=3))
+    assert store.writes == expected
