@@ -139,8 +139,18 @@ class JobRunner:
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop claiming; give running jobs `grace_s` to finish, then hand the rest back to the queue."""
         self._stopping = True
-        for task in self._tasks:
+        self.wake.set()
+        # The claim loop is not cancelled mid-claim: a claim already sent to the database would still land in
+        # its thread and strand the job as running with nobody to run it. It finishes its round and exits;
+        # whatever it claimed is handled below like any running job.
+        claim_loop, *others = self._tasks or [None]
+        for task in others:
             task.cancel()
+        if claim_loop is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(claim_loop), timeout=30)
+            except TimeoutError:
+                claim_loop.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.running and grace_s > 0:
             await asyncio.wait([task for task, _ in self.running.values()], timeout=grace_s)
@@ -150,7 +160,7 @@ class JobRunner:
             await asyncio.gather(*(task for task, _ in self.running.values()), return_exceptions=True)
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.workers - len(self.running)
             claims = []
             if free > 0:
@@ -168,7 +178,7 @@ class JobRunner:
                 self.metrics.running.set(len(self.running))
             if claims:
                 self.pulse.notify()
-            if claims and len(claims) == free:
+            if (claims and len(claims) == free) or self._stopping:
                 continue
             self.wake.clear()
             try:

@@ -191,3 +191,42 @@ async def test_kill_9_mid_job_then_restart(tmp_path, upscale_address, shared_ima
 async def test_run_job_through_the_queue_keeps_working_for_upscale(orch):
     reply = await clients.call(orch.stub.RunJob, pb.RunJobRequest(spec=upscale_spec(8, 2), owner="alice"))
     assert reply.job.steps[0].status == common_pb2.JOB_STATUS_COMPLETED
+
+
+async def test_stopping_while_a_claim_is_in_flight_strands_no_job(database_url):
+    # A claim already in the database's hands when the runner stops still lands; the runner must then run or
+    # hand back what it claimed, never leave it "running" with nobody to run it.
+    from services.orchestrator.runner import JobRunner
+    from services.orchestrator.store import AsyncStore
+
+    store = _store(database_url)
+    gate, entered, left = threading.Event(), threading.Event(), threading.Event()
+    real_claim = store.claim
+
+    def slow_claim(*args, **kwargs):
+        entered.set()
+        gate.wait(10)
+        try:
+            return real_claim(*args, **kwargs)
+        finally:
+            left.set()
+
+    store.claim = slow_claim  # type: ignore[method-assign]
+    started = asyncio.Event()
+
+    async def execute(job, sink):  # the job's work: wait until stopped (interrupted), like a long step
+        started.set()
+        await asyncio.sleep(60)
+
+    runner = JobRunner(AsyncStore(store), execute, workers=1, poll_interval_s=0.05, heartbeat_s=60)
+    await runner.start()
+    await asyncio.to_thread(entered.wait, 10)
+    job, _ = store.create_job(NewJob(owner="o", kind="workflow", spec=workflow_spec("noop")))
+    stopping = asyncio.create_task(runner.stop(grace_s=0))
+    await asyncio.sleep(0.1)
+    gate.set()  # the in-flight claim now reaches the database and takes the job
+    await asyncio.wait_for(stopping, 30)
+    assert await asyncio.to_thread(left.wait, 10)
+    after = store.get_job(job.id)
+    assert after.status == common_pb2.JOB_STATUS_PENDING, common_pb2.JobStatus.Name(after.status)
+    store.engine.dispose()
