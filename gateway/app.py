@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway import errors, store
+from gateway import errors, images_out, store
 from gateway.catalogues import load_catalogues
 from gateway.dialects import common, cyberimage, flux, freepik, image_studio, shotgun
 from gateway.mesh import Mesh
@@ -55,12 +55,13 @@ class BodyLimitMiddleware:
 
 # (router, its error renderer, mount prefix) for every dialect; a dialect joins the gateway by a line here.
 DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
-    (common.router, shotgun.render_error, ""),
+    (common.router, errors.default_renderer, ""),
     (freepik.router, freepik.render_error, "/v1"),
     (flux.router, flux.render_error, ""),
     (shotgun.router, shotgun.render_error, ""),
     (image_studio.router, image_studio.render_error, "/api/image-studio"),
     (cyberimage.router, cyberimage.render_error, "/api"),
+    (images_out.router, errors.default_renderer, ""),
 ]
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import HTTPConnection
 
 from gateway import store
 from gateway.settings import GatewaySettings
@@ -168,8 +169,8 @@ _BEARER = Depends(_bearer)
 _API_KEY = Depends(_api_key)
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_ip(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
 
 
 def guard(bucket: str, anonymous_bucket: str | None = None) -> Callable[..., Any]:
@@ -178,23 +179,38 @@ def guard(bucket: str, anonymous_bucket: str | None = None) -> Callable[..., Any
     async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = _BEARER,
                          api_key: str | None = _API_KEY) -> str:
         security: Security = request.app.state.security
-        key = api_key or (bearer.credentials if bearer else None)
-        owner = await security.owner_for(key)
+        owner = await security.owner_for(api_key or (bearer.credentials if bearer else None))
         request.state.owner = owner
-        if security.settings.rate_limit_enabled:
-            anonymous = not security.auth_enabled
-            name = anonymous_bucket if anonymous and anonymous_bucket else bucket
-            # Per key when authenticated; per client IP when anonymous (the seeds' "per IP address").
-            subject = f"ip:{client_ip(request)}" if anonymous else f"owner:{owner}"
-            try:
-                request.state.ratelimit = await security.count(name, subject)
-            except RateLimited as exc:
-                request.state.ratelimit = {"limit": int(exc.metadata["limit"]), "remaining": 0,
-                                           "reset": int(exc.metadata["reset"])}
-                raise
+        try:
+            request.state.ratelimit = await admit(security, owner, client_ip(request), bucket, anonymous_bucket)
+        except RateLimited as exc:
+            request.state.ratelimit = {"limit": int(exc.metadata["limit"]), "remaining": 0,
+                                       "reset": int(exc.metadata["reset"])}
+            raise
         return owner
 
     return dependency
+
+
+async def admit(security: Security, owner: str, ip: str, bucket: str,
+                anonymous_bucket: str | None = None) -> dict[str, int] | None:
+    """Count one request against its rate limit (RateLimited past it): per key when authenticated, per client IP
+    when anonymous (the seeds' "per IP address"). HTTP requests and WebSocket messages both come through here."""
+    if not security.settings.rate_limit_enabled:
+        return None
+    anonymous = not security.auth_enabled
+    name = anonymous_bucket if anonymous and anonymous_bucket else bucket
+    return await security.count(name, f"ip:{ip}" if anonymous else f"owner:{owner}")
+
+
+def key_from_headers(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The API key of a connection that cannot use the HTTP security schemes (a WebSocket handshake): the
+    same X-API-Key or Bearer header, or an api_key query parameter (browsers cannot set WebSocket headers)."""
+    key = headers.get("x-api-key") or query.get("api_key")
+    auth = headers.get("authorization", "")
+    if not key and auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    return key or None
 
 
 def owner_of(request: Request) -> str:

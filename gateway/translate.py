@@ -7,44 +7,37 @@ another key's jobs, images or analytics (the orchestrator answers NOT_FOUND).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 from google.protobuf import struct_pb2
+from starlette.requests import HTTPConnection
 
 from gateway.security import owner_of
-from shared import clients, ssrf
+from shared import ssrf
 from shared.errors import InvalidArgument, InvalidModel
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from shared.images import format_from_name
-
-_MODELS_TTL_S = 5.0
-
-
-def mesh(request: Request):
-    return request.app.state.mesh
+from shared.mesh_client import MeshClient
 
 
-def timeout(request: Request) -> float:
-    return request.app.state.settings.request_timeout_s
+def client(request: HTTPConnection) -> MeshClient:
+    """The mesh client, calling on behalf of the request's authenticated owner."""
+    return request.app.state.mesh.client.as_owner(owner_of(request))
 
 
 # ---- models -------------------------------------------------------------------------------------------------
 
 
-async def list_models(request: Request) -> gen_pb.ListModelsResponse:
-    """Generate's registry, remembered for a few seconds (every generation request resolves a name)."""
-    cache = getattr(request.app.state, "models_cache", None)
-    if cache and cache[1] > time.monotonic():
-        return cache[0]
-    listing = await clients.call(mesh(request).generate.ListModels, gen_pb.ListModelsRequest(), timeout=10.0)
-    request.app.state.models_cache = (listing, time.monotonic() + _MODELS_TTL_S)
-    return listing
+async def list_models(request: HTTPConnection) -> gen_pb.ListModelsResponse:
+    """Generate's registry, through the orchestrator's catalogue (which caches it briefly)."""
+    reply = await client(request).catalog(orch_pb.CATALOG_SECTION_GENERATION_MODELS)
+    return reply.generation_models
 
 
 def model_names(listing: gen_pb.ListModelsResponse) -> list[str]:
@@ -81,7 +74,7 @@ async def resolve_model(request: Request, name: str | None, field: str = "model"
     model = find_model(listing, name)
     if model is None:
         names = model_names(listing)
-        raise InvalidModel(f"The specified model '{name}' is not supported"
+        raise InvalidModel(f"The specified model '{name[:100]}' is not supported"
                            + (f"; supported: {', '.join(names)}" if names else "; no generation model is configured"),
                            field=field, supported_models=names)
     return model
@@ -123,41 +116,28 @@ def labels(dialect: str, **extra: str) -> dict[str, str]:
 
 async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra: str) -> orch_pb.Job:
     """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error."""
-    reply = await clients.call(mesh(request).orchestrator.RunJob,
-                               orch_pb.RunJobRequest(spec=spec, owner=owner_of(request),
-                                                     labels=labels(dialect, **extra),
-                                                     idempotency_key=_idempotency(request)),
-                               timeout=timeout(request))
-    return reply.job
+    return await client(request).run_job(spec, labels=labels(dialect, **extra), idempotency_key=_idempotency(request))
 
 
-async def submit_job(request: Request, spec: orch_pb.JobSpec, dialect: str, webhook: orch_pb.Webhook | None = None,
-                     idempotency_key: str | None = None, **extra: str) -> orch_pb.Job:
+async def submit_job(request: HTTPConnection, spec: orch_pb.JobSpec, dialect: str,
+                     webhook: orch_pb.Webhook | None = None, idempotency_key: str | None = None,
+                     **extra: str) -> orch_pb.Job:
     """Submit a job of the caller; `idempotency_key` None takes the request's Idempotency-Key header."""
     key = _idempotency(request) if idempotency_key is None else idempotency_key
-    reply = await clients.call(mesh(request).orchestrator.SubmitJob, orch_pb.SubmitJobRequest(
-        spec=spec, owner=owner_of(request), webhook=webhook, idempotency_key=key,
-        labels=labels(dialect, **extra)), timeout=30.0)
-    return reply.job
+    return await client(request).submit_job(spec, labels=labels(dialect, **extra), webhook=webhook,
+                                            idempotency_key=key)
 
 
-async def get_job(request: Request, job_id: str) -> orch_pb.Job:
-    reply = await clients.call(mesh(request).orchestrator.GetJob,
-                               orch_pb.GetJobRequest(job_id=job_id, owner=owner_of(request)), timeout=30.0)
-    return reply.job
+async def get_job(request: HTTPConnection, job_id: str) -> orch_pb.Job:
+    return await client(request).get_job(job_id)
 
 
-async def watch_job(request: Request, job_id: str) -> AsyncIterator[orch_pb.WatchJobResponse]:
-    async for event in clients.stream(mesh(request).orchestrator.WatchJob,
-                                      orch_pb.WatchJobRequest(job_id=job_id, owner=owner_of(request)),
-                                      timeout=timeout(request)):
-        yield event
+def watch_job(request: HTTPConnection, job_id: str) -> AsyncIterator[orch_pb.WatchJobResponse]:
+    return client(request).watch_job(job_id)
 
 
-async def cancel_job(request: Request, job_id: str) -> orch_pb.Job:
-    reply = await clients.call(mesh(request).orchestrator.CancelJob,
-                               orch_pb.CancelJobRequest(job_id=job_id, owner=owner_of(request)), timeout=30.0)
-    return reply.job
+async def cancel_job(request: HTTPConnection, job_id: str) -> orch_pb.Job:
+    return await client(request).cancel_job(job_id)
 
 
 def terminal(status: int) -> bool:
@@ -189,11 +169,10 @@ def struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
 # ---- images -------------------------------------------------------------------------------------------------
 
 
-async def image_bytes(request: Request, image: common_pb2.Image) -> tuple[bytes, str]:
+async def image_bytes(request: HTTPConnection, image: common_pb2.Image) -> tuple[bytes, str]:
     """An output image's bytes and media type, reading a store reference through the orchestrator."""
     if image.WhichOneof("source") == "ref":
-        reply = await clients.call(mesh(request).orchestrator.GetImage,
-                                   orch_pb.GetImageRequest(ref=image.ref, owner=owner_of(request)), timeout=30.0)
+        reply = await client(request).get_image(image.ref)
         return reply.image.data, reply.image.media_type or reply.record.media_type or "image/png"
     return image.data, image.media_type or "image/png"
 
@@ -262,6 +241,10 @@ def upscale_request(image: common_pb2.Image, *, scale_factor: int = 0, mode: str
 
 
 async def platform_formats(request: Request, platform: str = "") -> list[up_pb.PlatformFormat]:
-    reply = await clients.call(mesh(request).upscale.ListPlatformFormats,
-                               up_pb.ListPlatformFormatsRequest(platform=platform), timeout=10.0)
-    return list(reply.formats)
+    reply = await client(request).catalog(orch_pb.CATALOG_SECTION_PLATFORM_FORMATS, platform=platform)
+    return list(reply.platform_formats.formats)
+
+
+async def removal_models(request: Request) -> list[br_pb.RemovalModelInfo]:
+    reply = await client(request).catalog(orch_pb.CATALOG_SECTION_REMOVAL_MODELS)
+    return list(reply.removal_models.models)

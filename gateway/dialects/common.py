@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from shared.gen.imagemesh.v1 import generate_service_pb2
+from gateway import translate
 
 router = APIRouter()
 
@@ -27,7 +27,7 @@ async def health(request: Request) -> JSONResponse:
     model, device = "", ""
     if services.get("generate") == "SERVING":
         try:
-            listing = await mesh.generate.ListModels(generate_service_pb2.ListModelsRequest(), timeout=2.0)
+            listing = await translate.list_models(request)
             model, device = listing.default_model, listing.device
         except Exception:  # noqa: BLE001 - health must answer even when a listing fails
             healthy = False

@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from gateway import enrich, translate
 from gateway.security import guard
-from shared import clients
 from shared.errors import ImageMeshError, NotFound, RateLimited
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
@@ -267,8 +266,7 @@ async def status(job_id: str, request: Request) -> StatusReply:
 
 async def _get_image(request: Request, image_id: str) -> orch_pb.GetImageResponse:
     try:
-        return await clients.call(translate.mesh(request).orchestrator.GetImage,
-                                  orch_pb.GetImageRequest(ref=image_id, owner=translate.owner_of(request)), timeout=30.0)
+        return await translate.client(request).get_image(image_id)
     except NotFound:
         raise NotFound(f"Image {image_id} not found") from None
 
@@ -306,8 +304,7 @@ async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
 @router.delete("/image/{image_id}", response_model=SimpleReply, dependencies=[READ], summary="Delete an image")
 async def delete_image(image_id: str, request: Request) -> SimpleReply:
     try:
-        await clients.call(translate.mesh(request).orchestrator.DeleteImage,
-                           orch_pb.DeleteImageRequest(ref=image_id, owner=translate.owner_of(request)), timeout=30.0)
+        await translate.client(request).delete_image(image_id)
     except NotFound:
         raise NotFound(f"Image {image_id} not found") from None
     return SimpleReply(status="success", message="Image deleted successfully")
@@ -324,8 +321,7 @@ def _counts(counts: dict[str, int]) -> QueueCounts:
 @router.get("/queue", response_model=QueueReply, response_model_exclude_none=True, dependencies=[READ],
             summary="Queue status (detailed=true for more)")
 async def queue(request: Request, detailed: bool = False) -> QueueReply:
-    reply = await clients.call(translate.mesh(request).orchestrator.GetQueueStats,
-                               orch_pb.GetQueueStatsRequest(owner=translate.owner_of(request)), timeout=30.0)
+    reply = await translate.client(request).queue_stats()
     overall = _counts(dict(reply.counts))
     out = QueueReply(**overall.model_dump(), queue_size=reply.queue_size)
     if reply.total:
@@ -340,8 +336,7 @@ async def queue(request: Request, detailed: bool = False) -> QueueReply:
 
 @router.post("/reset_queue", response_model=ResetReply, dependencies=[WRITE], summary="Reset stalled jobs")
 async def reset_queue(request: Request) -> ResetReply:
-    reply = await clients.call(translate.mesh(request).orchestrator.ResetQueue,
-                               orch_pb.ResetQueueRequest(owner=translate.owner_of(request)), timeout=30.0)
+    reply = await translate.client(request).reset_queue()
     return ResetReply(status="success", reset_count=reply.requeued,
                       message=f"Reset {reply.requeued} stalled jobs to pending status")
 
@@ -353,9 +348,8 @@ async def gallery(request: Request, page: int = Query(1, ge=1), limit: int = Que
     if model:
         resolved = await translate.resolve_model(request, model, field="model")
         model_id = resolved.id if resolved else ""
-    reply = await clients.call(translate.mesh(request).orchestrator.ListImages, orch_pb.ListImagesRequest(
-        owner=translate.owner_of(request), page_size=limit, page=page, search=search or "", model_id=model_id),
-        timeout=30.0)
+    reply = await translate.client(request).list_images(page=page, page_size=limit, search=search or "",
+                                                         model_id=model_id)
     images = []
     for record in reply.images:
         meta = dict(record.metadata)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gateway import errors, translate
 from gateway.images_in import data_uri
-from gateway.security import guard
+from gateway.security import admit, client_ip, guard, key_from_headers
 from shared.errors import ImageMeshError, Internal
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
@@ -96,13 +96,8 @@ async def models(request: Request) -> ModelsReply:
 @router.websocket("/ws")
 async def websocket(ws: WebSocket) -> None:
     """Real-time progress: send {"type":"generate","data":{...}}; receive progress, then complete or error."""
-    security = ws.app.state.security
-    key = ws.headers.get("x-api-key") or ws.query_params.get("api_key")
-    auth = ws.headers.get("authorization", "")
-    if not key and auth.lower().startswith("bearer "):
-        key = auth[7:].strip()
     try:
-        owner = await security.owner_for(key)
+        owner = await ws.app.state.security.owner_for(key_from_headers(ws.headers, ws.query_params))
     except ImageMeshError as exc:
         await ws.close(code=1008, reason=exc.message)
         return
@@ -133,12 +128,8 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
         await ws.send_json(_ws_error(f"invalid request: {field}: {first['msg']}"))
         return
     try:
-        security = ws.app.state.security
-        if security.settings.rate_limit_enabled:
-            bucket = "flux" if security.auth_enabled else "flux_anonymous"
-            client = ws.client.host if ws.client else ""
-            subject = f"owner:{ws.state.owner}" if security.auth_enabled else f"ip:{client}"
-            await security.count(bucket, subject)
+        # Each generation on the socket counts like one HTTP request, through the same guard.
+        await admit(ws.app.state.security, ws.state.owner, client_ip(ws), "flux", "flux_anonymous")
         # A job like every other generation (recorded, owner-scoped, in analytics). One handshake carries many
         # generations, so its Idempotency-Key header (if any) is not applied to them.
         job = await translate.submit_job(ws, _spec(params, translate.owner_of(ws)), DIALECT, idempotency_key="")

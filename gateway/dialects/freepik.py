@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from gateway import errors, translate
 from gateway.images_in import data_uri, image_from_request
 from gateway.security import guard
-from shared import clients
 from shared.errors import ImageMeshError, NotFound, PromptTooLong
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
@@ -283,11 +282,10 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 @router.get("/workflows", response_model=WorkflowList, dependencies=[GUARD], summary="List available workflows")
 async def list_workflows(request: Request) -> WorkflowList:
-    reply = await clients.call(translate.mesh(request).orchestrator.ListWorkflows, orch_pb.ListWorkflowsRequest(),
-                               timeout=30.0)
+    workflows = await translate.client(request).list_workflows()
     return WorkflowList(workflows=[WorkflowSummary(
         id=w.id, name=w.name, description=w.description, estimated_time=_estimate(w.estimated_seconds),
-        estimated_cost=f"${w.estimated_cost_usd:.2f}", steps_count=len(w.steps)) for w in reply.workflows])
+        estimated_cost=f"${w.estimated_cost_usd:.2f}", steps_count=len(w.steps)) for w in workflows])
 
 
 @router.post("/workflows/{workflow_id}/execute", response_model=WorkflowExecution, dependencies=[GUARD],
@@ -298,15 +296,11 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
     spec = orch_pb.WorkflowSpec(workflow_id=workflow_id, prompt=body.prompt or "", image=image,
                                 params=translate.struct(body.custom_params))
     try:
-        reply = await clients.call(translate.mesh(request).orchestrator.ExecuteWorkflow, orch_pb.ExecuteWorkflowRequest(
-            spec=spec, owner=translate.owner_of(request), webhook=await translate.webhook(request, body.webhook_url)),
-            timeout=60.0)
+        job = await translate.client(request).execute_workflow(
+            spec, webhook=await translate.webhook(request, body.webhook_url))
     except NotFound as exc:
-        raise _not_found(exc, "WORKFLOW_NOT_FOUND", f"Workflow '{workflow_id}' does not exist") from None
-    job = reply.job
-    listing = await clients.call(translate.mesh(request).orchestrator.ListWorkflows, orch_pb.ListWorkflowsRequest(),
-                                 timeout=30.0)
-    info = next((w for w in listing.workflows if w.id == workflow_id), None)
+        raise _not_found(exc, "WORKFLOW_NOT_FOUND", f"Workflow '{workflow_id[:100]}' does not exist") from None
+    info = next((w for w in await translate.client(request).list_workflows() if w.id == workflow_id), None)
     steps = []
     for position, step in enumerate(job.steps, start=1):
         url = image_url(request, step.outputs[0]) if step.outputs else None
@@ -361,8 +355,7 @@ async def post_remove_background(body: RemoveBackgroundBody, request: Request) -
 @router.get("/analytics/user", response_model=AnalyticsReply, dependencies=[GUARD],
             summary="Analytics of the authenticated user")
 async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> AnalyticsReply:
-    reply = await clients.call(translate.mesh(request).orchestrator.GetAnalytics,
-                               orch_pb.GetAnalyticsRequest(owner=translate.owner_of(request), days=days), timeout=30.0)
+    reply = await translate.client(request).analytics(days)
     return AnalyticsReply(
         period_days=reply.period_days or days, total_generations=reply.total, successful_generations=reply.successful,
         failed_generations=reply.failed, success_rate=round(reply.success_rate, 1),

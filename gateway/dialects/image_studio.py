@@ -729,7 +729,7 @@ async def platform_specs(platform: str, request: Request) -> PlatformSpecs:
 
 @router.get("/health", response_model=Health, summary="Image Studio health")
 async def health(request: Request) -> JSONResponse:
-    services = await translate.mesh(request).health()
+    services = await request.app.state.mesh.health()
 
     def state(*names: str) -> str:
         return "available" if all(services.get(n) == "SERVING" for n in names) else "unavailable"

@@ -12,12 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from gateway import errors, translate
+from gateway import errors, images_out, translate
 from gateway.images_in import encode_base64, image_from_request
 from gateway.security import guard
-from shared import clients
-from shared.errors import ImageMeshError, InvalidArgument, InvalidModel
-from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
+from shared.errors import ImageMeshError, InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
@@ -161,35 +159,16 @@ def _success(result: orch_pb.ShotgunResult) -> bool:
     return result.status == orch_pb.SHOTGUN_RESULT_STATUS_SUCCESS
 
 
-async def _check_models(request: Request, models: list[str]) -> None:
-    """Unknown model ids are the documented validation error listing the configured ones, before any work."""
-    if not models:
-        return
-    listing = await clients.call(translate.mesh(request).background_removal.ListRemovalModels,
-                                 br_pb.ListRemovalModelsRequest(), timeout=10.0)
-    known = [model.id for model in listing.models]
-    if not known:  # nothing registered (removal not built here): the shotgun itself answers
-        return
-    unknown = [name for name in models if name not in known]
-    if unknown:
-        raise InvalidModel(f"unknown background-removal model(s) {', '.join(map(repr, unknown))}; supported: all, "
-                           f"{', '.join(known)}", field="include_models", supported_models=["all", *known])
-
-
 async def _shotgun(request: Request, body: ImageInput, models: list[str], output_format: str,
                    upscale_factor: int = 0) -> orch_pb.ShotgunSummary | orch_pb.Job:
     models = [] if models == ["all"] else models
-    await _check_models(request, models)
     image = await image_from_request(body.image, body.image_url, request.app.state.settings)
     spec = orch_pb.ShotgunSpec(image=image, models=models,
                                output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
     if body.webhook_url:
         hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
-    reply = await clients.call(translate.mesh(request).orchestrator.RunShotgun,
-                               orch_pb.RunShotgunRequest(spec=spec, owner=translate.owner_of(request)),
-                               timeout=translate.timeout(request))
-    summary = reply.summary
+    summary = await translate.client(request).run_shotgun(spec)
     if summary.results and not any(_success(r) for r in summary.results):
         raise ProcessingError("all models failed", job_id=summary.job_id,
                               errors="; ".join(f"{r.model_id}: {r.error}" for r in summary.results))
@@ -201,7 +180,7 @@ async def _image_fields(request: Request, image: common_pb2.Image) -> tuple[str 
     if not image.ByteSize():
         return None, None
     data, _ = await translate.image_bytes(request, image)
-    url = str(request.url_for("cyberimage_get_image", image_id=image.ref)) if image.ref else None
+    url = images_out.image_url(request, image)
     return encode_base64(data), url
 
 
@@ -270,7 +249,6 @@ async def log_selection(body: LogSelectionBody, request: Request) -> LogSelectio
     if not body.job_id or not body.selected_model_id:
         raise InvalidArgument("job_id and selected_model_id are required", field="job_id",
                               reason="VALIDATION_ERROR")
-    reply = await clients.call(translate.mesh(request).orchestrator.LogSelection, orch_pb.LogSelectionRequest(
-        job_id=body.job_id, selected_model_id=body.selected_model_id, image_category=body.image_category or "",
-        notes=body.notes or "", owner=translate.owner_of(request)), timeout=30.0)
+    reply = await translate.client(request).log_selection(
+        body.job_id, body.selected_model_id, image_category=body.image_category or "", notes=body.notes or "")
     return LogSelectionReply(status="logged", selection_id=reply.selection_id)

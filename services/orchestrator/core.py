@@ -17,6 +17,7 @@ from opentelemetry import propagate
 
 from services.orchestrator import media
 from services.orchestrator.backends import Backends
+from services.orchestrator.catalog import MeshCatalog
 from services.orchestrator.execution import (
     GRPC_CODE_KEY,
     CallOutcome,
@@ -134,6 +135,7 @@ class OrchestratorCore:
         self.store = store
         self.images = images
         self.registry = registry
+        self.catalog = MeshCatalog(backends)
         self.pulse = Pulse()
         self.policy = ssrf.UrlPolicy.from_setting(settings.url_allow_list)
         self.runner = JobRunner(

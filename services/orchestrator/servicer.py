@@ -147,3 +147,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
         async for event in self.shotgun.stream(request.spec):
             yield event
+
+    # --- catalogues ------------------------------------------------------------------------------------------------
+
+    async def GetCatalog(self, request: pb.GetCatalogRequest, context: grpc.aio.ServicerContext) -> pb.GetCatalogResponse:
+        return await self.core.catalog.get(list(request.sections), request.platform)

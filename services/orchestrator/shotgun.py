@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from shared import clients, images
-from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, ModelUnavailable, ServiceUnavailable
+from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, InvalidModel, ModelUnavailable, ServiceUnavailable
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
 from shared.gen.imagemesh.v1 import common_pb2
@@ -102,11 +102,17 @@ class Shotgun:
         asked = _dedupe([m.strip() for m in spec.models])
         if spec.top_k < 0:
             raise InvalidArgument("top_k must be >= 0", field="top_k", received=spec.top_k)
-        needs_catalogue = not asked or ALL in asked or AUTO in asked or spec.top_k > 0
-        names: dict[str, str] = {}
-        if needs_catalogue:
-            catalogue = await self._catalogue()
-            names = {m.id: m.display_name for m in catalogue.models}
+        # The one place a shotgun's model list is checked: an id BackgroundRemoval does not list at all is the
+        # caller's mistake, refused before any work; a listed but unavailable one becomes that model's error entry.
+        catalogue = await self._catalogue()
+        names = {m.id: m.display_name for m in catalogue.models}
+        unknown = [m for m in asked if m not in (ALL, AUTO) and m not in names]
+        if unknown and names:
+            shown = ", ".join(repr(m[:64]) for m in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise InvalidModel(f"unknown background-removal model(s) {shown}; supported: "
+                               f"all, auto, {', '.join(names)}", field="models",
+                               supported_models=[ALL, AUTO, *names])
+        if not asked or ALL in asked or AUTO in asked or spec.top_k > 0:
             available = [m.id for m in catalogue.models if m.available]
             ranked = await self._ranked(spec.image_category, available, catalogue.default_model)
             if not asked or ALL in asked:

@@ -28,6 +28,14 @@ class ShotgunResultStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHOTGUN_RESULT_STATUS_UNSPECIFIED: _ClassVar[ShotgunResultStatus]
     SHOTGUN_RESULT_STATUS_SUCCESS: _ClassVar[ShotgunResultStatus]
     SHOTGUN_RESULT_STATUS_ERROR: _ClassVar[ShotgunResultStatus]
+
+class CatalogSection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CATALOG_SECTION_UNSPECIFIED: _ClassVar[CatalogSection]
+    CATALOG_SECTION_GENERATION_MODELS: _ClassVar[CatalogSection]
+    CATALOG_SECTION_REMOVAL_MODELS: _ClassVar[CatalogSection]
+    CATALOG_SECTION_UPSCALE_METHODS: _ClassVar[CatalogSection]
+    CATALOG_SECTION_PLATFORM_FORMATS: _ClassVar[CatalogSection]
 JOB_EVENT_TYPE_UNSPECIFIED: JobEventType
 JOB_EVENT_TYPE_STATUS: JobEventType
 JOB_EVENT_TYPE_PROGRESS: JobEventType
@@ -35,6 +43,11 @@ JOB_EVENT_TYPE_STEP: JobEventType
 SHOTGUN_RESULT_STATUS_UNSPECIFIED: ShotgunResultStatus
 SHOTGUN_RESULT_STATUS_SUCCESS: ShotgunResultStatus
 SHOTGUN_RESULT_STATUS_ERROR: ShotgunResultStatus
+CATALOG_SECTION_UNSPECIFIED: CatalogSection
+CATALOG_SECTION_GENERATION_MODELS: CatalogSection
+CATALOG_SECTION_REMOVAL_MODELS: CatalogSection
+CATALOG_SECTION_UPSCALE_METHODS: CatalogSection
+CATALOG_SECTION_PLATFORM_FORMATS: CatalogSection
 
 class Webhook(_message.Message):
     __slots__ = ("url", "secret", "include_progress")
@@ -663,3 +676,23 @@ class ListImagesResponse(_message.Message):
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageRecord]
     total_size: int
     def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.ImageRecord, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetCatalogRequest(_message.Message):
+    __slots__ = ("sections", "platform")
+    SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    sections: _containers.RepeatedScalarFieldContainer[CatalogSection]
+    platform: str
+    def __init__(self, sections: _Optional[_Iterable[_Union[CatalogSection, str]]] = ..., platform: _Optional[str] = ...) -> None: ...
+
+class GetCatalogResponse(_message.Message):
+    __slots__ = ("generation_models", "removal_models", "upscale_methods", "platform_formats")
+    GENERATION_MODELS_FIELD_NUMBER: _ClassVar[int]
+    REMOVAL_MODELS_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_METHODS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FORMATS_FIELD_NUMBER: _ClassVar[int]
+    generation_models: _generate_service_pb2.ListModelsResponse
+    removal_models: _background_removal_service_pb2.ListRemovalModelsResponse
+    upscale_methods: _upscale_service_pb2.ListMethodsResponse
+    platform_formats: _upscale_service_pb2.ListPlatformFormatsResponse
+    def __init__(self, generation_models: _Optional[_Union[_generate_service_pb2.ListModelsResponse, _Mapping]] = ..., removal_models: _Optional[_Union[_background_removal_service_pb2.ListRemovalModelsResponse, _Mapping]] = ..., upscale_methods: _Optional[_Union[_upscale_service_pb2.ListMethodsResponse, _Mapping]] = ..., platform_formats: _Optional[_Union[_upscale_service_pb2.ListPlatformFormatsResponse, _Mapping]] = ...) -> None: ...

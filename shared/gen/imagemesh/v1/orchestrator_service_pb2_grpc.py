@@ -126,6 +126,11 @@ class OrchestratorServiceStub:
                 request_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
+        self.GetCatalog = channel.unary_unary(
+                '/imagemesh.v1.OrchestratorService/GetCatalog',
+                request_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogRequest.SerializeToString,
+                response_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -258,6 +263,14 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCatalog(self, request, context):
+        """The mesh's catalogues (generation models, removal models, upscale methods, social formats), read from the
+        services that own them and cached briefly: every surface reaches them through the orchestrator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +363,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListImages,
                     request_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesRequest.FromString,
                     response_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'GetCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCatalog,
+                    request_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogRequest.FromString,
+                    response_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +857,33 @@ class OrchestratorService:
             '/imagemesh.v1.OrchestratorService/ListImages',
             imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesRequest.SerializeToString,
             imagemesh_dot_v1_dot_orchestrator__service__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagemesh.v1.OrchestratorService/GetCatalog',
+            imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogRequest.SerializeToString,
+            imagemesh_dot_v1_dot_orchestrator__service__pb2.GetCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,
