@@ -1,16 +1,20 @@
 """Outbound HTTP to URLs a client gave us (image_url, webhook_url), treated as hostile.
 
 Only http(s) to globally routable addresses: loopback, private, link-local (169.254.0.0/16, where cloud
-metadata lives), unique-local, CGNAT, multicast and reserved ranges are refused, IPv4-mapped IPv6 included.
-The check runs on every address the name resolves to, the connection is pinned to the checked address (so a
-second DNS answer cannot rebind it), and every redirect hop is checked again. Deployments that must reach an
-internal host list it in an allow-list (networks or host names).
+metadata lives), unique-local, site-local, CGNAT, multicast and reserved ranges are refused. IPv6 forms that
+carry an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo) are judged by the IPv4 address they reach, and
+the numeric IPv4 spellings getaddrinfo accepts (2130706433, 0x7f.1, 017700000001) are read as the address they
+are. The check runs on every address the name resolves to, the connection is pinned to the checked address (so
+a second DNS answer cannot rebind it), and every redirect hop is checked again. Deployments that must reach an
+internal host list it in an allow-list (networks or host names). Host names the IDNA codec refuses are a 400
+naming the field, and what the client sent is echoed only in a clipped, printable form.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -42,7 +46,7 @@ class UrlPolicy:
     max_redirects: int = 5
 
     @classmethod
-    def from_setting(cls, allow_list: str = "") -> "UrlPolicy":
+    def from_setting(cls, allow_list: str = "") -> UrlPolicy:
         """Parse a comma list of CIDRs/addresses and host names, e.g. "10.1.0.0/16,hooks.internal"."""
         networks, hosts = [], set()
         for item in (part.strip() for part in allow_list.split(",")):
@@ -57,11 +61,93 @@ class UrlPolicy:
     def address_allowed(self, address: Address) -> bool:
         if any(address in network for network in self.allowed_networks):
             return True
-        mapped = getattr(address, "ipv4_mapped", None)
-        if mapped is not None:
-            return self.address_allowed(mapped)
-        # is_global is False for loopback, private, link-local, unique-local, CGNAT, reserved, unspecified.
-        return address.is_global and not address.is_multicast
+        if address.version == 6 and address in _NAT64_LOCAL:
+            return False
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            # Judged by the IPv4 host the packets reach, so an allow-listed IPv4 network admits its wrapped forms too.
+            return self.address_allowed(inner)
+        return is_public(address)
+
+
+# RFC 8215 local-use NAT64: the translator's prefix length is a local choice, so where the IPv4 bits sit (and
+# which host is reached) can't be read from the address; refused as a whole.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# Spelled out because ipaddress's is_global on IPv6 misses some of these on older Pythons (fec0::/10 on 3.11).
+_NOT_PUBLIC_V6 = tuple(ipaddress.IPv6Network(n) for n in ("fc00::/7", "fec0::/10", "fe80::/10", "ff00::/8"))
+
+
+def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address delivers to (mapped, compatible, NAT64 /96, 6to4, Teredo client), if any."""
+    if address.version == 4:
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def is_public(address: Address) -> bool:
+    """Globally routable unicast; no allow-list, no unwrapping (see UrlPolicy.address_allowed)."""
+    if address.version == 6 and any(address in network for network in _NOT_PUBLIC_V6):
+        return False
+    # is_global is False for loopback, private, link-local, unique-local, CGNAT, unspecified; the rest is explicit
+    # so that a Python whose tables differ can't widen the policy.
+    return (address.is_global and not address.is_multicast and not address.is_reserved
+            and not address.is_unspecified and not address.is_loopback and not address.is_link_local)
+
+
+_NUMERIC_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_SHOWN_CHARS = 48
+
+
+def _shown(text: str) -> str:
+    """A client-given string as it may appear in messages and metadata: printable ASCII, clipped."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text[:_SHOWN_CHARS])
+    return clean + ("..." if len(text) > _SHOWN_CHARS else "")
+
+
+def numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address of an inet_aton spelling (1-4 dotted parts, each decimal, 0-octal or 0x-hex, the last filling
+    the remaining bytes), which getaddrinfo takes as an address without DNS; None when `host` isn't one.
+
+    ValueError when the last label is a number but the whole is no address: no DNS name ends in a number (WHATWG
+    URL refuses these too), and resolvers disagree about what such a host means."""
+    parts = host.split(".")
+    if not _NUMERIC_PART.fullmatch(parts[-1]):
+        return None
+    if len(parts) > 4 or not all(_NUMERIC_PART.fullmatch(part) for part in parts):
+        raise ValueError("not an IPv4 address")
+    values = [int(part, 16) if part[:2] in ("0x", "0X") else int(part, 8) if part.startswith("0") else int(part)
+              for part in parts]
+    last_bits = 8 * (5 - len(values))
+    if any(value > 255 for value in values[:-1]) or values[-1] >= 1 << last_bits:
+        raise ValueError("IPv4 part out of range")
+    number = values[-1]
+    for index, value in enumerate(values[:-1]):
+        number |= value << (24 - 8 * index)
+    return ipaddress.IPv4Address(number)
+
+
+def _host_name(host: str, field_name: str) -> str:
+    """`host` as the ASCII name getaddrinfo will be asked for; UnsafeUrl when it cannot be one."""
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        # The codec getaddrinfo would use refuses it: a label over 63 characters, an empty label, bad code points.
+        name = ""
+    if not name or len(name) > 253 or not _HOST_NAME.fullmatch(name):
+        raise UnsafeUrl(f"{field_name} host {_shown(host)!r} is not a valid host name", field=field_name,
+                        host=_shown(host))
+    return name
 
 
 def _parse(url: str, policy: UrlPolicy, field_name: str) -> tuple[str, str, int]:
@@ -71,32 +157,49 @@ def _parse(url: str, policy: UrlPolicy, field_name: str) -> tuple[str, str, int]
     except ValueError:
         raise UnsafeUrl(f"{field_name} is not a valid URL", field=field_name) from None
     if parts.scheme not in policy.schemes:
-        raise UnsafeUrl(f"{field_name} must use http or https", field=field_name, received=parts.scheme)
+        raise UnsafeUrl(f"{field_name} must use http or https", field=field_name, received=_shown(parts.scheme))
     if not parts.hostname:
         raise UnsafeUrl(f"{field_name} has no host", field=field_name)
     return parts.scheme, parts.hostname.lower().rstrip("."), port or (443 if parts.scheme == "https" else 80)
 
 
+def _literal(host: str, field_name: str) -> Address | None:
+    """The address `host` spells without DNS (IPv6, dotted or numeric IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        if getattr(address, "scope_id", None):
+            raise UnsafeUrl(f"{field_name} host has an IPv6 zone id", field=field_name, host=_shown(host))
+        return address
+    try:
+        return numeric_ipv4(host)
+    except ValueError:
+        raise UnsafeUrl(f"{field_name} host {_shown(host)!r} is not a valid address", field=field_name,
+                        host=_shown(host)) from None
+
+
 async def resolve_checked(url: str, policy: UrlPolicy, field_name: str = "url") -> list[Address]:
     """The addresses `url` may be fetched from; UnsafeUrl when any resolved address is not allowed."""
     _scheme, host, port = _parse(url, policy, field_name)
-    try:
-        literal = ipaddress.ip_address(host.strip("[]"))
+    literal = _literal(host, field_name)
+    if literal is not None:
         addresses: list[Address] = [literal]
-    except ValueError:
-        literal = None
+    else:
+        name = _host_name(host, field_name)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
         except socket.gaierror:
-            raise UrlFetchFailed(f"{field_name} host {host!r} does not resolve", field=field_name) from None
+            raise UrlFetchFailed(f"{field_name} host {_shown(name)!r} does not resolve", field=field_name) from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-    if literal is None and host in policy.allowed_hosts:
-        return addresses
+        if host in policy.allowed_hosts or name in policy.allowed_hosts:
+            return addresses
     refused = [str(a) for a in addresses if not policy.address_allowed(a)]
     if refused:
         raise UnsafeUrl(
-            f"{field_name} points at a non-public address ({', '.join(refused)}); refused",
-            field=field_name, host=host,
+            f"{field_name} points at a non-public address ({', '.join(refused[:4])}); refused",
+            field=field_name, host=_shown(host),
         )
     return addresses
 

@@ -62,7 +62,8 @@ async def test_out_of_range_is_400(http, payload):
     assert_error_format(DIALECT, await http.post("/v1/generate", json=payload), 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "ftp://example.com/hook", "http://169.254.169.254/"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "ftp://example.com/hook", "http://169.254.169.254/",
+                                 "http://a..b/hook", "http://[64:ff9b::a9fe:a9fe]/hook"])
 async def test_unreachable_webhook_is_webhook_url_invalid(http, url):
     reply = await http.post("/v1/generate", json={"prompt": "x", "webhook_url": url})
     assert_error_format(DIALECT, reply, 400, "WEBHOOK_URL_INVALID")

@@ -119,6 +119,9 @@ def _bad_inputs():
         pytest.param({"image_url": "http://169.254.169.254/latest/meta-data"}, 400, "validation_error",
                      id="image-url-metadata"),
         pytest.param({"image_url": "file:///etc/passwd"}, 400, "validation_error", id="image-url-file-scheme"),
+        pytest.param({"image_url": "http://" + "a" * 64 + ".example/x.png"}, 400, "validation_error",
+                     id="image-url-label-too-long"),
+        pytest.param({"image_url": "http://0x7f.1:1/x.png"}, 400, "validation_error", id="image-url-hex-loopback"),
     ]
 
 

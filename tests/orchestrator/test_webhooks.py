@@ -192,7 +192,8 @@ def test_retry_after_parses_seconds_and_http_dates():
 
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data",
-    "http://localhost:9/hook", "file:///etc/passwd",
+    "http://localhost:9/hook", "file:///etc/passwd", "http://" + "a" * 64 + ".example/hook",
+    "http://[2002:7f00:1::]/hook",
 ])
 async def test_webhook_targets_that_are_not_public_are_refused_at_submit(orch, url):
     with pytest.raises(InvalidArgument) as err:
