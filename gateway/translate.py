@@ -140,6 +140,11 @@ async def cancel_job(request: HTTPConnection, job_id: str) -> orch_pb.Job:
     return await client(request).cancel_job(job_id)
 
 
+def percent(done: int, total: int) -> int:
+    """A progress count as a whole percentage (0 when the total is unknown)."""
+    return round(100 * done / total) if total > 0 else 0
+
+
 def terminal(status: int) -> bool:
     return status in (common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED,
                       common_pb2.JOB_STATUS_PARTIAL)

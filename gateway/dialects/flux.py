@@ -162,5 +162,5 @@ async def _ws_follow(ws: WebSocket, job: orch_pb.Job) -> orch_pb.Job:
             last_step = progress.step
             await ws.send_json({"type": "progress", "data": {
                 "step": progress.step, "total_steps": progress.total_steps,
-                "percentage": round(100 * progress.step / progress.total_steps)}})
+                "percentage": translate.percent(progress.step, progress.total_steps)}})
     return job

@@ -12,7 +12,7 @@ from PIL import Image
 
 from services.orchestrator.shotgun import InMemoryRanking, Shotgun, overall_status
 from shared import clients
-from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, MissingImage, ModelUnavailable
+from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, InvalidModel, MissingImage, ModelUnavailable
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -55,12 +55,22 @@ async def test_two_models_and_a_missing_one_is_partial(mesh2):
     assert summary.job_id.startswith("job_") and summary.processing_time_ms > 0
 
 
-async def test_unknown_model_is_a_per_model_invalid_model(mesh2):
-    summary = await mesh2.run(image=disc_image(), models=["u2netp", "no-such-model"])
+async def test_unknown_model_is_refused_before_any_work(mesh2):
+    """An id BackgroundRemoval does not list is the caller's mistake, checked once, by the orchestrator."""
+    calls_before = [removal_calls(r) for r in mesh2.replicas]
+    with pytest.raises(InvalidModel) as refused:
+        await mesh2.run(image=disc_image(), models=["u2netp", "no-such-model"])
+    assert "no-such-model" in refused.value.message
+    assert refused.value.metadata["supported_models"].split(",")[:2] == ["all", "auto"]
+    assert "u2netp" in refused.value.metadata["supported_models"].split(",")
+    assert [removal_calls(r) for r in mesh2.replicas] == calls_before
+
+
+async def test_listed_but_unavailable_model_is_its_own_error_entry(mesh2):
+    summary = await mesh2.run(image=disc_image(), models=["u2netp", "silueta"])
     assert summary.status == common_pb2.JOB_STATUS_PARTIAL
     bad = summary.results[1]
-    assert bad.status == ERROR and bad.error_detail.reason == "INVALID_MODEL"
-    assert bad.error_detail.metadata["supported"] == "u2netp,modnet"
+    assert bad.model_id == "silueta" and bad.status == ERROR and bad.error
 
 
 async def test_all_models_failing_is_failed(mesh2):
