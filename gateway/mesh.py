@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import contextlib
+import logging
+from dataclasses import dataclass, field
 
 import grpc
 
 from gateway.settings import GatewaySettings
-from shared.clients import check_health, create_channel
+from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import (
     background_removal_service_pb2_grpc,
+    generate_service_pb2,
     generate_service_pb2_grpc,
     orchestrator_service_pb2_grpc,
     upscale_service_pb2_grpc,
 )
+from shared.health_watch import SERVING, HealthWatcher
+
+log = logging.getLogger(__name__)
 
 SERVICES = ("orchestrator", "generate", "background_removal", "upscale")
+
+
+@dataclass(frozen=True)
+class GenerateInfo:
+    """Generate's default model and device as its last ListModels said; `known` is False before the first
+    answer and after a failed listing."""
+
+    model: str = ""
+    device: str = ""
+    known: bool = False
 
 
 @dataclass
@@ -27,6 +43,18 @@ class Mesh:
     background_removal: background_removal_service_pb2_grpc.BackgroundRemovalServiceStub
     channels: dict[str, grpc.aio.Channel]
     health_timeout_s: float
+    # How often Generate's model listing is re-read besides each time Generate turns SERVING.
+    models_refresh_s: float = 60.0
+    watcher: HealthWatcher = field(init=False)
+    generate_info: GenerateInfo = field(init=False, default_factory=GenerateInfo)
+    _listing_due: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _listed_once: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _refresher: asyncio.Task | None = field(init=False, default=None)
+    _warm: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.watcher = HealthWatcher({name: self.channels[name] for name in SERVICES})
+        self.watcher.add_listener(self._on_health_change)
 
     @classmethod
     def connect(cls, settings: GatewaySettings) -> Mesh:
@@ -45,15 +73,59 @@ class Mesh:
                 channels["background_removal"]),
             channels=channels,
             health_timeout_s=settings.health_timeout_s,
+            models_refresh_s=settings.health_models_refresh_s,
         )
+
+    def start(self) -> None:
+        """Open the health watches and the model-listing refresher (idempotent; needs the running loop)."""
+        if self.watcher.started:
+            return
+        self.watcher.start()
+        self._refresher = asyncio.create_task(self._refresh_generate_info(), name="generate-info")
 
     async def health(self) -> dict[str, str]:
-        """Each service's gRPC health status (SERVING, NOT_SERVING, UNAVAILABLE, ...), checked in parallel."""
-        statuses = await asyncio.gather(
-            *(check_health(self.channels[name], timeout=self.health_timeout_s) for name in SERVICES)
-        )
-        return dict(zip(SERVICES, statuses))
+        """Each service's gRPC health status (SERVING, NOT_SERVING, UNAVAILABLE, ...) from the watch cache.
+
+        Costs no RPC; only the first call after start waits (at most health_timeout_s) for the first answers,
+        so an app whose lifespan did not run (an ASGI test transport) still starts the watches."""
+        if not self._warm:
+            self.start()
+            await self.watcher.wait_first_round(self.health_timeout_s)
+            if self.watcher.status("generate") == SERVING:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._listed_once.wait(), self.health_timeout_s)
+            self._warm = True
+        return self.watcher.statuses()
+
+    def _on_health_change(self, name: str, status: str) -> None:
+        if name == "generate":
+            if status != SERVING:
+                self.generate_info = GenerateInfo()
+            self._listing_due.set()
+
+    async def _refresh_generate_info(self) -> None:
+        while True:
+            # A failed listing is retried sooner than the regular refresh: /health says unhealthy meanwhile.
+            wait_s = self.models_refresh_s if self.generate_info.known else min(self.models_refresh_s, 5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listing_due.wait(), wait_s)
+            self._listing_due.clear()
+            if self.watcher.status("generate") == SERVING:
+                try:
+                    listing = await self.generate.ListModels(generate_service_pb2.ListModelsRequest(),
+                                                             timeout=self.health_timeout_s)
+                    if self.watcher.status("generate") == SERVING:  # it may have gone down meanwhile
+                        self.generate_info = GenerateInfo(listing.default_model, listing.device, known=True)
+                except Exception as exc:  # noqa: BLE001 - a failed listing is reported as unhealthy, never fatal
+                    log.warning("Generate's model listing failed: %s", exc)
+                    self.generate_info = GenerateInfo()
+                self._listed_once.set()
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.watcher.stop()
         for channel in self.channels.values():
             await channel.close()
