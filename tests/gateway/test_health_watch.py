@@ -134,8 +134,15 @@ async def test_health_requests_make_no_rpc(backends, tmp_path):
     assert not any(method.endswith("/Check") for calls in after.values() for method in calls)
 
 
+def _background_tasks() -> set[asyncio.Task]:
+    return {t for t in asyncio.all_tasks() if t.get_name().startswith(("health-watch-", "generate-info"))}
+
+
 async def test_lifespan_end_stops_every_watch(backends, tmp_path):
+    others = _background_tasks()  # other suites' gateways may be watching their own meshes
     async with gateway_over(backends, tmp_path) as http:
         assert (await http.get("/health")).status_code == 200
-        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("health-watch-")]
-    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("health-watch-", "generate-info"))]
+        ours = _background_tasks() - others
+        assert sorted(t.get_name() for t in ours) == sorted(
+            ["generate-info", *(f"health-watch-{name}" for name in SERVICES)])
+    assert all(task.done() for task in ours)
