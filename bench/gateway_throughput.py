@@ -64,11 +64,13 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, factory: str, env: dict[str, str]) -> None:
+    """An app factory served by uvicorn in its own process (1 worker), ready once `path` answers 200."""
+
+    def __init__(self, factory: str, env: dict[str, str], path: str = PATH, module: str = __name__) -> None:
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
+        self.url = f"http://127.0.0.1:{self.port}{path}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"bench.gateway_throughput:{factory}", "--host",
+            [sys.executable, "-m", "uvicorn", "--factory", f"{module}:{factory}", "--host",
              "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
             cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60

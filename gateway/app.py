@@ -72,6 +72,8 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
     async def lifespan(app: FastAPI):
         if app.state.mesh is None:
             app.state.mesh = Mesh.connect(settings)
+        # /health reads what these background watches cache, so they run for the app's whole life.
+        app.state.mesh.start()
         yield
         await app.state.mesh.close()
         app.state.engine.dispose()

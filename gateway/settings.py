@@ -40,6 +40,9 @@ class GatewaySettings(ClientSettings):
     # Deadline of one synchronous call into the mesh.
     request_timeout_s: float = 300.0
     health_timeout_s: float = 2.0
+    # /health answers from cached health watches; Generate's model listing is re-read this often and whenever
+    # Generate turns SERVING.
+    health_models_refresh_s: float = 60.0
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -15,6 +15,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from shared.gen.imagemesh.v1 import common_pb2
+
 ERROR_DOMAIN = "imagemesh.dev"
 
 
@@ -230,3 +232,28 @@ def error_from_rpc(exc: grpc.RpcError) -> ImageMeshError:
 
 def status_code_name(code: int) -> str:
     return code_pb2.Code.Name(code)
+
+
+# ErrorDetail metadata key that keeps an error's gRPC status code with a recorded job, step or per-model result, so
+# a caller reading it later (RunJob, a dialect) can raise the same status again.
+GRPC_CODE_KEY = "grpc_code"
+
+
+def to_detail(error: ImageMeshError, message: str | None = None) -> common_pb2.ErrorDetail:
+    """The ErrorDetail recorded for `error` (a job's, a step's, a shotgun model's); `from_detail` reverses it."""
+    return common_pb2.ErrorDetail(reason=error.reason, message=message if message is not None else error.message,
+                                  metadata={**error.metadata, GRPC_CODE_KEY: error.grpc_code.name})
+
+
+def from_detail(detail: common_pb2.ErrorDetail) -> ImageMeshError:
+    """The ImageMeshError a recorded detail describes: the class with its reason and status code, else the first
+    with its status code (reasons without a class of their own: IMAGE_NOT_FOUND, WORKER_LOST), else INTERNAL."""
+    metadata = dict(detail.metadata)
+    code = metadata.pop(GRPC_CODE_KEY, "")
+    classes = [ImageMeshError, *_all_subclasses(ImageMeshError)]
+    chosen = next((c for c in classes if c.reason == detail.reason and (not code or c.grpc_code.name == code)), None)
+    if chosen is None:
+        chosen = next((c for c in classes if code and c.grpc_code.name == code), Internal)
+    error = chosen(detail.message, reason=detail.reason or None)
+    error.metadata = metadata
+    return error

@@ -11,11 +11,11 @@ from typing import Awaitable, Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from shared import telemetry
 from shared.config import ServiceSettings
+from shared.health_servicer import HealthServicer
 from shared.interceptors import ServerInterceptor
 from shared.metrics import RpcMetrics, serve_metrics
 

@@ -19,7 +19,6 @@ from services.orchestrator import media
 from services.orchestrator.backends import Backends
 from services.orchestrator.catalog import MeshCatalog
 from services.orchestrator.execution import (
-    GRPC_CODE_KEY,
     CallOutcome,
     JobOutcome,
     OnProgress,
@@ -45,7 +44,7 @@ from services.orchestrator.store import (
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Registry, Workflow
 from shared import clients, ssrf
-from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet
+from shared.errors import Cancelled, Internal, InvalidArgument, NotImplementedYet, from_detail
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -56,25 +55,6 @@ COST = common_pb2.Cost.DESCRIPTOR.full_name
 
 class WebhookSecretMissing(InvalidArgument):
     reason = "WEBHOOK_SECRET_MISSING"
-
-
-def error_from_detail(detail: common_pb2.ErrorDetail) -> ImageMeshError:
-    """The ImageMeshError a failed job recorded, rebuilt so a synchronous caller sees the backend's reason and
-    status code (the code travels in the detail's `grpc_code` metadata, which is not handed back)."""
-    metadata = dict(detail.metadata)
-    code = metadata.pop(GRPC_CODE_KEY, "")
-    classes, pending = [], [ImageMeshError]
-    while pending:
-        cls = pending.pop(0)
-        classes.append(cls)
-        pending.extend(cls.__subclasses__())
-    chosen = next((c for c in classes if c.reason == detail.reason and (not code or c.grpc_code.name == code)), None)
-    if chosen is None:
-        # A reason without its own class (IMAGE_NOT_FOUND, WORKER_LOST): the first class with the same status code.
-        chosen = next((c for c in classes if code and c.grpc_code.name == code), Internal)
-    error = chosen(detail.message, reason=detail.reason or None)
-    error.metadata = metadata
-    return error
 
 
 def _model_of(spec: pb.JobSpec) -> str:
@@ -332,7 +312,7 @@ class OrchestratorCore:
             raise
         status = STATUS_NAME[job.status]
         if status == FAILED and not job.result.WhichOneof("result"):
-            raise error_from_detail(job.error)
+            raise from_detail(job.error)
         if status == CANCELLED:
             raise Cancelled(job.error.message or "the job was cancelled", job_id=job.id)
         await asyncio.to_thread(media.hydrate, job.result, self.images)
@@ -442,4 +422,4 @@ class OrchestratorCore:
         return ImagePage(records[start:start + page_size], len(records))
 
 
-__all__ = ["RUNNING", "OrchestratorCore", "error_from_detail"]
+__all__ = ["RUNNING", "OrchestratorCore"]

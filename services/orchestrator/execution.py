@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from services.orchestrator.store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, SKIPPED, STATUS_NAME, StepRecord
 from services.orchestrator.workflows import Registry, Scope, StepDef, Workflow, build_spec, resolve
 from shared.errors import (
-    DeadlineExceeded, ImageMeshError, InvalidArgument, ModelUnavailable, ResourceExhausted, ServiceUnavailable,
+    DeadlineExceeded, ImageMeshError, InvalidArgument, ModelUnavailable, ResourceExhausted, ServiceUnavailable, to_detail,
 )
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
 
@@ -83,15 +83,6 @@ def _from_proto(step: pb.JobStep) -> StepRecord:
                       finished_at=step.finished_at.ToNanoseconds() / 1e9 if step.HasField("finished_at") else None)
 
 
-# Metadata key that keeps an error's gRPC status code with the job, so RunJob can raise the same status again.
-GRPC_CODE_KEY = "grpc_code"
-
-
-def error_detail(error: ImageMeshError) -> common_pb2.ErrorDetail:
-    return common_pb2.ErrorDetail(reason=error.reason, message=error.message,
-                                  metadata={**error.metadata, GRPC_CODE_KEY: error.grpc_code.name})
-
-
 async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
     """A one-call job, recorded as a single step named after its kind."""
     step = StepRecord(name=job.kind, index=1, action=job.kind, status=RUNNING, attempts=1, started_at=time.time())
@@ -99,7 +90,7 @@ async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
         await sink.save_step(step)
         outcome = await call(job.spec, job, sink.save_progress)
     except ImageMeshError as exc:
-        step.status, step.error, step.finished_at = FAILED, error_detail(exc), time.time()
+        step.status, step.error, step.finished_at = FAILED, to_detail(exc), time.time()
         await sink.save_step(step)
         raise
     except asyncio.CancelledError:
@@ -115,7 +106,7 @@ async def run_single(job: pb.Job, sink: StepSink, call: Caller) -> JobOutcome:
     if status == FAILED:
         errors = [r.error for r in outcome.result.shotgun.results if r.error]
         error = ModelUnavailable(f"every model failed: {'; '.join(errors) or 'no result'}")
-        step.error = error_detail(error)
+        step.error = to_detail(error)
     step.status, step.outputs, step.cost, step.finished_at = status, outcome.outputs, outcome.cost, time.time()
     await sink.save_step(step, common_pb2.Progress(stage=common_pb2.STAGE_DONE, fraction=1.0, message=status))
     return JobOutcome(status, outcome.result, outcome.cost, outcome.model_id, error)
@@ -224,7 +215,7 @@ class WorkflowRun:
                     log.info("step %s attempt %d failed (%s); retrying", step.name, record.attempts, error.reason)
                     await asyncio.sleep(step.backoff_s * 2 ** (record.attempts - 1))
                     continue
-                record.status, record.error, record.finished_at = FAILED, error_detail(error), time.time()
+                record.status, record.error, record.finished_at = FAILED, to_detail(error), time.time()
                 await self.sink.save_step(record, self._progress())
                 raise StepFailed(step.name, error) from None
             self.outputs[step.name] = outputs

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from opentelemetry import propagate
 
-from services.orchestrator.execution import JobOutcome, StepFailed, error_detail
+from services.orchestrator.execution import JobOutcome, StepFailed
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.store import (
     CANCELLED,
@@ -29,7 +29,7 @@ from services.orchestrator.store import (
     StepRecord,
 )
 from shared import telemetry
-from shared.errors import Cancelled, ImageMeshError, Internal
+from shared.errors import Cancelled, ImageMeshError, Internal, to_detail
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
@@ -211,12 +211,12 @@ class JobRunner:
                         f"job {claim.job.kind}", context=propagate.extract(claim.trace_context),
                         attributes={"imagemesh.job_id": job_id, "imagemesh.job_kind": claim.job.kind}):
                     outcome = await self.execute(claim.job, sink)
-                error = error_detail(outcome.error) if outcome.error is not None else None
+                error = to_detail(outcome.error) if outcome.error is not None else None
                 await self._finish(job_id, token, outcome.status, outcome.result, error, outcome.cost, outcome.model_id)
             except asyncio.CancelledError:
                 why = self._interrupted.get(job_id, "stop")
                 if why == "cancel":
-                    await self._finish(job_id, token, CANCELLED, None, error_detail(
+                    await self._finish(job_id, token, CANCELLED, None, to_detail(
                         Cancelled("cancelled while running")), None)
                 elif why == "stop":
                     await self.store.release(job_id, token)
@@ -246,7 +246,7 @@ class JobRunner:
             self.pulse.notify()
 
     async def _fail(self, job_id: str, token: str, error: ImageMeshError, cost: common_pb2.Cost | None = None) -> None:
-        await self._finish(job_id, token, FAILED, None, error_detail(error), cost)
+        await self._finish(job_id, token, FAILED, None, to_detail(error), cost)
 
     async def _finish(self, job_id: str, token: str, status: str, *args) -> None:
         job = await self.store.finish(job_id, token, status, *args)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from shared import clients, images
-from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, InvalidModel, ModelUnavailable, ServiceUnavailable
+from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, InvalidModel, ModelUnavailable, ServiceUnavailable, to_detail
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
 from shared.gen.imagemesh.v1 import common_pb2
@@ -170,8 +170,7 @@ class Shotgun:
                 error.message = f"background-removal backend unavailable during model {model_id}: {error.message}"
             result.status = ERROR
             result.error = error.message
-            result.error_detail.CopyFrom(common_pb2.ErrorDetail(reason=error.reason, message=error.message,
-                                                                metadata=error.metadata))
+            result.error_detail.CopyFrom(to_detail(error))
             result.processing_time_ms = int((time.perf_counter() - started) * 1000)
             return result
         result.status = SUCCESS
@@ -193,8 +192,7 @@ class Shotgun:
         except ImageMeshError as error:
             result.upscale_status = "error"
             result.error = f"upscale failed: {error.message}"
-            result.error_detail.CopyFrom(common_pb2.ErrorDetail(reason=error.reason, message=result.error,
-                                                                metadata=error.metadata))
+            result.error_detail.CopyFrom(to_detail(error, result.error))
             cut = images.decode_message(result.image, self.image_limits)
             result.image.CopyFrom(images.to_message(cut, spec.output_format))
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +12,7 @@ from services.upscale.settings import UpscaleSettings
 from shared.clients import check_health, create_channel
 from shared.server import build_server
 from tests.mesh import service_kwargs, start_mesh
+from tests.polling import eventually
 
 
 async def test_gateway_health_reports_every_service_serving(mesh):
@@ -26,7 +29,9 @@ async def test_stopped_backend_surfaces_as_unavailable(tmp_path):
     try:
         assert (await running.http.get("/health")).status_code == 200
         await running.stop("upscale")
-        reply = await running.http.get("/health")
+        # /health reads a watch cache, which learns of the stop when the stream breaks: poll, do not race it.
+        reply = await eventually(lambda: running.http.get("/health"),
+                                 lambda r: r.json()["services"]["upscale"] == "UNAVAILABLE")
         assert reply.status_code == 503
         body = reply.json()
         assert body["status"] == "unhealthy"
@@ -78,3 +83,23 @@ async def test_a_crashing_probe_means_not_serving(tmp_path):
     finally:
         await channel.close()
         await runtime.stop(0)
+
+
+async def test_graceful_stop_ends_open_watches_instead_of_waiting_out_the_grace(tmp_path):
+    """A long-lived Watch (the gateway keeps one per service) gets NOT_SERVING and then its end, so a graceful
+    stop with a long grace period returns as soon as the real work is done."""
+    runtime = build_server(UpscaleSettings(**service_kwargs(tmp_path)), lambda server: None, [])
+    await runtime.start()
+    channel = create_channel(f"127.0.0.1:{runtime.port}")
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        # The bound only turns a regression into a failure instead of an hour-long hang.
+        await asyncio.wait_for(runtime.stop(3600), timeout=60)
+        seen = []
+        while (reply := await watch.read()) is not grpc.aio.EOF:
+            seen.append(reply.status)
+        assert seen and set(seen) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+        assert await watch.code() == grpc.StatusCode.OK
+    finally:
+        await channel.close()
