@@ -53,6 +53,13 @@ ENUMS = {
     "imageStore.type": ["pvc", "emptyDir", "objectStore"],
     "image.pullPolicy": ["Always", "IfNotPresent", "Never"],
     "logLevel": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    "imageStore.objectStore.addressingStyle": ["auto", "path", "virtual"],
+}
+# Strings whose shape the services would otherwise only reject at start-up (empty = unset).
+PATTERNS = {
+    "imageStore.objectStore.url": "^(s3://[^/]+(/.*)?)?$",
+    "imageStore.objectStore.endpointUrl": "^(https?://.+)?$",
+    "imageStore.objectStore.publicEndpointUrl": "^(https?://.+)?$",
 }
 # Keys allowed although values.yaml does not set them.
 OPTIONAL = {
@@ -83,7 +90,7 @@ def schema_for(value: object, path: str) -> dict:
     if isinstance(value, int):
         return {"type": "integer", "minimum": 0}
     if isinstance(value, str):
-        return {"type": "string"}
+        return {"type": "string", "pattern": PATTERNS[path]} if path in PATTERNS else {"type": "string"}
     if isinstance(value, list):
         return {"type": "array"}
     if isinstance(value, dict):

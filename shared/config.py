@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -39,6 +39,19 @@ class ServiceSettings(BaseSettings):
     var_dir: Path = Path("var")
     models_dir: Path | None = None
     image_store_dir: Path | None = None
+    # Image store (shared.image_store.open_image_store): empty = the folder image_store_dir; file:///path = another
+    # folder; s3://bucket/prefix = an S3-compatible bucket (AWS S3, MinIO, GCS interoperability), set up by s3_*.
+    image_store_url: str = ""
+    # Empty: AWS for s3_region. MinIO: its service URL; GCS: https://storage.googleapis.com.
+    s3_endpoint_url: str = ""
+    # The endpoint presigned URLs name, when clients reach the store by another address than the services do.
+    s3_public_endpoint_url: str = ""
+    s3_region: str = ""
+    # "path" for MinIO and most self-hosted stores; "auto" lets botocore choose (virtual-hosted on AWS).
+    s3_addressing_style: str = "auto"
+    # Empty: boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, IRSA, an instance role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
     log_level: str = "INFO"
     log_json: bool = True
     otel_exporter_otlp_endpoint: str = ""

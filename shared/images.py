@@ -95,7 +95,7 @@ def decode_raw(data: bytes, width: int, height: int, limits: ImageLimits = Image
 
 
 def decode_message(message: common_pb2.Image, limits: ImageLimits = ImageLimits(), store=None) -> PILImage.Image:
-    """Decode an `Image` message; references are read from `store` (a LocalImageStore) when given."""
+    """Decode an `Image` message; references are read from `store` (an ImageStore) when given."""
     which = message.WhichOneof("source")
     if which is None:
         raise MissingImage("no image given", field="image")

@@ -12,7 +12,7 @@ from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as pb_grpc
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.image_store import LocalImageStore
+from shared.image_store import ImageStore
 
 # JPEG has no alpha: it only makes sense once the cut-out is composited onto a background colour.
 _ALPHA_FORMATS = (common_pb2.IMAGE_FORMAT_UNSPECIFIED, common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_WEBP,
@@ -27,7 +27,7 @@ def _background(value: str) -> tuple[int, int, int, int] | None:
 
 
 class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
-    def __init__(self, core: BackgroundRemovalCore, executor: BoundedExecutor, store: LocalImageStore,
+    def __init__(self, core: BackgroundRemovalCore, executor: BoundedExecutor, store: ImageStore,
                  limits: images.ImageLimits, observe=None) -> None:
         self.core = core
         self.executor = executor

@@ -19,7 +19,7 @@ from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker, Outcome, ProgressFn
 from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.image_store import LocalImageStore
+from shared.image_store import ImageStore
 
 log = logging.getLogger("imagemesh.generate")
 
@@ -55,7 +55,7 @@ class ModelStatus:
 
 class GenerateCore:
     def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
-                 store: LocalImageStore) -> None:
+                 store: ImageStore) -> None:
         self.settings = settings
         self.registry = registry
         self.manager = manager

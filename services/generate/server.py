@@ -14,7 +14,7 @@ from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker
 from shared import images
 from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
-from shared.image_store import LocalImageStore
+from shared.image_store import open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = generate_service_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
@@ -39,7 +39,7 @@ def build_core(settings: GenerateSettings) -> GenerateCore:
              len(registry.entries), registry.default_id,
              f"up to {settings.max_batch_images} images within {settings.batch_window_ms:g} ms"
              if worker.batching else "off")
-    store = LocalImageStore(settings.resolved_image_store_dir)
+    store = open_image_store(settings)
     return GenerateCore(settings, registry, manager, worker, store)
 
 

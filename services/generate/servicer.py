@@ -13,7 +13,7 @@ from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
 from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
-from shared.image_store import LocalImageStore
+from shared.image_store import ImageStore
 
 _OPERATIONS = {
     pb.GENERATE_OPERATION_UNSPECIFIED: "text_to_image",
@@ -29,7 +29,7 @@ _STATES = {ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, ModelState.LOADING:
 
 
 class GenerateServicer(pb_grpc.GenerateServiceServicer):
-    def __init__(self, core: GenerateCore, store: LocalImageStore, limits: images.ImageLimits) -> None:
+    def __init__(self, core: GenerateCore, store: ImageStore, limits: images.ImageLimits) -> None:
         self.core = core
         self.store = store
         self.limits = limits

@@ -48,7 +48,7 @@ from shared.errors import Cancelled, Internal, InvalidArgument, NotImplementedYe
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
-from shared.image_store import LocalImageStore, StoredImage
+from shared.image_store import ImageStore, StoredImage
 
 COST = common_pb2.Cost.DESCRIPTOR.full_name
 
@@ -109,7 +109,7 @@ class Analytics:
 
 class OrchestratorCore:
     def __init__(self, settings: OrchestratorSettings, backends: Backends, store: AsyncStore,
-                 images: LocalImageStore, registry: Registry, metrics: JobMetrics | None = None) -> None:
+                 images: ImageStore, registry: Registry, metrics: JobMetrics | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.store = store

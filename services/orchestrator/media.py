@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.images import MEDIA_TYPES, RAW_RGBA
-from shared.image_store import LocalImageStore
+from shared.image_store import ImageStore
 
 IMAGE = common_pb2.Image.DESCRIPTOR.full_name
 
@@ -39,7 +39,7 @@ def images_in(message: Message) -> Iterator[common_pb2.Image]:
     return messages_of(message, IMAGE)  # type: ignore[return-value]
 
 
-def externalize(message: Message, store: LocalImageStore, owner: str, job_id: str = "",
+def externalize(message: Message, store: ImageStore, owner: str, job_id: str = "",
                 metadata: dict[str, str] | None = None) -> list[str]:
     """Store every inline image of `message` and replace it with a reference; returns the new refs."""
     refs = []
@@ -55,7 +55,7 @@ def externalize(message: Message, store: LocalImageStore, owner: str, job_id: st
     return refs
 
 
-def hydrate(message: Message, store: LocalImageStore, owner: str | None = None) -> None:
+def hydrate(message: Message, store: ImageStore, owner: str | None = None) -> None:
     """Replace every image reference in `message` with the stored bytes (for synchronous callers)."""
     for image in images_in(message):
         if image.WhichOneof("source") == "ref":

@@ -13,7 +13,7 @@ from services.orchestrator.webhooks import DeliveryFactory
 from services.orchestrator.workflows import Registry, load_workflows
 from shared import images
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
-from shared.image_store import LocalImageStore
+from shared.image_store import open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -31,7 +31,7 @@ def create_server(settings: OrchestratorSettings | None = None,
     sync_store.create_schema()
     store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
-    image_store = LocalImageStore(settings.resolved_image_store_dir)
+    image_store = open_image_store(settings)
     servicer = OrchestratorServicer(None)  # type: ignore[arg-type]
 
     async def ready() -> bool:

@@ -10,7 +10,7 @@ from services.upscale.social import BUILTIN_CATALOGUE, Catalogue
 from shared import images
 from shared.concurrency import BoundedExecutor
 from shared.gen.imagemesh.v1 import upscale_service_pb2, upscale_service_pb2_grpc
-from shared.image_store import LocalImageStore
+from shared.image_store import open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = upscale_service_pb2.DESCRIPTOR.services_by_name["UpscaleService"].full_name
@@ -22,7 +22,7 @@ def create_server(settings: UpscaleSettings | None = None) -> tuple[ServiceRunti
     core = UpscaleCore(settings)
     catalogue = Catalogue.load(settings.platforms_file or BUILTIN_CATALOGUE)
     executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "upscale")
-    store = LocalImageStore(settings.resolved_image_store_dir)
+    store = open_image_store(settings)
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     servicer = UpscaleServicer(core, executor, store, limits, catalogue)
     # Ready whenever the server runs: Lanczos, relight and social need no model; SR availability is per method

@@ -15,7 +15,7 @@ from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2_grpc as pb_grpc
-from shared.image_store import LocalImageStore
+from shared.image_store import ImageStore
 
 CROP_MODES = {pb.CROP_MODE_UNSPECIFIED: "smart", pb.CROP_MODE_SMART: "smart", pb.CROP_MODE_CENTER: "center",
               pb.CROP_MODE_FIT: "fit"}
@@ -24,7 +24,7 @@ FORMAT_NAMES = {common_pb2.IMAGE_FORMAT_UNSPECIFIED: "", common_pb2.IMAGE_FORMAT
 
 
 class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
-    def __init__(self, core: UpscaleCore, executor: BoundedExecutor, store: LocalImageStore,
+    def __init__(self, core: UpscaleCore, executor: BoundedExecutor, store: ImageStore,
                  limits: images.ImageLimits, catalogue: social.Catalogue) -> None:
         self.core = core
         self.executor = executor

@@ -325,6 +325,32 @@ def test_image_store_pvc_is_shared_by_every_service() -> None:
         assert env_of(container(d))["IMAGEMESH_IMAGE_STORE_DIR"]["value"] == "/var/lib/imagemesh/images"
 
 
+OBJECT_STORE = ("imageStore.type=objectStore", "imageStore.objectStore.url=s3://images/mesh",
+                "imageStore.objectStore.endpointUrl=http://minio.storage:9000",
+                "imageStore.objectStore.region=eu-central-1", "imageStore.objectStore.addressingStyle=path",
+                "imageStore.objectStore.credentialsSecret=imagemesh-s3")
+
+
+def test_object_store_passes_exactly_the_settings_the_store_reads() -> None:
+    from shared.config import ServiceSettings
+
+    docs = render("default", *OBJECT_STORE)
+    assert not objects(docs, "PersistentVolumeClaim")
+    expected = {"IMAGEMESH_IMAGE_STORE_URL": "s3://images/mesh",
+                "IMAGEMESH_S3_ENDPOINT_URL": "http://minio.storage:9000", "IMAGEMESH_S3_REGION": "eu-central-1",
+                "IMAGEMESH_S3_ADDRESSING_STYLE": "path"}
+    for name, d in by_component(docs, "Deployment").items():
+        c = container(d)
+        store_env = {k: e["value"] for k, e in env_of(c).items()
+                     if k.startswith(("IMAGEMESH_IMAGE_STORE", "IMAGEMESH_S3_"))}
+        assert store_env == expected, name
+        assert {"secretRef": {"name": "imagemesh-s3"}} in c["envFrom"], name
+        assert "images" not in {v["name"] for v in d["spec"]["template"]["spec"]["volumes"]}, name
+    # Every name is a field of the services' settings (a typo would be silently ignored).
+    fields = {f"IMAGEMESH_{f.upper()}" for f in ServiceSettings.model_fields}
+    assert set(expected) <= fields
+
+
 def test_misconfigurations_fail_to_render() -> None:
     import subprocess
 
@@ -335,6 +361,9 @@ def test_misconfigurations_fail_to_render() -> None:
         (["--set", "postgresql.external.host=db"], "passwordSecret is required"),
         (["--set", "models.source=pvc"], "models.existingClaim is required"),
         (["--set", "imageStore.type=s3"], "value must be one of 'pvc', 'emptyDir', 'objectStore'"),
+        (["--set", "imageStore.type=objectStore"], "imageStore.objectStore.url (s3://bucket/prefix) is required"),
+        (["--set", "imageStore.type=objectStore", "--set", "imageStore.objectStore.url=gs://bucket"], "s3://"),
+        (["--set", "imageStore.objectStore.addressingStyle=dns"], "value must be one of 'auto', 'path', 'virtual'"),
     ]:
         res = subprocess.run(
             [helm_path(), "template", "x", str(CHART), *args], check=False, text=True, capture_output=True

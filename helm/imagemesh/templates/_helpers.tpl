@@ -123,12 +123,27 @@ A headless Service gets dns:/// so that the client resolves every pod and balanc
 {{- end }}
 {{- end -}}
 
-{{/* Image store environment (every service). */}}
+{{/* Image store environment (every service): the settings shared.image_store.open_image_store reads. */}}
 {{- define "imagemesh.imageStore.env" -}}
 {{- $s := .Values.imageStore -}}
 {{- if eq $s.type "objectStore" }}
+{{- $o := $s.objectStore }}
 - name: IMAGEMESH_IMAGE_STORE_URL
-  value: {{ required "imageStore.objectStore.url is required with imageStore.type=objectStore" $s.objectStore.url | quote }}
+  value: {{ required "imageStore.objectStore.url (s3://bucket/prefix) is required with imageStore.type=objectStore" $o.url | quote }}
+{{- with $o.endpointUrl }}
+- name: IMAGEMESH_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $o.publicEndpointUrl }}
+- name: IMAGEMESH_S3_PUBLIC_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $o.region }}
+- name: IMAGEMESH_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: IMAGEMESH_S3_ADDRESSING_STYLE
+  value: {{ default "auto" $o.addressingStyle | quote }}
 {{- else if or (eq $s.type "pvc") (eq $s.type "emptyDir") }}
 - name: IMAGEMESH_IMAGE_STORE_DIR
   value: {{ $s.mountPath | quote }}
