@@ -92,15 +92,17 @@ async def test_unbuilt_capability_says_so(mesh):
         await channel.close()
 
 
-async def test_unknown_exception_is_internal_with_a_generic_message(tmp_path, monkeypatch):
-    runtime, port = create_upscale(UpscaleSettings(**service_kwargs(tmp_path)))
-    await runtime.start()
+async def test_unknown_exception_is_internal_with_a_generic_message(tmp_path):
     from services.upscale.core import UpscaleCore
+    from services.upscale.server import UpscaleDeps
 
-    def boom(self, job):
-        raise RuntimeError("secret internals")
+    class BrokenCore(UpscaleCore):
+        def upscale(self, job):
+            raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(UpscaleCore, "upscale", boom)
+    settings = UpscaleSettings(**service_kwargs(tmp_path))
+    runtime, port = create_upscale(settings, UpscaleDeps(core=BrokenCore(settings, engines={})))
+    await runtime.start()
     channel = create_channel(f"127.0.0.1:{port}")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
