@@ -135,7 +135,7 @@ async def test_list_models_reports_availability_and_provider(stub):
 
 
 async def test_health_serving_and_provider_metric(service):
-    runtime, stub, channel = service
+    runtime, stub, channel, _deps = service
     await remove(stub, red_disc(64, 16)[0], "u2netp")
     assert await clients.check_health(channel, "imagemesh.v1.BackgroundRemovalService") == \
         health_pb2.HealthCheckResponse.ServingStatus.Name(health_pb2.HealthCheckResponse.SERVING)
