@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -75,6 +77,34 @@ async def test_a_crashing_probe_means_not_serving(tmp_path):
         stub = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest())
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await channel.close()
+        await runtime.stop(0)
+
+
+async def test_not_serving_until_the_start_work_is_done(tmp_path):
+    """Model loads and worker loops run in on_start; the port may already answer, but health says NOT_SERVING
+    (also for the overall "" service) until that work is done and the probe has said yes."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def load_models() -> None:
+        started.set()
+        await release.wait()
+
+    runtime = build_server(UpscaleSettings(**service_kwargs(tmp_path)), lambda server: None,
+                           ["imagemesh.v1.UpscaleService"])
+    runtime.on_start(load_models)
+    starting = asyncio.create_task(runtime.start())
+    await started.wait()
+    channel = create_channel(f"127.0.0.1:{runtime.port}")
+    try:
+        assert await check_health(channel) == "NOT_SERVING"
+        assert await check_health(channel, "imagemesh.v1.UpscaleService") == "NOT_SERVING"
+        release.set()
+        await starting
+        assert await check_health(channel) == "SERVING"
+        assert await check_health(channel, "imagemesh.v1.UpscaleService") == "SERVING"
     finally:
         await channel.close()
         await runtime.stop(0)

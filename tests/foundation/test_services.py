@@ -147,3 +147,25 @@ async def test_large_messages_pass_the_default_4mb_limit(mesh):
         assert len(reply.image.data) == 3000 * 3000 * 4
     finally:
         await channel.close()
+
+
+async def test_one_registry_holds_the_service_metrics_and_the_rpc_metrics(tmp_path):
+    """The registry is made before the server: the core's metrics and the interceptor's count on the same one."""
+    from prometheus_client import CollectorRegistry
+
+    from services.upscale.server import UpscaleDeps
+
+    registry = CollectorRegistry()
+    runtime, port = create_upscale(UpscaleSettings(**service_kwargs(tmp_path)), UpscaleDeps(metrics_registry=registry))
+    await runtime.start()
+    channel = create_channel(f"127.0.0.1:{port}")
+    try:
+        await up_grpc.UpscaleServiceStub(channel).Upscale(up_pb.UpscaleRequest(
+            image=common_pb2.Image(data=png_bytes(disc_rgba(8))), scale_factor=2, method="lanczos"))
+        assert runtime.metrics.registry is registry
+        assert registry.get_sample_value("imagemesh_upscale_upscales_total", {"method": "lanczos"}) == 1
+        assert registry.get_sample_value("imagemesh_grpc_requests_total",
+                                         {"method": "/imagemesh.v1.UpscaleService/Upscale", "code": "OK"}) == 1
+    finally:
+        await channel.close()
+        await runtime.stop(0)
