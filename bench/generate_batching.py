@@ -19,7 +19,7 @@ async def run() -> list[Comparison]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from services.generate.server import create_server
+    from services.generate.server import build_deps, create_server
     from services.generate.settings import GenerateSettings
     from shared.clients import call, create_channel
     from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
@@ -31,13 +31,15 @@ async def run() -> list[Comparison]:
     with tempfile.TemporaryDirectory() as tmp:
         servers = {}
         for label, batch in (("batched", 8), ("unbatched", 1)):
-            runtime, port = create_server(GenerateSettings(**service_kwargs(Path(tmp) / label), batch_window_ms=20,
-                                                           max_batch_images=batch, torch_threads=1))
+            settings = GenerateSettings(**service_kwargs(Path(tmp) / label), batch_window_ms=20,
+                                        max_batch_images=batch, torch_threads=1)
+            deps = build_deps(settings)  # kept: the report names the device the core runs on
+            runtime, port = create_server(settings, deps)
             await runtime.start()
             channel = create_channel(f"127.0.0.1:{port}")
-            servers[label] = (runtime, channel, pb_grpc.GenerateServiceStub(channel))
+            servers[label] = (runtime, channel, pb_grpc.GenerateServiceStub(channel), deps)
         try:
-            device = servers["batched"][0].core.device
+            device = servers["batched"][3].core.device
             for n, size, steps in CASES:
                 def burst(stub, n=n, size=size, steps=steps):
                     async def go():
@@ -58,7 +60,7 @@ async def run() -> list[Comparison]:
                                     "torch threads 1")
                 results.append(comparison)
         finally:
-            for runtime, channel, _stub in servers.values():
+            for runtime, channel, _stub, _deps in servers.values():
                 await channel.close()
                 await runtime.stop(0)
     return results

@@ -21,7 +21,7 @@ async def run() -> list[Comparison]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from services.generate.server import create_server
+    from services.generate.server import build_deps, create_server
     from services.generate.settings import GenerateSettings
     from shared import images
     from shared.clients import call, create_channel
@@ -33,13 +33,14 @@ async def run() -> list[Comparison]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         # Batching off: a lone request must not wait for a batching window here.
-        runtime, port = create_server(GenerateSettings(**service_kwargs(Path(tmp)), max_batch_images=1,
-                                                       torch_threads=1))
+        settings = GenerateSettings(**service_kwargs(Path(tmp)), max_batch_images=1, torch_threads=1)
+        deps = build_deps(settings)  # kept: the baseline uses the service's own model manager
+        runtime, port = create_server(settings, deps)
         await runtime.start()
         channel = create_channel(f"127.0.0.1:{port}")
         stub = pb_grpc.GenerateServiceStub(channel)
         try:
-            core = runtime.core
+            core = deps.core
             entry = core.registry.default
             # The service's own loader gives the baseline the very same pipeline object.
             pipe, _ = await asyncio.to_thread(core.manager.acquire, entry, "text_to_image")

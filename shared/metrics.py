@@ -15,9 +15,10 @@ class RpcMetrics:
     in_flight: Gauge
 
     @classmethod
-    def create(cls) -> "RpcMetrics":
-        # A registry per server: tests build several servers in one process, and each must count its own.
-        registry = CollectorRegistry()
+    def create(cls, registry: CollectorRegistry | None = None) -> "RpcMetrics":
+        # A registry per server: tests build several servers in one process, and each must count its own. The
+        # caller passes it when a service's own metrics (made before the server) must live beside these.
+        registry = registry if registry is not None else CollectorRegistry()
         return cls(
             registry=registry,
             requests=Counter(

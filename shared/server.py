@@ -12,6 +12,7 @@ from typing import Awaitable, Callable, Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from shared import telemetry
 from shared.config import ServiceSettings
@@ -65,6 +66,10 @@ class ServiceRuntime:
         return ready
 
     async def start(self) -> None:
+        # Not serving until the start work (model loads, worker loops) is done and the probe has said so: the
+        # library's health servicer would otherwise answer SERVING for "" from the moment the port opens.
+        for name in ["", *self.service_names]:
+            await self.health.set(name, NOT_SERVING)
         await self.server.start()
         for callback in self._on_start:
             await callback()
@@ -77,7 +82,8 @@ class ServiceRuntime:
             await self.refresh_health()
 
     def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run `callback` once the server is started (background loops that need the running event loop)."""
+        """Run `callback` once the server is started, before the first readiness probe: the place for work
+        (model loads, worker loops that need the running event loop). Readiness probes only report state."""
         self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -105,10 +111,14 @@ def build_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: Iterable[str],
     readiness: Readiness = _always_ready,
+    registry: CollectorRegistry | None = None,
 ) -> ServiceRuntime:
-    """Build (not start) a server with the mesh's standard equipment; binds now so the port is known."""
+    """Build (not start) a server with the mesh's standard equipment; binds now so the port is known.
+
+    `registry` is the Prometheus registry the service's own metrics already live on (made before the server, so
+    cores get their metrics in their constructors); the RPC metrics join it and the metrics port serves it."""
     telemetry.configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint, settings.otel_console)
-    metrics = RpcMetrics.create()
+    metrics = RpcMetrics.create(registry)
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(metrics)],
         options=channel_options(settings.max_message_bytes),
@@ -150,7 +160,8 @@ async def serve_until_signalled(runtime: ServiceRuntime, grace_period_s: float, 
 
 
 def run_service(create_server: Callable[..., tuple[ServiceRuntime, int]], settings: ServiceSettings) -> None:
-    """Entry point body for `python -m services.<name>`: logging, the server, graceful exit 0."""
+    """Entry point body for `python -m services.<name>`: logging, the server (every collaborator built from
+    `settings`), graceful exit 0."""
     telemetry.configure_logging(settings.log_level, settings.log_json)
 
     async def main() -> None:

@@ -130,9 +130,13 @@ class GenerateCore:
             statuses.append(ModelStatus(entry, state, reason, entry.id == self.registry.default_id))
         return statuses
 
+    async def start(self) -> None:
+        """Start the device worker (it preloads the models marked `preload` first); the server calls this at
+        start, and a request that comes first starts it too."""
+        self.worker.ensure_started()
+
     async def ready(self) -> bool:
         """SERVING when the default model is loaded or loadable: the device exists and it has not FAILED."""
-        self.worker.ensure_started()
         if self.worker.metrics is not None:
             self.worker.metrics.loaded_bytes.set(self.manager.loaded_bytes())
         state, _ = self.manager.state(self.registry.default_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate.metrics import GenerateMetrics
 from services.generate.models import ModelManager
 from services.generate.request import Plan
 from services.generate.runner import Interrupted, run_batch, scheduler_name, truncation_notes
@@ -71,13 +72,13 @@ class WorkerStats:
 
 class DeviceWorker:
     def __init__(self, manager: ModelManager, *, max_queue: int, window_s: float, max_batch_images: int,
-                 preload: list[Any] | None = None) -> None:
+                 preload: list[Any] | None = None, metrics: GenerateMetrics | None = None) -> None:
         self.manager = manager
         self.max_queue = max(0, max_queue)
         self.window_s = max(0.0, window_s)
         self.max_batch_images = max(1, max_batch_images)
         self.stats = WorkerStats()
-        self.metrics: Any = None  # GenerateMetrics, attached once the server's registry exists
+        self.metrics = metrics
         self._preload = list(preload or [])
         self._pending: collections.deque[Job] = collections.deque()
         self._arrived: asyncio.Event | None = None

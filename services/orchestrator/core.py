@@ -107,9 +107,17 @@ class Analytics:
     daily: list[tuple[str, int, int]] = field(default_factory=list)
 
 
+async def ranked_models(store: AsyncStore, category: str) -> list[str]:
+    """The selection store's ranking as a RankingSource body: model ids most picked first for a category."""
+    return [model_id for model_id, _ in await store.ranking(category)]
+
+
 class OrchestratorCore:
     def __init__(self, settings: OrchestratorSettings, backends: Backends, store: AsyncStore,
-                 images: ImageStore, registry: Registry, metrics: JobMetrics | None = None) -> None:
+                 images: ImageStore, registry: Registry, metrics: JobMetrics | None = None,
+                 shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None) -> None:
+        """`shotgun_runner` runs a ShotgunSpec and returns its summary (services/orchestrator/shotgun.py);
+        without it, shotgun jobs answer NOT_IMPLEMENTED."""
         self.settings = settings
         self.backends = backends
         self.store = store
@@ -129,8 +137,7 @@ class OrchestratorCore:
             max_retry_after_s=settings.webhook_max_retry_after_s, timeout_s=settings.webhook_timeout_s,
             poll_interval_s=settings.webhook_poll_interval_s,
         )
-        # Set by the shotgun wiring: runs a ShotgunSpec and returns its summary.
-        self.shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None
+        self.shotgun_runner = shotgun_runner
 
     async def start(self) -> None:
         await self.runner.start()
@@ -402,7 +409,7 @@ class OrchestratorCore:
 
     async def rank(self, category: str) -> list[str]:
         """Model ids most picked first for a category (the shotgun's top-k and "auto")."""
-        return [model_id for model_id, _ in await self.store.ranking(category)]
+        return await ranked_models(self.store, category)
 
     # --- images --------------------------------------------------------------------------------------------------
 

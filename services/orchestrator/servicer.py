@@ -7,6 +7,7 @@ import grpc
 from services.orchestrator.core import OrchestratorCore
 from services.orchestrator.shotgun import Shotgun
 from services.orchestrator.store import STATUS_NAME, timestamp
+from shared.errors import NotImplementedYet
 from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
 from shared.image_store import StoredImage
 
@@ -19,11 +20,10 @@ def image_record(record: StoredImage) -> common_pb2.ImageRecord:
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
-    # Set by create_server (services/orchestrator/shotgun.py).
-    shotgun: Shotgun | None = None
-
-    def __init__(self, core: OrchestratorCore) -> None:
+    def __init__(self, core: OrchestratorCore, shotgun: Shotgun | None = None) -> None:
+        """`shotgun` streams StreamShotgun's per-model results (services/orchestrator/shotgun.py)."""
         self.core = core
+        self.shotgun = shotgun
 
     # --- jobs ----------------------------------------------------------------------------------------------------
 
@@ -145,6 +145,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return pb.RunShotgunResponse(summary=summary)
 
     async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
+        if self.shotgun is None:
+            raise NotImplementedYet("the shotgun is not available in this deployment")
         async for event in self.shotgun.stream(request.spec):
             yield event
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -64,16 +65,37 @@ class MethodInfo:
 
 
 class UpscaleCore:
-    def __init__(self, settings: UpscaleSettings, engines: dict[str, SrEngine] | None = None) -> None:
+    def __init__(self, settings: UpscaleSettings, engines: dict[str, SrEngine] | None = None,
+                 metrics: UpscaleMetrics | None = None) -> None:
+        """`engines` given are used as they are; otherwise they load in `load` (the server's start) or on first
+        use, whichever comes first."""
         self.settings = settings
-        self.engines = engines if engines is not None else load_engines(
-            settings.resolved_models_dir, settings.sr_provider, settings.sr_threads)
-        self.metrics: UpscaleMetrics | None = None
-
-    def attach_metrics(self, metrics: UpscaleMetrics) -> None:
         self.metrics = metrics
-        for engine in self.engines.values():
-            metrics.sr_provider.labels(engine.spec.id, engine.provider or "none").set(1 if engine.available else 0)
+        self._engines = engines
+        self._loading = threading.Lock()
+        if engines is not None:
+            self._publish_providers()
+
+    @property
+    def engines(self) -> dict[str, SrEngine]:
+        if self._engines is None:
+            self.load()
+        return self._engines  # type: ignore[return-value] - set by load
+
+    def load(self) -> None:
+        """Load the super-resolution models (each ONNX session takes seconds); idempotent and thread-safe."""
+        with self._loading:
+            if self._engines is None:
+                self._engines = load_engines(self.settings.resolved_models_dir, self.settings.sr_provider,
+                                             self.settings.sr_threads)
+                self._publish_providers()
+
+    def _publish_providers(self) -> None:
+        if self.metrics is None:
+            return
+        for engine in (self._engines or {}).values():
+            self.metrics.sr_provider.labels(engine.spec.id, engine.provider or "none").set(
+                1 if engine.available else 0)
 
     # --- discovery ------------------------------------------------------------------------------------
 

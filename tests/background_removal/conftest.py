@@ -5,19 +5,21 @@ from __future__ import annotations
 import io
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import pytest_asyncio
 from PIL import Image, ImageDraw
 
-from services.background_removal.server import create_server
+from services.background_removal.server import BackgroundRemovalDeps, build_deps, create_server
 from services.background_removal.settings import BackgroundRemovalSettings
 from shared import clients
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as pb_grpc
 from shared.gen.imagemesh.v1 import common_pb2
+from shared.server import ServiceRuntime
 from tests.mesh import MODELS_DIR, service_kwargs
 
 ASTRONAUT = MODELS_DIR / "testdata" / "astronaut.png"
@@ -49,14 +51,22 @@ def decoded(message: common_pb2.Image) -> Image.Image:
     return img
 
 
+class RunningService(NamedTuple):
+    runtime: ServiceRuntime
+    stub: pb_grpc.BackgroundRemovalServiceStub
+    channel: object
+    deps: BackgroundRemovalDeps  # kept, so tests can reach the loaded runners through deps.model_registry
+
+
 @asynccontextmanager
 async def running_service(tmp: Path, **overrides):
     settings = BackgroundRemovalSettings(**{**service_kwargs(tmp), **overrides})
-    runtime, port = create_server(settings)
+    deps = build_deps(settings)
+    runtime, port = create_server(settings, deps)
     await runtime.start()
     channel = create_channel(f"127.0.0.1:{port}")
     try:
-        yield runtime, pb_grpc.BackgroundRemovalServiceStub(channel), channel
+        yield RunningService(runtime, pb_grpc.BackgroundRemovalServiceStub(channel), channel, deps)
     finally:
         await channel.close()
         await runtime.stop(0)
@@ -70,7 +80,7 @@ async def service(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def stub(service):
-    return service[1]
+    return service.stub
 
 
 async def remove(stub, image: Image.Image | bytes | common_pb2.Image, model: str = "", **options):

@@ -99,7 +99,7 @@ async def test_errors_map_to_grpc_status_codes(stub):
 
 
 async def test_alpha_matting_past_its_pixel_limit_is_image_too_large(service):
-    core = BackgroundRemovalCore(service[0].core.registry, alpha_matting_max_pixels=100 * 100)
+    core = BackgroundRemovalCore(service.deps.model_registry, alpha_matting_max_pixels=100 * 100)
     with pytest.raises(ImageTooLarge) as error:
         core.validate(RemovalJob(image=Image.new("RGB", (101, 100)), model="u2netp", alpha_matting=True))
     assert error.value.metadata["field"] == "alpha_matting"
@@ -107,7 +107,8 @@ async def test_alpha_matting_past_its_pixel_limit_is_image_too_large(service):
 
 
 async def test_past_the_queue_bound_is_queue_full(tmp_path):
-    async with running_service(tmp_path, max_concurrency=1, max_queue=0, preload_all=False) as (_, stub, _channel):
+    async with running_service(tmp_path, max_concurrency=1, max_queue=0, preload_all=False) as running:
+        stub = running.stub
         photo = ASTRONAUT.read_bytes()
         results = await asyncio.gather(*(remove(stub, photo, "u2netp", alpha_matting=True) for _ in range(3)),
                                        return_exceptions=True)
@@ -130,7 +131,7 @@ async def test_default_model_that_cannot_load_keeps_health_not_serving(tmp_path)
           - {id: broken, kind: modnet, file: modnet.onnx, sha256: "0000"}
           - {id: u2netp, kind: rembg, session: u2netp, file: u2netp.onnx}
     """)
-    async with running_service(tmp_path, models_config=config) as (_runtime, stub, channel):
+    async with running_service(tmp_path, models_config=config) as (_runtime, stub, channel, _deps):
         assert await clients.check_health(channel) == "NOT_SERVING"
         listed = {m.id: m for m in (await clients.call(stub.ListRemovalModels, pb.ListRemovalModelsRequest())).models}
         assert not listed["broken"].available and "sha256" in listed["broken"].unavailable_reason
@@ -143,7 +144,7 @@ async def test_default_model_that_cannot_load_keeps_health_not_serving(tmp_path)
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
 async def test_cuda_asked_without_cuda_fails_clearly_never_falls_back(tmp_path):
-    async with running_service(tmp_path, provider="cuda") as (runtime, stub, channel):
+    async with running_service(tmp_path, provider="cuda") as (runtime, stub, channel, _deps):
         assert await clients.check_health(channel) == "NOT_SERVING"
         listed = {m.id: m for m in (await clients.call(stub.ListRemovalModels, pb.ListRemovalModelsRequest())).models}
         assert not listed["u2netp"].available

@@ -48,8 +48,7 @@ async def test_modnet_mattes_the_astronaut(stub):
 
 
 async def test_modnet_input_size_follows_modnet_preprocessing(service):
-    runtime = service[0]
-    _, runner = runtime.core.registry.runner("modnet")
+    _, runner = service.deps.model_registry.runner("modnet")
     assert runner.input_size(512, 512) == (512, 512)
     assert runner.input_size(1024, 768) == (672, 512)  # short side to 512, long side rounded down to 32
     assert runner.input_size(300, 200) == (768, 512)  # smaller than 512 on both sides: scaled up
@@ -136,7 +135,7 @@ async def test_list_models_reports_availability_and_provider(stub):
 
 
 async def test_health_serving_and_provider_metric(service):
-    runtime, stub, channel = service
+    runtime, stub, channel, _deps = service
     await remove(stub, red_disc(64, 16)[0], "u2netp")
     assert await clients.check_health(channel, "imagemesh.v1.BackgroundRemovalService") == \
         health_pb2.HealthCheckResponse.ServingStatus.Name(health_pb2.HealthCheckResponse.SERVING)
@@ -148,7 +147,7 @@ async def test_health_serving_and_provider_metric(service):
 
 
 async def test_runner_loads_once_per_process(service):
-    registry = service[0].core.registry
+    registry = service.deps.model_registry
     first = registry.runner("u2netp")[1]
     assert registry.runner("u2netp")[1] is first
 

@@ -103,3 +103,31 @@ async def test_graceful_stop_ends_open_watches_instead_of_waiting_out_the_grace(
         assert await watch.code() == grpc.StatusCode.OK
     finally:
         await channel.close()
+
+
+async def test_not_serving_until_the_start_work_is_done(tmp_path):
+    """Model loads and worker loops run in on_start; the port may already answer, but health says NOT_SERVING
+    (also for the overall "" service) until that work is done and the probe has said yes."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def load_models() -> None:
+        started.set()
+        await release.wait()
+
+    runtime = build_server(UpscaleSettings(**service_kwargs(tmp_path)), lambda server: None,
+                           ["imagemesh.v1.UpscaleService"])
+    runtime.on_start(load_models)
+    starting = asyncio.create_task(runtime.start())
+    await started.wait()
+    channel = create_channel(f"127.0.0.1:{runtime.port}")
+    try:
+        assert await check_health(channel) == "NOT_SERVING"
+        assert await check_health(channel, "imagemesh.v1.UpscaleService") == "NOT_SERVING"
+        release.set()
+        await starting
+        assert await check_health(channel) == "SERVING"
+        assert await check_health(channel, "imagemesh.v1.UpscaleService") == "SERVING"
+    finally:
+        await channel.close()
+        await runtime.stop(0)

@@ -92,15 +92,17 @@ async def test_unbuilt_capability_says_so(mesh):
         await channel.close()
 
 
-async def test_unknown_exception_is_internal_with_a_generic_message(tmp_path, monkeypatch):
-    runtime, port = create_upscale(UpscaleSettings(**service_kwargs(tmp_path)))
-    await runtime.start()
+async def test_unknown_exception_is_internal_with_a_generic_message(tmp_path):
     from services.upscale.core import UpscaleCore
+    from services.upscale.server import UpscaleDeps
 
-    def boom(self, job):
-        raise RuntimeError("secret internals")
+    class BrokenCore(UpscaleCore):
+        def upscale(self, job):
+            raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(UpscaleCore, "upscale", boom)
+    settings = UpscaleSettings(**service_kwargs(tmp_path))
+    runtime, port = create_upscale(settings, UpscaleDeps(core=BrokenCore(settings, engines={})))
+    await runtime.start()
     channel = create_channel(f"127.0.0.1:{port}")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -145,3 +147,25 @@ async def test_large_messages_pass_the_default_4mb_limit(mesh):
         assert len(reply.image.data) == 3000 * 3000 * 4
     finally:
         await channel.close()
+
+
+async def test_one_registry_holds_the_service_metrics_and_the_rpc_metrics(tmp_path):
+    """The registry is made before the server: the core's metrics and the interceptor's count on the same one."""
+    from prometheus_client import CollectorRegistry
+
+    from services.upscale.server import UpscaleDeps
+
+    registry = CollectorRegistry()
+    runtime, port = create_upscale(UpscaleSettings(**service_kwargs(tmp_path)), UpscaleDeps(metrics_registry=registry))
+    await runtime.start()
+    channel = create_channel(f"127.0.0.1:{port}")
+    try:
+        await up_grpc.UpscaleServiceStub(channel).Upscale(up_pb.UpscaleRequest(
+            image=common_pb2.Image(data=png_bytes(disc_rgba(8))), scale_factor=2, method="lanczos"))
+        assert runtime.metrics.registry is registry
+        assert registry.get_sample_value("imagemesh_upscale_upscales_total", {"method": "lanczos"}) == 1
+        assert registry.get_sample_value("imagemesh_grpc_requests_total",
+                                         {"method": "/imagemesh.v1.UpscaleService/Upscale", "code": "OK"}) == 1
+    finally:
+        await channel.close()
+        await runtime.stop(0)

@@ -16,7 +16,8 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from services.generate.server import create_server
+from services.generate.core import GenerateCore
+from services.generate.server import GenerateDeps, build_deps, create_server
 from services.generate.settings import GenerateSettings
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
@@ -57,10 +58,11 @@ class GenServer:
     runtime: object
     channel: object
     stub: pb_grpc.GenerateServiceStub
+    deps: GenerateDeps
 
     @property
-    def core(self):
-        return self.runtime.core
+    def core(self) -> GenerateCore:
+        return self.deps.core
 
     async def close(self) -> None:
         await self.channel.close()
@@ -75,10 +77,12 @@ async def start_generate(tmp: Path, entries: list[dict] | None = None, default: 
     settings = dict(service_kwargs(tmp), models_file=registry, device="cpu", torch_threads=1, batch_window_ms=0,
                     max_batch_images=4)
     settings.update(overrides)
-    runtime, port = create_server(GenerateSettings(**settings))
+    generate_settings = GenerateSettings(**settings)
+    deps = build_deps(generate_settings)  # kept, so tests can look at the model manager and the worker
+    runtime, port = create_server(generate_settings, deps)
     await runtime.start()
     channel = create_channel(f"127.0.0.1:{port}")
-    return GenServer(runtime, channel, pb_grpc.GenerateServiceStub(channel))
+    return GenServer(runtime, channel, pb_grpc.GenerateServiceStub(channel), deps)
 
 
 @pytest_asyncio.fixture(scope="module")

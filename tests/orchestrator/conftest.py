@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from services.orchestrator.server import create_server as create_orchestrator
+from services.orchestrator.core import OrchestratorCore
+from services.orchestrator.server import OrchestratorDeps, build_deps, create_server as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.upscale.server import create_server as create_upscale
 from services.upscale.settings import UpscaleSettings
@@ -91,10 +92,11 @@ class Orchestrator:
     channel: object
     stub: orch_grpc.OrchestratorServiceStub
     settings: OrchestratorSettings
+    deps: OrchestratorDeps
 
     @property
-    def core(self):
-        return self.runtime.core
+    def core(self) -> OrchestratorCore:
+        return self.deps.core
 
     async def stop(self) -> None:
         await self.channel.close()
@@ -120,10 +122,12 @@ async def start_orchestrator(tmp_path, upscale_address, shared_images):
         address = overrides.pop("upscale_address", upscale_address)
         settings = orchestrator_settings(tmp_path / f"o{len(started)}", database_url, address, shared_images,
                                          **overrides)
-        runtime, port = create_orchestrator(settings)
+        deps = build_deps(settings)  # kept, so tests can look at the core they started
+        runtime, port = create_orchestrator(settings, deps)
         await runtime.start()
         channel = create_channel(f"127.0.0.1:{port}")
-        orchestrator = Orchestrator(runtime, port, channel, orch_grpc.OrchestratorServiceStub(channel), settings)
+        orchestrator = Orchestrator(runtime, port, channel, orch_grpc.OrchestratorServiceStub(channel), settings,
+                                    deps)
         started.append(orchestrator)
         return orchestrator
 

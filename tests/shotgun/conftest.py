@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from services.background_removal.server import create_server as create_br
 from services.background_removal.settings import BackgroundRemovalSettings
-from services.orchestrator.server import create_server as create_orchestrator
+from services.orchestrator.server import OrchestratorDeps, create_server as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.shotgun import InMemoryRanking
 from services.upscale.server import create_server as create_upscale
@@ -76,7 +76,7 @@ async def shotgun_mesh(tmp: Path, replicas: int = 2, br_addresses: str | None = 
         orchestrator, port = create_orchestrator(OrchestratorSettings(
             **service_kwargs(tmp / "orchestrator"), background_removal_address=address,
             upscale_address=f"127.0.0.1:{upscale.port}", generate_address="127.0.0.1:1", **orchestrator_overrides,
-        ), ranking=ranking)
+        ), OrchestratorDeps(ranking=ranking))
         await orchestrator.start()
         started.append(orchestrator)
         channel = create_channel(f"127.0.0.1:{port}")
