@@ -11,6 +11,7 @@ from services.generate.models import MIB, ModelManager
 from services.generate.registry import Registry
 from services.generate.servicer import GenerateServicer
 from services.generate.settings import GenerateSettings
+from services.generate.sizing import load_templates
 from services.generate.worker import DeviceWorker
 from shared import images
 from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
@@ -40,7 +41,7 @@ def build_core(settings: GenerateSettings) -> GenerateCore:
              f"up to {settings.max_batch_images} images within {settings.batch_window_ms:g} ms"
              if worker.batching else "off")
     store = LocalImageStore(settings.resolved_image_store_dir)
-    return GenerateCore(settings, registry, manager, worker, store)
+    return GenerateCore(settings, registry, manager, worker, store, load_templates(settings.templates_file))
 
 
 def create_server(settings: GenerateSettings | None = None) -> tuple[ServiceRuntime, int]:
