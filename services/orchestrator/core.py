@@ -51,6 +51,8 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import LocalImageStore, StoredImage
 
 COST = common_pb2.Cost.DESCRIPTOR.full_name
+# Generate's model list (for its per-request image limit) is asked again after this long.
+_MODELS_TTL_S = 30.0
 
 
 class WebhookSecretMissing(InvalidArgument):
@@ -74,6 +76,36 @@ def error_from_detail(detail: common_pb2.ErrorDetail) -> ImageMeshError:
     error = chosen(detail.message, reason=detail.reason or None)
     error.metadata = metadata
     return error
+
+
+def _batch_progress(on_progress: OnProgress | None, start: int, count: int, total: int) -> OnProgress | None:
+    """Progress of one batch as progress of the whole job: images numbered within the job, fraction of all."""
+    if on_progress is None:
+        return None
+
+    async def forward(event: common_pb2.Progress) -> None:
+        scaled = common_pb2.Progress()
+        scaled.CopyFrom(event)
+        scaled.image_index = start + event.image_index
+        scaled.fraction = (start + event.fraction * count) / total
+        await on_progress(scaled)
+
+    return forward
+
+
+def _merge(merged: gen_pb.GenerateResponse, reply: gen_pb.GenerateResponse, start: int) -> None:
+    """Append one batch's images (indexes within the job) and add up its timings and cost."""
+    for item in reply.images:
+        merged.images.add(image=item.image, seed=item.seed, index=start + item.index)
+    if not merged.HasField("metadata"):
+        merged.metadata.CopyFrom(reply.metadata)
+    else:
+        meta, more = merged.metadata, reply.metadata
+        for name in ("queue_ms", "load_ms", "inference_ms", "encode_ms", "total_ms"):
+            setattr(meta.timings, name, getattr(meta.timings, name) + getattr(more.timings, name))
+        meta.cost.usd += more.cost.usd
+        meta.cost.device_seconds += more.cost.device_seconds
+    merged.notes.extend(note for note in reply.notes if note not in merged.notes)
 
 
 def _model_of(spec: pb.JobSpec) -> str:
@@ -147,6 +179,7 @@ class OrchestratorCore:
             max_retry_after_s=settings.webhook_max_retry_after_s, timeout_s=settings.webhook_timeout_s,
             poll_interval_s=settings.webhook_poll_interval_s,
         )
+        self._models_cache: tuple[gen_pb.ListModelsResponse, float] | None = None
         # Set by the shotgun wiring: runs a ShotgunSpec and returns its summary.
         self.shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None
 
@@ -185,7 +218,36 @@ class OrchestratorCore:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)
 
-    async def _generate(self, parameters, on_progress: OnProgress | None):
+    async def _generate(self, parameters: gen_pb.GenerateParameters,
+                        on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
+        """One Generate request, or, past the model's per-request image limit, consecutive requests of at most
+        that many images whose seeds continue image by image, merged into one response."""
+        total = parameters.num_images or 1
+        limit = await self._image_limit(parameters.model) if total > 1 else 0
+        if not limit or total <= limit:
+            return await self._generate_once(parameters, on_progress)
+        if total > self.settings.max_images_per_job:
+            raise InvalidArgument(f"num_images {total} is more than the {self.settings.max_images_per_job} images "
+                                  "one job may ask for", field="num_images", max=self.settings.max_images_per_job)
+        seed = parameters.seed if parameters.HasField("seed") and parameters.seed >= 0 else None
+        merged = gen_pb.GenerateResponse()
+        for start in range(0, total, limit):
+            part = gen_pb.GenerateParameters()
+            part.CopyFrom(parameters)
+            part.num_images = min(limit, total - start)
+            if seed is not None:
+                part.seed = seed + start
+            reply = await self._generate_once(part, _batch_progress(on_progress, start, part.num_images, total))
+            if seed is None and reply.images:
+                # A random first seed: the later batches continue from the one Generate drew.
+                seed = reply.images[0].seed
+            _merge(merged, reply, start)
+        merged.notes.append(f"generated in {-(-total // limit)} requests of at most {limit} images (the model's "
+                            "per-request limit)")
+        return merged
+
+    async def _generate_once(self, parameters: gen_pb.GenerateParameters,
+                             on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
         """Generate through its stream, so denoising steps reach the job's progress (004's "Step 15/30")."""
         request = gen_pb.GenerateStreamRequest(parameters=parameters)
         async for event in clients.stream(self.backends.generate.GenerateStream, request,
@@ -195,6 +257,21 @@ class OrchestratorCore:
             if on_progress is not None:
                 await on_progress(event.progress)
         raise Internal("the generate stream ended without a result")
+
+    async def _image_limit(self, model: str) -> int:
+        """Generate's per-request image limit for `model` (0 when unknown: Generate then answers for itself)."""
+        cached = self._models_cache
+        if cached is None or cached[1] <= time.monotonic():
+            listing = await clients.call(self.backends.generate.ListModels, gen_pb.ListModelsRequest(),
+                                         timeout=self.settings.backend_timeout_s)
+            cached = self._models_cache = (listing, time.monotonic() + _MODELS_TTL_S)
+        listing = cached[0]
+        wanted = model.strip().lower()
+        for info in listing.models:
+            names = {info.id.lower(), *(alias.lower() for alias in info.aliases)}
+            if wanted in names or (wanted in ("", "auto", "default") and info.id == listing.default_model):
+                return info.max_images_per_request
+        return 0
 
     async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
         """`execute`, priced (measured service seconds x the device class's price) and with its output images
