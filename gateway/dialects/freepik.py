@@ -22,7 +22,6 @@ from gateway.security import guard
 from shared.errors import ImageMeshError, NotFound, PromptTooLong
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 
@@ -156,14 +155,6 @@ def _estimate(seconds: float) -> str:
     return f"{minutes}-{minutes + 1} minutes"
 
 
-def _steps_for(quality: int, model: gen_pb.ModelInfo | None) -> int:
-    """quality_level 1..10 spread over the model's step range; 0 (model default) when the range is unknown."""
-    if model is None or not model.max_steps:
-        return 0
-    low, high = model.min_steps or 1, model.max_steps
-    return round(low + (high - low) * (quality - 1) / 9)
-
-
 def image_url(request: Request, image: common_pb2.Image) -> str | None:
     if image.ref:
         return str(request.url_for("freepik_image", ref=image.ref))
@@ -197,7 +188,9 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     hook = await translate.webhook(request, body.webhook_url)
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, style_preset=body.style or "", aspect_ratio=body.aspect_ratio or "",
-        steps=_steps_for(body.quality_level, used), store_output=True, owner=translate.owner_of(request))
+        store_output=True, owner=translate.owner_of(request))
+    # Generate maps quality levels 1..10 onto the model's steps.
+    params.quality = str(body.quality_level)
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT, webhook=hook,
                                      model_requested=body.model)
     return GenerateReply(task_id=job.id, model_used=body.model if model else (used.id if used else "auto"),

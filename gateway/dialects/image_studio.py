@@ -303,60 +303,49 @@ def _catalogues(request: Request):
     return request.app.state.catalogues
 
 
-def _provider_for(request: Request, listing: gen_pb.ListModelsResponse, model: gen_pb.ModelInfo | None) -> str:
-    """The catalogue provider whose name or models resolve to `model`; "imagemesh" when none does."""
+def _serving(listing: gen_pb.ListModelsResponse, provider: str) -> gen_pb.ModelInfo | None:
+    """The first registry model that serves `provider` (Generate's registry says which, ModelInfo.providers)."""
+    return next((m for m in listing.models if provider in m.providers), None)
+
+
+def _provider_of(model: gen_pb.ModelInfo | None, asked: str) -> str:
+    """The provider a model answered as: the one asked for when it serves it, else its own (first) provider."""
     if model is None:
         return "imagemesh"
-    for key, provider in _catalogues(request).providers["providers"].items():
-        for name in (key, *provider["models"]):
-            found = translate.find_model(listing, name)
-            if found is not None and found.id == model.id:
-                return key
-    return "imagemesh"
+    if asked in model.providers:
+        return asked
+    return model.providers[0] if model.providers else "imagemesh"
 
 
-async def _resolve(request: Request, provider: str | None, model_name: str | None) -> gen_pb.ModelInfo | None:
-    """A model name wins; else the provider (its name, then its models, through the registry's aliases)."""
+async def _resolve(request: Request, provider: str, model_name: str | None) -> gen_pb.ModelInfo | None:
+    """A model name wins; else the registry model serving the provider; None for "auto" (Generate's default)."""
     if model_name:
         return await translate.resolve_model(request, model_name)
-    if not provider or provider == "auto":
+    if provider == "auto":
         return None
     providers = _catalogues(request).providers["providers"]
     if provider not in providers:
         raise InvalidArgument(f"Unknown provider '{provider}'. Supported: auto, {', '.join(providers)}",
                               field="provider", supported_providers=["auto", *providers])
     listing = await translate.list_models(request)
-    for name in (provider, *providers[provider]["models"]):
-        found = translate.find_model(listing, name)
-        if found is not None:
-            return found
-    names = translate.model_names(listing)
-    raise InvalidModel(f"Provider '{provider}' has no configured model (none of {', '.join(providers[provider]['models'])}"
-                       f" is registered); supported models: {', '.join(names) or 'none'}", field="provider",
-                       supported_models=names)
+    found = _serving(listing, provider)
+    if found is None:
+        names = translate.model_names(listing)
+        raise InvalidModel(f"Provider '{provider}' has no configured model (no registered model serves it); "
+                           f"supported models: {', '.join(names) or 'none'}", field="provider",
+                           supported_models=names)
+    return found
 
 
-def _fit(width: int, height: int, model: gen_pb.ModelInfo | None) -> tuple[int, int]:
-    """A template's size scaled down (aspect kept) into the model's limits: the template names a shape, the model
-    decides how many pixels it can make. Sizes the client gives explicitly are never changed."""
-    if model is None or not model.max_size or max(width, height) <= model.max_size:
-        return width, height
-    scale = model.max_size / max(width, height)
-    multiple = model.size_multiple or 8
-    low = model.min_size or multiple
-
-    def side(value: int) -> int:
-        return max(low, int(value * scale) // multiple * multiple)
-
-    return side(width), side(height)
-
-
-def _quality_steps(model: gen_pb.ModelInfo | None, quality: str) -> int:
-    if model is None or not model.default_steps:
-        return 0
-    factor = {"draft": 0.5, "standard": 1.0, "premium": 1.5}[quality]
-    steps = round(model.default_steps * factor)
-    return max(model.min_steps or 1, min(model.max_steps or steps, steps))
+def _with_sizes(templates: list[dict[str, Any]], listing: gen_pb.ListModelsResponse) -> list[dict[str, Any]]:
+    """Catalogue templates with Generate's exact sizes filled in; one Generate has no size for is left out."""
+    sizes = {t.id: (t.width, t.height) for t in listing.templates}
+    out = []
+    for template in templates:
+        if template["id"] in sizes:
+            width, height = sizes[template["id"]]
+            out.append({**template, "aspect_ratio": {**template["aspect_ratio"], "width": width, "height": height}})
+    return out
 
 
 # ---- create studio ------------------------------------------------------------------------------------------
@@ -366,60 +355,52 @@ def _quality_steps(model: gen_pb.ModelInfo | None, quality: str) -> int:
 async def create(body: CreateBody, request: Request) -> CreateReply:
     catalogues = _catalogues(request)
     template = enrich.template(catalogues, body.template_id) if body.template_id else None
-    if template and template.get("recommended_provider") and body.provider in (None, "auto") and not body.model:
-        provider_name = "auto"
-    else:
-        provider_name = body.provider or "auto"
-    model = await _resolve(request, provider_name, body.model)
+    provider_name = body.provider or "auto"
     listing = await translate.list_models(request)
+    if template and provider_name == "auto" and not body.model and _serving(listing, template["recommended_provider"]):
+        # A template recommends a provider (seed 003's linkedin_post answers as wavespeed); used when one serves.
+        provider_name = template["recommended_provider"]
+    model = await _resolve(request, provider_name, body.model)
     used = model or translate.default_model(listing)
-    width, height = body.width or 0, body.height or 0
     style_preset = body.style_preset or (template["style_preset"] if template else "")
-    if template and not (width or height or body.aspect_ratio):
-        width, height = _fit(template["aspect_ratio"]["width"], template["aspect_ratio"]["height"], used)
     prompt = enrich.enhance(catalogues, body.prompt, style_preset, body.quality) if body.enhance_prompt else body.prompt
-    steps = body.steps or _quality_steps(used, body.quality)
+    params = translate.generate_parameters(
+        model=model, prompt=prompt, negative_prompt=body.negative_prompt or "", width=body.width or 0,
+        height=body.height or 0, aspect_ratio=body.aspect_ratio or "", steps=body.steps or 0,
+        guidance_scale=body.guidance_scale, seed=body.seed, num_images=body.num_variations,
+        owner=translate.owner_of(request))
+    # Sizes, steps and the per-request image limit are Generate's and the orchestrator's rules: pass the ask.
+    params.template = body.template_id or ""
+    params.quality = body.quality
+    job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT)
+    generated = job.result.generate
+    meta = generated.metadata
+    model_id = meta.model_id or (used.id if used else "")
+    provider = _provider_of(translate.find_model(listing, model_id) if model_id else used, provider_name)
     results: list[CreateResult] = []
-    remaining, variation = body.num_variations, 0
-    meta = None
-    while remaining > 0:
-        batch = min(8, remaining)
-        params = translate.generate_parameters(
-            model=model, prompt=prompt, negative_prompt=body.negative_prompt or "", width=width, height=height,
-            aspect_ratio=body.aspect_ratio or "", steps=steps, guidance_scale=body.guidance_scale,
-            seed=None if body.seed is None else body.seed + variation, num_images=batch,
-            owner=translate.owner_of(request))
-        job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT)
-        meta = job.result.generate.metadata
-        for item in job.result.generate.images:
-            variation += 1
-            data, _ = await translate.image_bytes(request, item.image)
-            results.append(CreateResult(image_base64=encode_base64(data), width=meta.width or item.image.width,
-                                        height=meta.height or item.image.height,
-                                        provider=_provider_for(request, listing, used),
-                                        model=meta.model_id or (used.id if used else ""), variation=variation,
-                                        seed=item.seed))
-        remaining -= batch
-    model_id = (meta.model_id if meta else "") or (used.id if used else "")
-    out_w, out_h = (meta.width, meta.height) if meta and meta.width else (width, height)
+    for variation, item in enumerate(generated.images, start=1):
+        data, _ = await translate.image_bytes(request, item.image)
+        results.append(CreateResult(image_base64=encode_base64(data), width=meta.width or item.image.width,
+                                    height=meta.height or item.image.height, provider=provider, model=model_id,
+                                    variation=variation, seed=item.seed))
     return CreateReply(
         success=bool(results),
         request=CreateRequestEcho(prompt=body.prompt, enhanced_prompt=prompt, template_id=body.template_id,
-                                  template_name=template["name"] if template else None,
-                                  provider=_provider_for(request, listing, used), model=model_id,
-                                  dimensions=f"{out_w}x{out_h}", quality=body.quality),
+                                  template_name=template["name"] if template else None, provider=provider,
+                                  model=model_id, dimensions=f"{meta.width}x{meta.height}", quality=body.quality),
         results=results, total_generated=len(results), total_failed=body.num_variations - len(results))
 
 
 @router.get("/templates", response_model=TemplateList, dependencies=[GUARD], summary="Templates, filtered")
 async def templates(request: Request, platform: str | None = None, category: str | None = None) -> TemplateList:
-    found = enrich.find_templates(_catalogues(request), platform=platform, category=category)
+    found = _with_sizes(enrich.find_templates(_catalogues(request), platform=platform, category=category),
+                        await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
 @router.get("/templates/search", response_model=TemplateList, dependencies=[GUARD], summary="Search templates")
 async def search_templates(request: Request, query: str = Query(min_length=1)) -> TemplateList:
-    found = enrich.find_templates(_catalogues(request), query=query)
+    found = _with_sizes(enrich.find_templates(_catalogues(request), query=query), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
@@ -427,7 +408,7 @@ async def search_templates(request: Request, query: str = Query(min_length=1)) -
             summary="Templates recommended for a use case")
 async def recommend_templates(request: Request, use_case: str = Query(min_length=1),
                               platform: str | None = None) -> TemplateList:
-    found = enrich.recommend(_catalogues(request), use_case, platform)
+    found = _with_sizes(enrich.recommend(_catalogues(request), use_case, platform), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
@@ -436,7 +417,7 @@ async def providers(request: Request) -> ProviderList:
     listing = await translate.list_models(request)
     out = {}
     for key, provider in _catalogues(request).providers["providers"].items():
-        available = any(translate.find_model(listing, name) for name in (key, *provider["models"]))
+        available = _serving(listing, key) is not None
         out[key] = Provider(name=provider["name"], models=provider["models"], capabilities=provider["capabilities"],
                             max_resolution=provider["max_resolution"], cost_range=provider["cost_range"],
                             available=available)

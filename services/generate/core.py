@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from services.generate import sizing
 from services.generate.models import ModelManager, ModelState
 from services.generate.registry import ModelEntry, Registry
 from services.generate.request import GenerateInput, Plan, validate
@@ -55,8 +56,9 @@ class ModelStatus:
 
 class GenerateCore:
     def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
-                 store: ImageStore) -> None:
+                 store: ImageStore, templates: dict[str, tuple[int, int]] | None = None) -> None:
         self.settings = settings
+        self.templates = templates or {}
         self.registry = registry
         self.manager = manager
         self.worker = worker
@@ -68,7 +70,7 @@ class GenerateCore:
 
     def plan(self, inp: GenerateInput) -> Plan:
         plan = validate(inp, self.registry, max_prompt_length=self.settings.max_prompt_length,
-                        max_images=self.settings.max_images_per_request)
+                        max_images=self.settings.max_images_per_request, templates=self.templates)
         # A FAILED model answers at once; it never reaches the queue.
         self.manager.check_available(plan.entry)
         return plan
@@ -103,6 +105,7 @@ class GenerateCore:
     def _encode(self, plan: Plan, outcome: Outcome) -> list[OutputImage]:
         out = []
         for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds)):
+            pil = sizing.fit_exactly(pil, plan.output_width, plan.output_height)
             message = images.to_message(pil, plan.output_format)
             if plan.store_output:
                 message = self._store(plan, outcome, message, pil, seed)
@@ -114,8 +117,8 @@ class GenerateCore:
         metadata = {
             "model_id": plan.entry.id, "prompt": plan.prompt, "effective_prompt": plan.effective_prompt,
             "negative_prompt": plan.negative_prompt, "style_preset": plan.style_preset, "seed": str(seed),
-            "steps": str(plan.steps), "guidance_scale": f"{plan.guidance_scale:g}", "width": str(plan.width),
-            "height": str(plan.height), "scheduler": outcome.scheduler, "operation": plan.operation,
+            "steps": str(plan.steps), "guidance_scale": f"{plan.guidance_scale:g}", "width": str(plan.output_width),
+            "height": str(plan.output_height), "scheduler": outcome.scheduler, "operation": plan.operation,
             "device": self.manager.device.name,
         }
         record = self.store.put(message.data, message.media_type, pil.width, pil.height, owner=plan.owner,

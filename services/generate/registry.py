@@ -28,6 +28,9 @@ class ModelEntry(BaseModel):
 
     id: str
     aliases: tuple[str, ...] = ()
+    # Providers this model serves (dialects that pick by provider, e.g. Image Studio's "wavespeed"), the first
+    # being the one it reports as its own.
+    providers: tuple[str, ...] = ()
     description: str = ""
     path: str | None = None
     hub: str | None = None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from PIL import Image
 
-from services.generate import presets
+from services.generate import presets, sizing
 from services.generate.registry import ModelEntry, Registry
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
@@ -45,6 +46,8 @@ class GenerateInput:
     mask_image: Image.Image | None = None
     strength: float | None = None
     owner: str = ""
+    template: str = ""
+    quality: str = ""
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Plan:
     effective_prompt: str
     style_preset: str
     negative_prompt: str
+    # The size the pipeline runs at (the model's nearest supported one)...
     width: int
     height: int
     steps: int
@@ -69,6 +73,9 @@ class Plan:
     output_format: int
     store_output: bool
     owner: str
+    # ...and the size every output is resized and cropped to: exactly what the client asked for.
+    output_width: int = 0
+    output_height: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -87,44 +94,58 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
                               min=low, max=high)
 
 
-def _size(inp: GenerateInput, entry: ModelEntry) -> tuple[int, int]:
-    m = entry.size_multiple
+QUALITY_LEVELS = {"draft": 3, "standard": 5, "high": 7, "premium": 8, "ultra": 10}
+_STANDARD_LEVEL = 5
+
+
+def steps_for_quality(quality: str, entry: ModelEntry) -> int:
+    """Quality level 1..10 (or its name) spread over the model's step range: level 5 ("standard") is its default
+    steps, 1 its minimum, 10 its maximum, linear in between on each side."""
+    key = quality.strip().lower()
+    level = QUALITY_LEVELS.get(key)
+    if level is None:
+        if not key.isdigit() or not 1 <= int(key) <= 10:
+            raise InvalidArgument(f"quality must be one of {', '.join(QUALITY_LEVELS)} or a level 1 to 10, got "
+                                  f"{quality!r}", field="quality", supported=list(QUALITY_LEVELS))
+        level = int(key)
+    low, mid, high = entry.min_steps, entry.default_steps, entry.max_steps
+    if level <= _STANDARD_LEVEL:
+        steps = low + (mid - low) * (level - 1) / (_STANDARD_LEVEL - 1)
+    else:
+        steps = mid + (high - mid) * (level - _STANDARD_LEVEL) / (10 - _STANDARD_LEVEL)
+    return max(low, min(high, round(steps)))
+
+
+def _output_size(inp: GenerateInput, entry: ModelEntry, templates: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """The exact size the client gets: explicit sides, else an aspect ratio, else a template, else the source
+    image's (image-to-image) or the model's default."""
     if inp.width < 0 or inp.height < 0:
         raise InvalidArgument("width and height must be positive", field="width" if inp.width < 0 else "height")
-    if inp.width and inp.height:
-        width, height = inp.width, inp.height
-    elif inp.width or inp.height:
-        # One side given: the other follows the aspect ratio (or the default size's shape).
-        ratio = presets.parse_aspect_ratio(inp.aspect_ratio) if inp.aspect_ratio else \
-            entry.default_width / entry.default_height
-        given = inp.width or inp.height
-        other = given / ratio if inp.width else given * ratio
-        other = min(entry.max_size, max(entry.min_size, round(other / m) * m))
-        width, height = (given, other) if inp.width else (other, given)
-    elif inp.aspect_ratio:
-        return presets.size_for_ratio(presets.parse_aspect_ratio(inp.aspect_ratio), entry.pixel_budget, m,
-                                      entry.min_size, entry.max_size)
-    elif inp.init_image is not None:
-        # Image-to-image without a size keeps the source's shape, fitted into the model's limits.
-        return _fit(inp.init_image.size, entry)
-    else:
-        return entry.default_width, entry.default_height
-    for name, value in (("width", width), ("height", height)):
-        _check_range(name, value, entry.min_size, entry.max_size)
-        if value % m:
-            raise InvalidArgument(f"{name} must be a multiple of {m}, got {value}", field=name, multiple=m)
-    if width * height > entry.pixel_cap:
-        raise InvalidArgument(f"{width}x{height} exceeds the model's {entry.pixel_cap} pixels", field="width",
-                              max_pixels=entry.pixel_cap)
-    return width, height
-
-
-def _fit(size: tuple[int, int], entry: ModelEntry) -> tuple[int, int]:
-    w, h = size
-    scale = min(1.0, math.sqrt(entry.pixel_cap / (w * h)), entry.max_size / max(w, h))
-    m = entry.size_multiple
-    return (min(entry.max_size, max(entry.min_size, int(w * scale) // m * m)),
-            min(entry.max_size, max(entry.min_size, int(h * scale) // m * m)))
+    ratio = sizing.parse_aspect_ratio(inp.aspect_ratio) if inp.aspect_ratio else None
+    if inp.width or inp.height:
+        if inp.width and inp.height:
+            width, height = inp.width, inp.height
+        else:
+            # One side given: the other follows the aspect ratio (or the default size's shape).
+            shape = ratio or Fraction(entry.default_width, entry.default_height)
+            given = inp.width or inp.height
+            other = sizing.other_side(given, shape, given_is_width=bool(inp.width))
+            width, height = (given, other) if inp.width else (other, given)
+        for name, value in (("width", width), ("height", height)):
+            _check_range(name, value, entry.min_size, entry.max_size)
+        if width * height > entry.pixel_cap:
+            raise InvalidArgument(f"{width}x{height} exceeds the model's {entry.pixel_cap} pixels", field="width",
+                                  max_pixels=entry.pixel_cap)
+        return width, height
+    if ratio is not None:
+        return sizing.size_for_ratio(ratio, entry.pixel_budget, entry.min_size, entry.max_size)
+    if inp.template.strip():
+        # A template names a published size: honoured exactly even past the model's max (upscaled, with a note).
+        return sizing.check_template(inp.template, templates)
+    if inp.init_image is not None:
+        # Image-to-image without a size keeps the source's size.
+        return inp.init_image.size
+    return entry.default_width, entry.default_height
 
 
 def _scheduler_name(name: str) -> str:
@@ -139,7 +160,8 @@ def _scheduler_name(name: str) -> str:
     return name
 
 
-def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, max_images: int) -> Plan:
+def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, max_images: int,
+             templates: dict[str, tuple[int, int]] | None = None) -> Plan:
     entry = registry.resolve(inp.model)
     notes: list[str] = []
     operation = inp.operation or "text_to_image"
@@ -163,7 +185,14 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
         notes.append(f"negative_prompt ignored: model {entry.id} does not support negative prompts")
         negative = ""
 
-    steps = inp.steps or entry.default_steps
+    if inp.steps:
+        steps = inp.steps
+        if inp.quality.strip():
+            notes.append(f"quality {inp.quality.strip()!r} ignored: steps={inp.steps} given")
+    elif inp.quality.strip():
+        steps = steps_for_quality(inp.quality, entry)
+    else:
+        steps = entry.default_steps
     _check_range("steps", steps, entry.min_steps, entry.max_steps)
     guidance = entry.default_guidance if inp.guidance_scale is None else float(inp.guidance_scale)
     _check_range("guidance_scale", guidance, entry.min_guidance, entry.max_guidance)
@@ -197,7 +226,14 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
 
     if inp.output_format not in common_pb2.ImageFormat.values():
         raise InvalidArgument(f"unknown output_format {inp.output_format}", field="output_format")
-    width, height = _size(inp, entry)
+    output_width, output_height = _output_size(inp, entry, templates or {})
+    width, height = sizing.run_size(output_width, output_height, entry)
+    if (width, height) != (output_width, output_height):
+        notes.append(f"generated at {width}x{height} (model {entry.id}: multiples of {entry.size_multiple}, "
+                     f"{entry.min_size} to {entry.max_size} pixels a side), resized and cropped to "
+                     f"{output_width}x{output_height}")
+    if inp.template.strip() and (inp.width or inp.height or inp.aspect_ratio):
+        notes.append(f"template {inp.template.strip()!r} ignored: the explicit size or aspect_ratio wins")
     if inp.init_image is not None and operation != "text_to_image":
         init_image = inp.init_image.convert("RGB").resize((width, height), Image.LANCZOS)
     if inp.mask_image is not None and operation == "inpaint":
@@ -208,5 +244,6 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
         negative_prompt=negative, width=width, height=height, steps=steps, guidance_scale=guidance,
         seeds=[seed + i for i in range(num_images)], scheduler=_scheduler_name(inp.scheduler.strip()),
         strength=strength, init_image=init_image, mask_image=mask_image, output_format=inp.output_format,
-        store_output=inp.store_output, owner=inp.owner, notes=notes,
+        store_output=inp.store_output, owner=inp.owner, output_width=output_width, output_height=output_height,
+        notes=notes,
     )

@@ -15,6 +15,7 @@ from services.generate.models import MIB, ModelManager
 from services.generate.registry import Registry
 from services.generate.servicer import GenerateServicer
 from services.generate.settings import GenerateSettings
+from services.generate.sizing import load_templates
 from services.generate.worker import DeviceWorker
 from shared import images
 from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
@@ -59,7 +60,7 @@ def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = Non
              f"up to {settings.max_batch_images} images within {settings.batch_window_ms:g} ms"
              if worker.batching else "off")
     store = store or open_image_store(settings)
-    return GenerateCore(settings, registry, manager, worker, store)
+    return GenerateCore(settings, registry, manager, worker, store, load_templates(settings.templates_file))
 
 
 def build_deps(settings: GenerateSettings, deps: GenerateDeps | None = None) -> GenerateDeps:

@@ -48,7 +48,8 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             output_format=p.output_format, store_output=p.store_output, scheduler=p.scheduler,
             operation=_OPERATIONS.get(p.operation, f"unknown({p.operation})"),
             init_image=image("init_image"), mask_image=image("mask_image"),
-            strength=p.strength if p.HasField("strength") else None, owner=p.owner,
+            strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,
+            quality=p.quality,
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
@@ -88,8 +89,11 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                 size_multiple=e.size_multiple, supports_negative_prompt=e.supports_negative_prompt,
                 cost_per_second_usd=e.cost_per_second_usd, operations=[_OPERATION_ENUM[o] for o in e.operations],
                 default_width=e.default_width, default_height=e.default_height, is_default=status.is_default,
+                max_images_per_request=self.core.settings.max_images_per_request, providers=list(e.providers),
             ))
-        return pb.ListModelsResponse(models=models, device=device, default_model=self.core.registry.default_id)
+        templates = [pb.SizeTemplate(id=key, width=w, height=h) for key, (w, h) in self.core.templates.items()]
+        return pb.ListModelsResponse(models=models, device=device, default_model=self.core.registry.default_id,
+                                     templates=templates)
 
 
 def _response(out: GenerateOutput) -> pb.GenerateResponse:
@@ -98,7 +102,7 @@ def _response(out: GenerateOutput) -> pb.GenerateResponse:
         images=[pb.GeneratedImage(image=img.image, seed=img.seed, index=img.index) for img in out.images],
         metadata=pb.GenerationMetadata(
             model_id=plan.entry.id, effective_prompt=plan.effective_prompt, steps=plan.steps,
-            guidance_scale=plan.guidance_scale, width=plan.width, height=plan.height, device=out.device,
+            guidance_scale=plan.guidance_scale, width=plan.output_width, height=plan.output_height, device=out.device,
             timings=pb.GenerationTimings(**out.timings_ms),
             cost=common_pb2.Cost(usd=out.cost_usd, device_seconds=out.device_seconds, device_class=out.device_class),
             batch_size=out.batch_size, scheduler=out.scheduler,

@@ -6,6 +6,7 @@ from shared.config import ServiceSettings, default_ports
 
 # The registry that ships with the repo: the tiny offline pipelines under the models dir, with the seeds' names.
 DEFAULT_MODELS_FILE = Path(__file__).with_name("models.yaml")
+DEFAULT_TEMPLATES_FILE = Path(__file__).with_name("templates.yaml")
 
 
 class GenerateSettings(ServiceSettings):
@@ -14,6 +15,8 @@ class GenerateSettings(ServiceSettings):
     metrics_port: int = default_ports("generate")[1]
     # Model registry (YAML); relative `path:` sources in it resolve against resolved_models_dir.
     models_file: Path = DEFAULT_MODELS_FILE
+    # Size templates (GenerateParameters.template): named exact output sizes.
+    templates_file: Path = DEFAULT_TEMPLATES_FILE
     # "auto" picks cuda, then mps, then cpu; anything else ("cuda:1", "cpu") is pinned, never silently replaced.
     device: str = "auto"
     # Loaded pipelines are kept under this many MiB (GPU memory on CUDA, RAM on CPU); 0 = 80% of the device's
@@ -22,6 +25,7 @@ class GenerateSettings(ServiceSettings):
     # False skips the entries' `preload: true` (tests, quick starts); models then load on first use.
     preload: bool = True
     max_prompt_length: int = 1000
+    # Most images one request may ask for (ModelInfo.max_images_per_request); the orchestrator batches beyond it.
     max_images_per_request: int = 8
     # Dynamic batching: compatible requests arriving within the window run as one pipeline call of at most
     # max_batch_images images. max_batch_images <= 1 switches batching off.

@@ -57,6 +57,36 @@ class WebhookSecretMissing(InvalidArgument):
     reason = "WEBHOOK_SECRET_MISSING"
 
 
+def _batch_progress(on_progress: OnProgress | None, start: int, count: int, total: int) -> OnProgress | None:
+    """Progress of one batch as progress of the whole job: images numbered within the job, fraction of all."""
+    if on_progress is None:
+        return None
+
+    async def forward(event: common_pb2.Progress) -> None:
+        scaled = common_pb2.Progress()
+        scaled.CopyFrom(event)
+        scaled.image_index = start + event.image_index
+        scaled.fraction = (start + event.fraction * count) / total
+        await on_progress(scaled)
+
+    return forward
+
+
+def _merge(merged: gen_pb.GenerateResponse, reply: gen_pb.GenerateResponse, start: int) -> None:
+    """Append one batch's images (indexes within the job) and add up its timings and cost."""
+    for item in reply.images:
+        merged.images.add(image=item.image, seed=item.seed, index=start + item.index)
+    if not merged.HasField("metadata"):
+        merged.metadata.CopyFrom(reply.metadata)
+    else:
+        meta, more = merged.metadata, reply.metadata
+        for name in ("queue_ms", "load_ms", "inference_ms", "encode_ms", "total_ms"):
+            setattr(meta.timings, name, getattr(meta.timings, name) + getattr(more.timings, name))
+        meta.cost.usd += more.cost.usd
+        meta.cost.device_seconds += more.cost.device_seconds
+    merged.notes.extend(note for note in reply.notes if note not in merged.notes)
+
+
 def _model_of(spec: pb.JobSpec) -> str:
     kind = spec.WhichOneof("spec")
     if kind == "generate":
@@ -174,7 +204,36 @@ class OrchestratorCore:
             raise InvalidArgument("job spec is empty", field="spec")
         raise NotImplementedYet(f"jobs of kind {kind!r} are not available yet in this deployment", kind=kind)
 
-    async def _generate(self, parameters, on_progress: OnProgress | None):
+    async def _generate(self, parameters: gen_pb.GenerateParameters,
+                        on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
+        """One Generate request, or, past the model's per-request image limit, consecutive requests of at most
+        that many images whose seeds continue image by image, merged into one response."""
+        total = parameters.num_images or 1
+        limit = await self._image_limit(parameters.model) if total > 1 else 0
+        if not limit or total <= limit:
+            return await self._generate_once(parameters, on_progress)
+        if total > self.settings.max_images_per_job:
+            raise InvalidArgument(f"num_images {total} is more than the {self.settings.max_images_per_job} images "
+                                  "one job may ask for", field="num_images", max=self.settings.max_images_per_job)
+        seed = parameters.seed if parameters.HasField("seed") and parameters.seed >= 0 else None
+        merged = gen_pb.GenerateResponse()
+        for start in range(0, total, limit):
+            part = gen_pb.GenerateParameters()
+            part.CopyFrom(parameters)
+            part.num_images = min(limit, total - start)
+            if seed is not None:
+                part.seed = seed + start
+            reply = await self._generate_once(part, _batch_progress(on_progress, start, part.num_images, total))
+            if seed is None and reply.images:
+                # A random first seed: the later batches continue from the one Generate drew.
+                seed = reply.images[0].seed
+            _merge(merged, reply, start)
+        merged.notes.append(f"generated in {-(-total // limit)} requests of at most {limit} images (the model's "
+                            "per-request limit)")
+        return merged
+
+    async def _generate_once(self, parameters: gen_pb.GenerateParameters,
+                             on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
         """Generate through its stream, so denoising steps reach the job's progress (004's "Step 15/30")."""
         request = gen_pb.GenerateStreamRequest(parameters=parameters)
         async for event in clients.stream(self.backends.generate.GenerateStream, request,
@@ -184,6 +243,16 @@ class OrchestratorCore:
             if on_progress is not None:
                 await on_progress(event.progress)
         raise Internal("the generate stream ended without a result")
+
+    async def _image_limit(self, model: str) -> int:
+        """Generate's per-request image limit for `model` (0 when unknown: Generate then answers for itself)."""
+        listing = await self.catalog.section(pb.CATALOG_SECTION_GENERATION_MODELS)
+        wanted = model.strip().lower()
+        for info in listing.models:
+            names = {info.id.lower(), *(alias.lower() for alias in info.aliases)}
+            if wanted in names or (wanted in ("", "auto", "default") and info.id == listing.default_model):
+                return info.max_images_per_request
+        return 0
 
     async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
         """`execute`, priced (measured service seconds x the device class's price) and with its output images

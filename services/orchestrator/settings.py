@@ -11,6 +11,8 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     metrics_port: int = default_ports("orchestrator")[1]
     # Deadline of one backend call made for a synchronous job step.
     backend_timeout_s: float = 300.0
+    # A generate job past Generate's per-request image limit runs as several requests, up to this many images.
+    max_images_per_job: int = 64
 
     # --- job store -------------------------------------------------------------------------------------------
     # SQLAlchemy URL; empty = SQLite at <var_dir>/imagemesh.db. PostgreSQL: postgresql+psycopg://user@host/db.

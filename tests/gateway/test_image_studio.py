@@ -45,6 +45,16 @@ async def test_providers(http):
     assert_shape(body, SEED["providers"], maps=frozenset({"$.providers"}))
     assert set(body["providers"]) == {"stability", "wavespeed", "huggingface", "gemini"}
     assert body["providers"]["wavespeed"]["models"] == ["ideogram-v3-turbo", "qwen-image"]
+    # Which providers a registered model serves is Generate's registry data (models.yaml `providers`).
+    assert all(provider["available"] for provider in body["providers"].values())
+
+
+async def test_templates_carry_generates_exact_sizes(http):
+    body = (await http.get(f"{BASE}/templates", params={"platform": "linkedin"})).json()
+    sizes = {t["id"]: (t["aspect_ratio"]["width"], t["aspect_ratio"]["height"]) for t in body["templates"]}
+    assert sizes == {"linkedin_post": (1200, 628), "linkedin_banner": (1584, 396)}
+    story = (await http.get(f"{BASE}/templates/search", params={"query": "instagram story"})).json()["templates"]
+    assert [(t["aspect_ratio"]["width"], t["aspect_ratio"]["height"]) for t in story] == [(1080, 1920)]
 
 
 async def test_estimate_cost(http):
@@ -92,6 +102,37 @@ async def test_create_generates_with_a_template(http):
     assert body["request"]["enhanced_prompt"].startswith("Modern office workspace, professional photography")
     assert body["total_generated"] == 1 and body["total_failed"] == 0
     assert decode_image(body["results"][0]["image_base64"]).size == (128, 64)
+
+
+async def test_create_with_a_template_alone_is_exactly_the_templates_size(http):
+    reply = await http.post(f"{BASE}/create", json={"prompt": "Modern office workspace", "template_id": "linkedin_post",
+                                                     "steps": 1, "seed": 3})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    # Seed 003's example: linkedin_post is 1200x628 and answers as its recommended provider.
+    assert body["request"]["dimensions"] == "1200x628" and body["request"]["provider"] == "wavespeed"
+    result = body["results"][0]
+    assert (result["width"], result["height"]) == (1200, 628)
+    assert decode_image(result["image_base64"]).size == (1200, 628)
+
+
+async def test_create_more_variations_than_one_request_takes(http):
+    # Generate takes 8 images a request; the orchestrator splits the job, seeds continuing image by image.
+    reply = await http.post(f"{BASE}/create", json={"prompt": "a lighthouse", "num_variations": 10, "steps": 1,
+                                                     "width": 64, "height": 64, "seed": 40})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["total_generated"] == 10 and body["total_failed"] == 0
+    assert [r["seed"] for r in body["results"]] == list(range(40, 50))
+    assert [r["variation"] for r in body["results"]] == list(range(1, 11))
+
+
+async def test_create_by_provider_uses_the_model_serving_it(http):
+    reply = await http.post(f"{BASE}/create", json={"prompt": "a lighthouse", "provider": "stability", "steps": 1,
+                                                     "width": 64, "height": 64, "quality": "premium"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["request"]["provider"] == "stability" and body["request"]["model"] == "tiny-sd-b"
 
 
 async def test_create_unknown_model_lists_the_supported_ones(http):

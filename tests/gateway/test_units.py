@@ -11,6 +11,8 @@ from gateway import edits, enrich, translate
 from gateway.catalogues import load_catalogues
 from gateway.security import Limit, parse_keys
 from gateway.settings import GatewaySettings
+from services.generate.settings import DEFAULT_TEMPLATES_FILE
+from services.generate.sizing import load_templates
 from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from tests.images import png_bytes
@@ -68,8 +70,9 @@ def test_templates_are_consistent(catalogues):
     assert len(ids) == len(set(ids))
     for template in catalogues.templates:
         assert template["recommended_provider"] in catalogues.providers["providers"]
-        w, h = template["aspect_ratio"]["width"], template["aspect_ratio"]["height"]
-        assert w > 0 and h > 0 and template["quality"] in ("draft", "standard", "premium")
+        assert template["quality"] in ("draft", "standard", "premium")
+    # Sizes are Generate's: every catalogue template names one of its size templates.
+    assert set(ids) <= set(load_templates(DEFAULT_TEMPLATES_FILE))
 
 
 def test_outpaint_canvas_and_mask():
@@ -82,12 +85,3 @@ def test_outpaint_canvas_and_mask():
     assert mask_img.getpixel((0, 0)) == 255 and mask_img.getpixel((63, 33)) == 255
     with pytest.raises(InvalidArgument):
         edits.outpaint_canvas(png_bytes(source), 0, 0, 0, 0)
-
-
-def test_template_size_fits_the_model():
-    from gateway.dialects.image_studio import _fit
-
-    model = gen_pb.ModelInfo(id="m", max_size=1024, min_size=64, size_multiple=8)
-    assert _fit(1200, 628, model) == (1024, 528)
-    assert _fit(800, 600, model) == (800, 600)
-    assert _fit(2048, 2048, None) == (2048, 2048)

@@ -65,9 +65,9 @@ async def test_metadata_timings_device_and_cost(gen):
 async def test_aliases_aspect_ratio_and_negative_prompt_note(gen):
     reply = await generate(gen, model="FLUX-1", width=0, height=0, aspect_ratio="16:9", negative_prompt="blurry")
     assert reply.metadata.model_id == "tiny-sd" and not reply.notes
-    # 64*64 pixel budget at 16:9 would make the short side 48, under min_size 64: the ratio wins, 112x64.
-    assert (reply.metadata.width, reply.metadata.height) == (112, 64)
-    assert (reply.images[0].image.width, reply.images[0].image.height) == (112, 64)
+    # 64*64 pixel budget at 16:9 would make the short side 48, under min_size 64: the ratio wins, exactly 16:9.
+    assert (reply.metadata.width, reply.metadata.height) == (128, 72)
+    assert (reply.images[0].image.width, reply.images[0].image.height) == (128, 72)
     ignored = await generate(gen, model="flux-dev", negative_prompt="blurry")
     assert ignored.metadata.model_id == "tiny-sd-b"
     assert ignored.notes == ["negative_prompt ignored: model tiny-sd-b does not support negative prompts"]

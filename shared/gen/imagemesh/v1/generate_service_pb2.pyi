@@ -34,7 +34,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class GenerateParameters(_message.Message):
     MASK_IMAGE_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -73,7 +75,9 @@ class GenerateParameters(_message.Message):
     mask_image: _common_pb2.Image
     strength: float
     owner: str
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ...) -> None: ...
+    template: str
+    quality: str
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("parameters",)
@@ -156,7 +160,7 @@ class GenerateStreamResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., result: _Optional[_Union[GenerateResponse, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "description", "source", "pipeline_class", "dtype", "state", "state_reason", "device", "default_steps", "min_steps", "max_steps", "default_guidance", "min_size", "max_size", "size_multiple", "supports_negative_prompt", "cost_per_second_usd", "operations", "default_width", "default_height", "is_default")
+    __slots__ = ("id", "aliases", "description", "source", "pipeline_class", "dtype", "state", "state_reason", "device", "default_steps", "min_steps", "max_steps", "default_guidance", "min_size", "max_size", "size_multiple", "supports_negative_prompt", "cost_per_second_usd", "operations", "default_width", "default_height", "is_default", "max_images_per_request", "providers")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +183,8 @@ class ModelInfo(_message.Message):
     DEFAULT_WIDTH_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     description: str
@@ -201,18 +207,32 @@ class ModelInfo(_message.Message):
     default_width: int
     default_height: int
     is_default: bool
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., pipeline_class: _Optional[str] = ..., dtype: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., state_reason: _Optional[str] = ..., device: _Optional[str] = ..., default_steps: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_guidance: _Optional[float] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., size_multiple: _Optional[int] = ..., supports_negative_prompt: _Optional[bool] = ..., cost_per_second_usd: _Optional[float] = ..., operations: _Optional[_Iterable[_Union[GenerateOperation, str]]] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    max_images_per_request: int
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., pipeline_class: _Optional[str] = ..., dtype: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., state_reason: _Optional[str] = ..., device: _Optional[str] = ..., default_steps: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_guidance: _Optional[float] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., size_multiple: _Optional[int] = ..., supports_negative_prompt: _Optional[bool] = ..., cost_per_second_usd: _Optional[float] = ..., operations: _Optional[_Iterable[_Union[GenerateOperation, str]]] = ..., default_width: _Optional[int] = ..., default_height: _Optional[int] = ..., is_default: _Optional[bool] = ..., max_images_per_request: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SizeTemplate(_message.Message):
+    __slots__ = ("id", "width", "height")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    width: int
+    height: int
+    def __init__(self, id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "device", "default_model")
+    __slots__ = ("models", "device", "default_model", "templates")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     device: str
     default_model: str
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., device: _Optional[str] = ..., default_model: _Optional[str] = ...) -> None: ...
+    templates: _containers.RepeatedCompositeFieldContainer[SizeTemplate]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., device: _Optional[str] = ..., default_model: _Optional[str] = ..., templates: _Optional[_Iterable[_Union[SizeTemplate, _Mapping]]] = ...) -> None: ...
