@@ -53,6 +53,7 @@ def create_server(settings: OrchestratorSettings | None = None,
         ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
         images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         image_store,
+        core.prices,
     )
     core.shotgun_runner = shotgun.run
     servicer.shotgun = shotgun
