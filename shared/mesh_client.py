@@ -194,6 +194,12 @@ class MeshClient:
                                        model_id=model_id)
         return await self._unary("ListImages", request, self.deadlines.read, retry=True)
 
+    async def estimate_cost(self, action: str, *, model_id: str = "", width: int = 0, height: int = 0,
+                            count: int = 1) -> pb.EstimateCostResponse:
+        """What `count` runs of `action` would cost, from the orchestrator's price table (USD and credits)."""
+        request = pb.EstimateCostRequest(action=action, model_id=model_id, width=width, height=height, count=count)
+        return await self._unary("EstimateCost", request, self.deadlines.read, retry=True)
+
     # --- catalogues ------------------------------------------------------------------------------------------------
 
     async def catalog(self, *sections: int, platform: str = "") -> pb.GetCatalogResponse:

@@ -424,6 +424,10 @@ async def providers(request: Request) -> ProviderList:
     return ProviderList(providers=out)
 
 
+# Image Studio operation kind -> the Orchestrator action whose work it runs.
+_ESTIMATE_ACTIONS = {"edit": "generate", "control": "generate"}
+
+
 @router.post("/estimate-cost", response_model=CostReply, dependencies=[GUARD], summary="Estimate credits")
 async def estimate_cost(body: CostBody, request: Request) -> CostReply:
     catalogue = _catalogues(request).providers
@@ -431,23 +435,22 @@ async def estimate_cost(body: CostBody, request: Request) -> CostReply:
     if body.provider not in providers:
         raise InvalidArgument(f"Unknown provider '{body.provider}'. Supported: {', '.join(providers)}",
                               field="provider", supported_providers=list(providers))
-    credits = providers[body.provider]["credits"]
+    provider = providers[body.provider]
+    model = ""
     if body.operation == "generate":
-        model = body.model or providers[body.provider]["models"][0]
-        if model not in credits:
+        model = body.model or provider["models"][0]
+        if model not in provider["models"]:
             raise InvalidArgument(f"Unknown model '{model}' for provider '{body.provider}'. Supported: "
-                                  f"{', '.join(providers[body.provider]['models'])}", field="model",
-                                  supported_models=providers[body.provider]["models"])
-        unit = credits[model]
-    else:
-        key = {"edit": "edit", "upscale": "upscale", "control": "control"}.get(body.operation.split("_")[0],
-                                                                              body.operation)
-        if key not in credits:
-            raise InvalidArgument(f"Provider '{body.provider}' does not offer '{body.operation}'", field="operation")
-        unit = credits[key]
-    megapixels = (body.width or 1024) * (body.height or 1024) / 1_000_000
-    extra = max(0.0, megapixels - 1.0) * catalogue.get("credits_per_extra_megapixel", 0)
-    return CostReply(estimated_cost=round((unit + extra) * body.num_images, 2), currency="credits",
+                                  f"{', '.join(provider['models'])}", field="model", supported_models=provider["models"])
+    kind = body.operation.split("_")[0]
+    if kind not in provider["operations"]:
+        raise InvalidArgument(f"Provider '{body.provider}' does not offer '{body.operation}'", field="operation")
+    # Credits are the Orchestrator's figure (its price table, its credit rate), rendered to two decimals here;
+    # edits and control run Generate's pipelines, so they are estimated as generations.
+    reply = await translate.client(request).estimate_cost(
+        _ESTIMATE_ACTIONS.get(kind, kind), model_id=model, width=body.width or 0, height=body.height or 0,
+        count=body.num_images)
+    return CostReply(estimated_cost=round(reply.credits, 2), currency="credits",
                      provider=body.provider, model=body.model, operation=body.operation, num_images=body.num_images)
 
 

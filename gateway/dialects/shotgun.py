@@ -196,10 +196,10 @@ async def remove_background(body: RemoveBackgroundBody, request: Request) -> Any
         results.append(ModelResult(
             model_id=result.model_id, model_name=result.model_name or None,
             status="success" if _success(result) else "error", image_base64=image_base64, image_url=image_url,
-            error=result.error or None, processing_time_ms=result.processing_time_ms, cost_usd=result.cost_usd))
+            error=result.error or None, processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return RemoveBackgroundReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                                  processing_time_ms=outcome.processing_time_ms, results=results,
-                                 total_cost_usd=outcome.total_cost_usd)
+                                 total_cost_usd=outcome.total_cost.usd)
 
 
 @router.post("/upscale", response_model=UpscaleReply | AcceptedReply, dependencies=[GUARD],
@@ -220,7 +220,7 @@ async def upscale(body: UpscaleBody, request: Request) -> Any:
         job_id=job.id, status=translate.status_name(job.status),
         input_dimensions=_dims(result.input_dimensions), output_dimensions=_dims(result.output_dimensions),
         scale_factor=round(result.scale_factor), alpha_preserved=result.alpha_preserved,
-        processing_time_ms=result.processing_time_ms, image_base64=encode_base64(data), cost_usd=result.cost.usd)
+        processing_time_ms=result.processing_time_ms, image_base64=encode_base64(data), cost_usd=job.cost.usd)
 
 
 @router.post("/process", response_model=ProcessReply | AcceptedReply, dependencies=[GUARD],
@@ -237,10 +237,10 @@ async def process(body: ProcessBody, request: Request) -> Any:
             bg_removal_status="success" if _success(result) else "error",
             upscale_status=result.upscale_status or None, input_dimensions=_dims(result.input_dimensions),
             output_dimensions=_dims(result.output_dimensions), image_base64=image_base64, error=result.error or None,
-            processing_time_ms=result.processing_time_ms, cost_usd=result.cost_usd))
+            processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return ProcessReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                         processing_time_ms=outcome.processing_time_ms, results=results,
-                        total_cost_usd=outcome.total_cost_usd)
+                        total_cost_usd=outcome.total_cost.usd)
 
 
 @router.post("/log-selection", response_model=LogSelectionReply, dependencies=[GUARD],

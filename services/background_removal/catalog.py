@@ -24,7 +24,6 @@ class ModelSpec:
     sha256: str = ""
     # rembg session name (kind rembg); rembg finds `<session>.onnx` under U2NET_HOME.
     session: str = ""
-    cost_per_image_usd: float = 0.0
     description: str = ""
     preprocess: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +54,7 @@ def _spec(raw: dict[str, Any], where: str) -> ModelSpec:
         # rembg resolves `<session>.onnx` itself; a different file name would make it try to download.
         if raw["file"] != f"{session}.onnx":
             raise CatalogError(f"{where}: a rembg model's file must be '{session}.onnx' (rembg's own name)")
-    known = {"id", "display_name", "kind", "file", "sha256", "session", "cost_per_image_usd", "description",
+    known = {"id", "display_name", "kind", "file", "sha256", "session", "description",
              "preprocess", "postprocess"}
     unknown = set(raw) - known
     if unknown:
@@ -63,7 +62,7 @@ def _spec(raw: dict[str, Any], where: str) -> ModelSpec:
     return ModelSpec(
         id=str(raw["id"]), display_name=str(raw.get("display_name") or raw["id"]), kind=raw["kind"],
         file=str(raw["file"]), sha256=str(raw.get("sha256") or "").lower(), session=session,
-        cost_per_image_usd=float(raw.get("cost_per_image_usd") or 0.0), description=str(raw.get("description") or ""),
+        description=str(raw.get("description") or ""),
         preprocess=dict(raw.get("preprocess") or {}), postprocess=dict(raw.get("postprocess") or {}),
     )
 

@@ -68,8 +68,8 @@ class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
             model_id=result.model.id,
             model_name=result.model.display_name,
             processing_time_ms=result.processing_time_ms,
-            cost=common_pb2.Cost(usd=result.model.cost_per_image_usd, device_seconds=result.device_seconds,
-                                 device_class=device_class(result.provider)),
+            # Seconds and class only: the Orchestrator's price table is the one place dollars are made.
+            cost=common_pb2.Cost(device_seconds=result.device_seconds, device_class=device_class(result.provider)),
             provider=result.provider,
         )
 
@@ -79,7 +79,7 @@ class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
         return pb.ListRemovalModelsResponse(
             models=[pb.RemovalModelInfo(
                 id=s.spec.id, display_name=s.spec.display_name, kind=s.spec.kind, available=s.available,
-                unavailable_reason=s.reason, provider=s.provider, cost_per_image_usd=s.spec.cost_per_image_usd,
+                unavailable_reason=s.reason, provider=s.provider,
                 description=s.spec.description,
             ) for s in registry.states()],
             default_model=registry.default_model,

@@ -1,4 +1,4 @@
-"""GenerateCore: validate, queue onto the device worker, encode or store the outputs, account for cost.
+"""GenerateCore: validate, queue onto the device worker, encode or store the outputs, measure device seconds.
 
 Plain Python (no gRPC): the servicer converts protobuf to GenerateInput and GenerateOutput back.
 """
@@ -41,7 +41,6 @@ class GenerateOutput:
     scheduler: str
     timings_ms: dict[str, int]
     device_seconds: float
-    cost_usd: float
     batch_size: int
     notes: list[str] = field(default_factory=list)
 
@@ -98,7 +97,6 @@ class GenerateCore:
                         "inference_ms": _ms(outcome.inference_s), "encode_ms": _ms(encode_s),
                         "total_ms": _ms(time.perf_counter() - started)},
             device_seconds=outcome.device_seconds,
-            cost_usd=outcome.device_seconds * plan.entry.cost_per_second_usd,
             batch_size=outcome.batch_requests, notes=[*plan.notes, *outcome.notes],
         )
 

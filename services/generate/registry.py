@@ -55,7 +55,6 @@ class ModelEntry(BaseModel):
     # size's pixel count instead, as real checkpoints are trained at about one pixel count.
     max_pixels: int = 0
     supports_negative_prompt: bool = True
-    cost_per_second_usd: float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:

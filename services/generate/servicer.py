@@ -87,7 +87,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                 device=device, default_steps=e.default_steps, min_steps=e.min_steps, max_steps=e.max_steps,
                 default_guidance=e.default_guidance, min_size=e.min_size, max_size=e.max_size,
                 size_multiple=e.size_multiple, supports_negative_prompt=e.supports_negative_prompt,
-                cost_per_second_usd=e.cost_per_second_usd, operations=[_OPERATION_ENUM[o] for o in e.operations],
+                operations=[_OPERATION_ENUM[o] for o in e.operations],
                 default_width=e.default_width, default_height=e.default_height, is_default=status.is_default,
                 max_images_per_request=self.core.settings.max_images_per_request, providers=list(e.providers),
             ))
@@ -104,7 +104,8 @@ def _response(out: GenerateOutput) -> pb.GenerateResponse:
             model_id=plan.entry.id, effective_prompt=plan.effective_prompt, steps=plan.steps,
             guidance_scale=plan.guidance_scale, width=plan.output_width, height=plan.output_height, device=out.device,
             timings=pb.GenerationTimings(**out.timings_ms),
-            cost=common_pb2.Cost(usd=out.cost_usd, device_seconds=out.device_seconds, device_class=out.device_class),
+            # Seconds and class only: the Orchestrator's price table is the one place dollars are made.
+            cost=common_pb2.Cost(device_seconds=out.device_seconds, device_class=out.device_class),
             batch_size=out.batch_size, scheduler=out.scheduler,
         ),
         notes=out.notes,

@@ -27,6 +27,7 @@ from services.orchestrator.execution import (
     run_job as run_claimed_job,
 )
 from services.orchestrator.metrics import JobMetrics
+from services.orchestrator.pricing import PriceTable, sum_costs
 from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.store import (
@@ -131,10 +132,19 @@ class Analytics:
     successful: int
     failed: int
     success_rate: float
-    total_cost_cents: int
+    total_cost: common_pb2.Cost
     average_processing_s: float
     models_used: dict[str, int] = field(default_factory=dict)
-    daily: list[tuple[str, int, int]] = field(default_factory=list)
+    # (day, jobs, summed cost of that day's jobs)
+    daily: list[tuple[str, int, common_pb2.Cost]] = field(default_factory=list)
+
+
+@dataclass
+class CostEstimate:
+    cost: common_pb2.Cost
+    credits: float
+    usd_per_credit: float
+    source: str
 
 
 async def ranked_models(store: AsyncStore, category: str) -> list[str]:
@@ -154,6 +164,7 @@ class OrchestratorCore:
         self.images = images
         self.registry = registry
         self.catalog = MeshCatalog(backends)
+        self.prices = PriceTable.from_settings(settings)
         self.pulse = Pulse()
         self.policy = ssrf.UrlPolicy.from_setting(settings.url_allow_list)
         self.runner = JobRunner(
@@ -255,7 +266,7 @@ class OrchestratorCore:
         return 0
 
     async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
-        """`execute`, priced (measured service seconds x the device class's price) and with its output images
+        """`execute`, priced (measured device seconds x the price table, pricing.py) and with its output images
         moved into the image store under the job's owner."""
         # Backends get the pixels inline, read here under the job's owner: no backend needs the orchestrator's
         # image store, and a spec can never reach another owner's image by naming its reference.
@@ -264,11 +275,7 @@ class OrchestratorCore:
         started = time.perf_counter()
         result = await self.execute(spec, on_progress)
         wall_s = time.perf_counter() - started
-        reported = next(iter(media.messages_of(result, COST)), common_pb2.Cost())
-        seconds = reported.device_seconds or wall_s
-        device_class = reported.device_class or self.settings.default_device_class
-        cost = common_pb2.Cost(usd=seconds * self.settings.price_per_second_usd.get(device_class, 0.0),
-                               device_seconds=seconds, device_class=device_class)
+        cost = self._price(result, wall_s)
         kind = spec.WhichOneof("spec")
         model_id = _model_of(spec)
         if kind == "generate" and result.generate.metadata.model_id:
@@ -281,6 +288,22 @@ class OrchestratorCore:
         metadata = {"model_id": model_id, "prompt": prompt, "action": kind or ""}
         await asyncio.to_thread(media.externalize, result, self.images, job.owner, job.id, metadata)
         return CallOutcome(result, list(media.images_in(result)), cost, model_id)
+
+    def _price(self, result: pb.JobResult, wall_s: float) -> common_pb2.Cost:
+        """The call's cost from the backend's measured seconds and class (wall time when it measured none), with
+        the priced figure written back into the result, so the result a client reads says what the job says."""
+        kind = result.WhichOneof("result") or ""
+        if kind == "shotgun":
+            # Each model was priced with this same table as it finished (shotgun.py); the job is their sum.
+            summary = result.shotgun
+            total = sum_costs([r.cost for r in summary.results])
+            summary.total_cost.CopyFrom(total)
+            summary.total_cost_usd = total.usd
+            return total
+        reported = next(iter(media.messages_of(result, COST)), None)
+        if reported is None:
+            return self.prices.price(wall_s, service=kind)
+        return self.prices.reprice(reported, kind, fallback_seconds=wall_s)
 
     async def _run_claimed(self, job: pb.Job, sink: ClaimSink) -> JobOutcome:
         return await run_claimed_job(job, sink, self.call_backend, self.registry)
@@ -399,14 +422,32 @@ class OrchestratorCore:
     async def list_workflows(self) -> list[WorkflowEstimate]:
         out = []
         for workflow in sorted(self.registry.workflows.values(), key=lambda w: w.id):
-            history = await self.store.workflow_history(workflow.id)
-            if history:
-                out.append(WorkflowEstimate(workflow, statistics.median(s for s, _ in history),
-                                            statistics.median(c for _, c in history), "history"))
-            else:
-                out.append(WorkflowEstimate(workflow, workflow.estimated_seconds, workflow.estimated_cost_usd,
-                                            "configured"))
+            out.append(await self._workflow_estimate(workflow))
         return out
+
+    async def _workflow_estimate(self, workflow: Workflow) -> WorkflowEstimate:
+        """Past runs' median seconds and cost (each priced by this table when it ran); without history, the
+        definition's seconds priced as device seconds of the default class."""
+        history = await self.store.workflow_history(workflow.id)
+        if history:
+            return WorkflowEstimate(workflow, statistics.median(s for s, _ in history),
+                                    statistics.median(c for _, c in history), "history")
+        priced = self.prices.price(workflow.estimated_seconds, service="workflow")
+        return WorkflowEstimate(workflow, workflow.estimated_seconds, priced.usd, "configured")
+
+    async def estimate_cost(self, action: str, model_id: str = "", width: int = 0, height: int = 0,
+                            count: int = 0) -> CostEstimate:
+        """What work would cost, from the same table as finished work: a workflow id uses its estimate (times
+        count); any other action the catalogue's seconds per megapixel (pricing.py)."""
+        if action in self.registry.workflows:
+            estimate = await self._workflow_estimate(self.registry.workflows[action])
+            n = count or 1
+            cost = common_pb2.Cost(usd=estimate.cost_usd * n, device_seconds=estimate.seconds * n,
+                                   device_class=self.prices.default_device_class)
+            source = estimate.source
+        else:
+            cost, source = self.prices.estimate(action, model_id, width, height, count), "configured"
+        return CostEstimate(cost, self.prices.credits(cost.usd), self.prices.usd_per_credit, source)
 
     async def execute_workflow(self, spec: pb.WorkflowSpec, owner: str, idempotency_key: str,
                                webhook: pb.Webhook | None) -> pb.Job:
@@ -446,22 +487,19 @@ class OrchestratorCore:
         completed = [r for r in rows if r[0] == COMPLETED]
         failed = sum(1 for r in rows if r[0] == FAILED)
         models: dict[str, int] = {}
-        daily: dict[str, list[float]] = {}
-        for status, model_id, created_at, _seconds, cost in rows:
+        daily: dict[str, list[common_pb2.Cost]] = {}
+        for _status, model_id, created_at, _seconds, cost in rows:
             if model_id:
                 models[model_id] = models.get(model_id, 0) + 1
-            day = time.strftime("%Y-%m-%d", time.gmtime(created_at))
-            entry = daily.setdefault(day, [0, 0.0])
-            entry[0] += 1
-            entry[1] += cost or 0.0
+            daily.setdefault(time.strftime("%Y-%m-%d", time.gmtime(created_at)), []).append(cost)
         times = [r[3] for r in completed if r[3] is not None]
-        total_cost = sum(r[4] or 0.0 for r in rows)
+        # Sums of the jobs' own recorded figures, never a re-pricing: analytics says what GetJob said.
         return Analytics(
             period_days=days, total=len(rows), successful=len(completed), failed=failed,
             success_rate=round(100.0 * len(completed) / len(rows), 1) if rows else 0.0,
-            total_cost_cents=round(total_cost * 100), average_processing_s=statistics.fmean(times) if times else 0.0,
-            models_used=models,
-            daily=[(day, int(n), round(cost * 100)) for day, (n, cost) in sorted(daily.items())],
+            total_cost=sum_costs([r[4] for r in rows]),
+            average_processing_s=statistics.fmean(times) if times else 0.0, models_used=models,
+            daily=[(day, len(costs), sum_costs(costs)) for day, costs in sorted(daily.items())],
         )
 
     # --- selections ----------------------------------------------------------------------------------------------

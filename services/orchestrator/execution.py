@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from services.orchestrator.pricing import sum_costs
 from services.orchestrator.store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, SKIPPED, STATUS_NAME, StepRecord
 from services.orchestrator.workflows import Registry, Scope, StepDef, Workflow, build_spec, resolve
 from shared.errors import (
@@ -62,12 +63,6 @@ class JobOutcome:
     cost: common_pb2.Cost
     model_id: str = ""
     error: ImageMeshError | None = None
-
-
-def sum_costs(costs: list[common_pb2.Cost]) -> common_pb2.Cost:
-    classes = {c.device_class for c in costs if c.device_class}
-    return common_pb2.Cost(usd=sum(c.usd for c in costs), device_seconds=sum(c.device_seconds for c in costs),
-                           device_class=classes.pop() if len(classes) == 1 else ("mixed" if classes else ""))
 
 
 def _record(step: StepDef) -> StepRecord:

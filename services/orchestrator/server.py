@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from services.orchestrator.backends import Backends
 from services.orchestrator.core import OrchestratorCore, ranked_models
 from services.orchestrator.metrics import JobMetrics
+from services.orchestrator.pricing import PriceTable
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.shotgun import RankingSource, Shotgun, ShotgunLimits
@@ -72,6 +73,7 @@ def build_deps(settings: OrchestratorSettings, deps: OrchestratorDeps | None = N
         ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
         images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
         image_store,
+        PriceTable.from_settings(settings),
     )
     core = deps.core if deps.core is not None else OrchestratorCore(
         settings, backends, store, image_store, registry, JobMetrics.create(metrics_registry), shotgun.run)

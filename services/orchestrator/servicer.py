@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from services.orchestrator.core import OrchestratorCore
+from services.orchestrator.pricing import cents
 from services.orchestrator.shotgun import Shotgun
 from services.orchestrator.store import STATUS_NAME, timestamp
 from shared.errors import NotImplementedYet
@@ -94,9 +95,16 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         a = await self.core.analytics(request.owner, request.days)
         return pb.GetAnalyticsResponse(
             period_days=a.period_days, total=a.total, successful=a.successful, failed=a.failed,
-            success_rate=a.success_rate, total_cost_cents=a.total_cost_cents,
+            success_rate=a.success_rate, total_cost_cents=cents(a.total_cost.usd), total_cost=a.total_cost,
             average_processing_seconds=a.average_processing_s, models_used=a.models_used,
-            daily=[pb.DailyStat(date=d, generations=n, cost_cents=c) for d, n, c in a.daily])
+            daily=[pb.DailyStat(date=d, generations=n, cost_cents=cents(c.usd), cost=c) for d, n, c in a.daily])
+
+    async def EstimateCost(self, request: pb.EstimateCostRequest,
+                           context: grpc.aio.ServicerContext) -> pb.EstimateCostResponse:
+        e = await self.core.estimate_cost(request.action, request.model_id, request.width, request.height,
+                                          request.count)
+        return pb.EstimateCostResponse(cost=e.cost, credits=e.credits, usd_per_credit=e.usd_per_credit,
+                                       estimate_source=e.source)
 
     # --- selections --------------------------------------------------------------------------------------------------
 

@@ -43,11 +43,18 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     # Extra YAML workflow definitions (same id overrides a shipped one).
     workflows_dir: Path | None = None
 
-    # --- cost ------------------------------------------------------------------------------------------------
-    # Price of one measured service second per device class, in US dollars.
+    # --- cost (services/orchestrator/pricing.py: the one price table; docs/orchestrator.md, "Cost") -----------
+    # Price of one measured device second per device class, in US dollars.
     price_per_second_usd: dict[str, float] = {"cpu": 0.0002, "cuda": 0.0014, "mps": 0.0006}  # noqa: RUF012
-    # Device class priced when a backend does not say which one it used.
+    # Per-service overrides: job kind ("generate", "upscale", ...) -> device class -> price per second.
+    service_price_per_second_usd: dict[str, dict[str, float]] = {}  # noqa: RUF012
+    # Device class priced when a backend does not say which one it used, and the class estimates assume.
     default_device_class: str = "cpu"
+    # One credit (Image Studio's currency) in US dollars: credits = usd / usd_per_credit.
+    usd_per_credit: float = 0.01
+    # EstimateCost's catalogue: device seconds per megapixel of output, by action or "action:model_id".
+    estimate_seconds_per_megapixel: dict[str, float] = {  # noqa: RUF012
+        "generate": 20.0, "remove_background": 2.0, "upscale": 4.0, "relight": 1.0}
 
     # --- webhooks --------------------------------------------------------------------------------------------
     # Per-owner (API key id) signing secrets, and the secret for owners without one.

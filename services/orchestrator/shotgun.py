@@ -9,6 +9,10 @@ Which models run: the list given; empty or ["all"] = every available model; "aut
 image category; top_k > 0 = the k most chosen. Rankings come from a `RankingSource` (an async callable
 `rank(category) -> [model_id, ...]`, most chosen first): the orchestrator's selection store in production,
 `InMemoryRanking` in tests.
+
+Each model's result is priced as it finishes, with the Orchestrator's one price table (pricing.py): its `cost`
+(removal plus any upscale) and the summary's `total_cost` (the sum over every model) are the figures its job,
+analytics and webhooks carry.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from services.orchestrator.pricing import PriceTable, sum_costs
 from shared import clients, images
 from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, InvalidModel, ModelUnavailable, ServiceUnavailable, to_detail
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -80,13 +85,14 @@ def _dedupe(ids: list[str]) -> list[str]:
 class Shotgun:
     def __init__(self, removal: br_grpc.BackgroundRemovalServiceStub, upscale: up_grpc.UpscaleServiceStub | None,
                  ranking: RankingSource, limits: ShotgunLimits | None = None,
-                 image_limits: images.ImageLimits | None = None, store=None) -> None:
+                 image_limits: images.ImageLimits | None = None, store=None, prices: PriceTable | None = None) -> None:
         self.removal = removal
         self.upscale = upscale
         self.ranking = ranking
         self.limits = limits or ShotgunLimits()
         self.image_limits = image_limits or images.ImageLimits()
         self.store = store
+        self.prices = prices or PriceTable(per_second_usd={})
 
     async def _catalogue(self) -> br_pb.ListRemovalModelsResponse:
         return await clients.call(self.removal.ListRemovalModels, br_pb.ListRemovalModelsRequest(),
@@ -176,7 +182,9 @@ class Shotgun:
         result.status = SUCCESS
         result.model_name = reply.model_name or name
         result.image.CopyFrom(reply.image)
-        result.cost_usd = reply.cost.usd
+        result.cost.CopyFrom(self.prices.reprice(reply.cost, "remove_background",
+                                                 fallback_seconds=time.perf_counter() - started))
+        result.cost_usd = result.cost.usd
         result.output_dimensions.CopyFrom(common_pb2.Dimensions(width=reply.image.width, height=reply.image.height))
         if upscaling:
             await self._upscale(result, spec, timeout)
@@ -185,6 +193,7 @@ class Shotgun:
 
     async def _upscale(self, result: pb.ShotgunResult, spec: pb.ShotgunSpec, timeout: float) -> None:
         """The /process pipeline: upscale a successful cut-out; a failed upscale keeps the cut-out, says why."""
+        started = time.perf_counter()
         try:
             reply = await clients.call(self.upscale.Upscale, up_pb.UpscaleRequest(
                 image=result.image, scale_factor=spec.upscale_factor, mode="fast", preserve_alpha=True,
@@ -198,7 +207,9 @@ class Shotgun:
             return
         result.upscale_status = "success"
         result.image.CopyFrom(reply.image)
-        result.cost_usd += reply.cost.usd
+        upscale = self.prices.reprice(reply.cost, "upscale", fallback_seconds=time.perf_counter() - started)
+        result.cost.CopyFrom(sum_costs([result.cost, upscale]))
+        result.cost_usd = result.cost.usd
         result.output_dimensions.CopyFrom(reply.output_dimensions)
 
     async def stream(self, spec: pb.ShotgunSpec, job_id: str = "") -> AsyncIterator[pb.StreamShotgunResponse]:
@@ -219,12 +230,15 @@ class Shotgun:
             for task in tasks:  # the caller went away: stop waiting on the backends
                 task.cancel()
         results = [done[m] for m in models]
+        # A failed model carries no cost (nothing reported it); summing every result keeps the rule one line.
+        total = sum_costs([r.cost for r in results])
         yield pb.StreamShotgunResponse(summary=pb.ShotgunSummary(
             job_id=job_id or f"job_{uuid.uuid4().hex}",
             status=overall_status(results),
             processing_time_ms=int((time.perf_counter() - started) * 1000),
             results=results,
-            total_cost_usd=sum(r.cost_usd for r in results if r.status == SUCCESS),
+            total_cost_usd=total.usd,
+            total_cost=total,
         ))
 
     async def run(self, spec: pb.ShotgunSpec, job_id: str = "") -> pb.ShotgunSummary:

@@ -63,7 +63,6 @@ class Workflow:
     params: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     estimated_seconds: float = 0.0
-    estimated_cost_usd: float = 0.0
 
     def step(self, name: str) -> StepDef:
         return next(s for s in self.steps if s.name == name)
@@ -122,6 +121,9 @@ def parse_workflow(data: dict, source: str = "") -> Workflow:
                 raise ValueError(f"step {step.name!r}{where} depends on unknown step {dep!r}")
     _check_acyclic(steps, workflow_id)
     estimate = data.get("estimate") or {}
+    if "cost_usd" in estimate:
+        raise ValueError(f"workflow {workflow_id!r}{where}: estimate.cost_usd is not read any more; the "
+                         "Orchestrator's price table prices estimate.seconds (docs/orchestrator.md, \"Cost\")")
     outputs = list(data.get("outputs") or [])
     for name in outputs:
         if name not in names:
@@ -129,7 +131,7 @@ def parse_workflow(data: dict, source: str = "") -> Workflow:
     return Workflow(
         id=workflow_id, name=str(data.get("name", workflow_id)), description=str(data.get("description", "")),
         steps=steps, params=dict(data.get("params") or {}), outputs=outputs,
-        estimated_seconds=float(estimate.get("seconds", 0)), estimated_cost_usd=float(estimate.get("cost_usd", 0)),
+        estimated_seconds=float(estimate.get("seconds", 0)),
     )
 
 

@@ -32,10 +32,10 @@ class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
         self.limits = limits
         self.catalogue = catalogue
 
-    def _cost(self, seconds: float, device_class: str = "cpu") -> common_pb2.Cost:
-        settings = self.core.settings
-        price = settings.cost_per_gpu_second_usd if device_class == "cuda" else settings.cost_per_cpu_second_usd
-        return common_pb2.Cost(usd=seconds * price, device_seconds=seconds, device_class=device_class)
+    @staticmethod
+    def _cost(seconds: float, device_class: str = "cpu") -> common_pb2.Cost:
+        # Seconds and class only: the Orchestrator's price table is the one place dollars are made.
+        return common_pb2.Cost(device_seconds=seconds, device_class=device_class)
 
     async def Upscale(self, request: pb.UpscaleRequest, context: grpc.aio.ServicerContext) -> pb.UpscaleResponse:
         background = images.parse_color(request.background_color)

@@ -10,9 +10,6 @@ class UpscaleSettings(ServiceSettings):
     # Past this many output pixels an upscale is refused with IMAGE_TOO_LARGE (8192x8192 by default).
     max_output_pixels: int = 8192 * 8192
     max_scale_factor: int = 8
-    # Price of a device second, for the cost reported with each result.
-    cost_per_cpu_second_usd: float = 0.0
-    cost_per_gpu_second_usd: float = 0.0
     # onnxruntime execution provider for the super-resolution models: "auto" (CUDA when onnxruntime-gpu has it,
     # else CPU, chosen once and reported), "cpu" or "cuda". An explicit "cuda" that cannot load makes the SR
     # methods unavailable (with the reason) instead of running them on the CPU behind the caller's back.

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared import clients
+from shared.clients import create_channel
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc
 from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
 from tests.gateway.helpers import decode_image
 from tests.images import b64, disc_rgba, gradient_rgb
@@ -57,16 +61,30 @@ async def test_templates_carry_generates_exact_sizes(http):
     assert [(t["aspect_ratio"]["width"], t["aspect_ratio"]["height"]) for t in story] == [(1080, 1920)]
 
 
-async def test_estimate_cost(http):
+async def test_estimate_cost(http, mesh):
     reply = await http.post(f"{BASE}/estimate-cost", json=SEED["estimate_cost_request"])
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["estimate_cost_response"])
-    assert body["estimated_cost"] == 5 and body["currency"] == "credits"
+    assert body["currency"] == "credits"
+    # The credits are the Orchestrator's estimate (its price table, its credit rate), rounded to 2 decimals.
+    channel = create_channel(mesh.address("orchestrator"))
+    try:
+        estimate = await clients.call(orchestrator_service_pb2_grpc.OrchestratorServiceStub(channel).EstimateCost,
+                                      orch_pb.EstimateCostRequest(action="generate", model_id="ideogram-v3-turbo",
+                                                                  width=1200, height=628, count=1))
+    finally:
+        await channel.close()
+    assert body["estimated_cost"] == round(estimate.credits, 2) > 0
     # Larger outputs cost more; more images cost proportionally more.
-    big = (await http.post(f"{BASE}/estimate-cost", json={"provider": "stability", "model": "core",
+    one = (await http.post(f"{BASE}/estimate-cost", json={"provider": "stability", "model": "core",
+                                                           "num_images": 1, "width": 2048, "height": 2048})).json()
+    two = (await http.post(f"{BASE}/estimate-cost", json={"provider": "stability", "model": "core",
                                                            "num_images": 2, "width": 2048, "height": 2048})).json()
-    assert big["estimated_cost"] == pytest.approx(2 * (3 + (2048 * 2048 / 1e6 - 1)), abs=0.01)
+    assert two["estimated_cost"] == pytest.approx(2 * one["estimated_cost"], abs=0.01)
+    assert one["estimated_cost"] > body["estimated_cost"]
+    reply = await http.post(f"{BASE}/estimate-cost", json={"provider": "wavespeed", "operation": "upscale"})
+    assert_error_format("image_studio", reply, 400)
     reply = await http.post(f"{BASE}/estimate-cost", json={"provider": "nobody"})
     body = assert_error_format("image_studio", reply, 400)
     assert "stability" in body["detail"]

@@ -31,8 +31,7 @@ STEPS = 3
 
 def tiny_entry(model_id: str, path: str, **extra) -> dict:
     entry = dict(id=model_id, path=path, dtype="float32", default_steps=STEPS, min_steps=1, max_steps=800,
-                 default_width=SIZE, default_height=SIZE, min_size=64, max_size=512, size_multiple=8,
-                 cost_per_second_usd=0.002)
+                 default_width=SIZE, default_height=SIZE, min_size=64, max_size=512, size_multiple=8)
     entry.update(extra)
     return entry
 

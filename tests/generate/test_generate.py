@@ -59,7 +59,7 @@ async def test_metadata_timings_device_and_cost(gen):
     assert meta.scheduler == "DDIMScheduler" and meta.batch_size == 1
     assert meta.timings.inference_ms > 0 and meta.timings.total_ms >= meta.timings.inference_ms
     assert meta.cost.device_seconds > 0
-    assert meta.cost.usd == pytest.approx(meta.cost.device_seconds * 0.002)
+    assert meta.cost.usd == 0.0  # the Orchestrator prices seconds; Generate never makes a dollar figure
 
 
 async def test_aliases_aspect_ratio_and_negative_prompt_note(gen):

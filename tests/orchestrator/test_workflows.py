@@ -95,6 +95,13 @@ async def test_list_workflows_estimates_from_configuration_then_history(orch):
     headshot = listed["professional_headshot"]
     assert [s.action for s in headshot.steps] == ["generate", "relight", "remove_background", "upscale"]
     assert headshot.estimate_source == "configured" and headshot.estimated_seconds == 210
+    # A configured estimate is its seconds priced with the one price table (default class), never a YAML price.
+    price = orch.settings.price_per_second_usd[orch.settings.default_device_class]
+    assert headshot.estimated_cost_usd == pytest.approx(210 * price)
+    estimate = await clients.call(orch.stub.EstimateCost, pb.EstimateCostRequest(action="professional_headshot",
+                                                                                 count=2))
+    assert estimate.cost.usd == pytest.approx(2 * 210 * price) and estimate.estimate_source == "configured"
+    assert estimate.credits == pytest.approx(estimate.cost.usd / orch.settings.usd_per_credit)
     assert listed["fan_out"].estimate_source == "configured"
     done = await wait_for(orch.stub, (await submit(orch.stub, workflow_spec("fan_out"))).id)
     listed = {w.id: w for w in (await clients.call(orch.stub.ListWorkflows, pb.ListWorkflowsRequest())).workflows}

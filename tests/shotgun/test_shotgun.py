@@ -51,7 +51,11 @@ async def test_two_models_and_a_missing_one_is_partial(mesh2):
     assert missing.error_detail.reason == "MODEL_UNAVAILABLE"
     assert "isnet-general-use.onnx is not in" in missing.error
     assert missing.cost_usd == 0.0
-    assert summary.total_cost_usd == pytest.approx(u2netp.cost_usd + modnet.cost_usd)
+    price = mesh2.orchestrator.core.settings.price_per_second_usd["cpu"]
+    for ok in (u2netp, modnet):  # priced by the Orchestrator's table from the replica's measured seconds
+        assert ok.cost.device_class == "cpu" and ok.cost.device_seconds > 0
+        assert ok.cost.usd == ok.cost_usd == pytest.approx(ok.cost.device_seconds * price)
+    assert summary.total_cost.usd == summary.total_cost_usd == pytest.approx(u2netp.cost_usd + modnet.cost_usd)
     assert summary.job_id.startswith("job_") and summary.processing_time_ms > 0
 
 

@@ -325,7 +325,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ShotgunResult(_message.Message):
-    __slots__ = ("model_id", "model_name", "status", "image", "error", "processing_time_ms", "cost_usd", "upscale_status", "input_dimensions", "output_dimensions", "error_detail")
+    __slots__ = ("model_id", "model_name", "status", "image", "error", "processing_time_ms", "cost_usd", "upscale_status", "input_dimensions", "output_dimensions", "error_detail", "cost")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +337,7 @@ class ShotgunResult(_message.Message):
     INPUT_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     ERROR_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_name: str
     status: ShotgunResultStatus
@@ -348,21 +349,24 @@ class ShotgunResult(_message.Message):
     input_dimensions: _common_pb2.Dimensions
     output_dimensions: _common_pb2.Dimensions
     error_detail: _common_pb2.ErrorDetail
-    def __init__(self, model_id: _Optional[str] = ..., model_name: _Optional[str] = ..., status: _Optional[_Union[ShotgunResultStatus, str]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., error: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., upscale_status: _Optional[str] = ..., input_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., output_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., error_detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
+    cost: _common_pb2.Cost
+    def __init__(self, model_id: _Optional[str] = ..., model_name: _Optional[str] = ..., status: _Optional[_Union[ShotgunResultStatus, str]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., error: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., upscale_status: _Optional[str] = ..., input_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., output_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., error_detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
 
 class ShotgunSummary(_message.Message):
-    __slots__ = ("job_id", "status", "processing_time_ms", "results", "total_cost_usd")
+    __slots__ = ("job_id", "status", "processing_time_ms", "results", "total_cost_usd", "total_cost")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: _common_pb2.JobStatus
     processing_time_ms: int
     results: _containers.RepeatedCompositeFieldContainer[ShotgunResult]
     total_cost_usd: float
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., processing_time_ms: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShotgunResult, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...
+    total_cost: _common_pb2.Cost
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., processing_time_ms: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShotgunResult, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
 
 class RunShotgunRequest(_message.Message):
     __slots__ = ("spec", "owner")
@@ -581,14 +585,16 @@ class ResetQueueResponse(_message.Message):
     def __init__(self, requeued: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class DailyStat(_message.Message):
-    __slots__ = ("date", "generations", "cost_cents")
+    __slots__ = ("date", "generations", "cost_cents", "cost")
     DATE_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     COST_CENTS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     date: str
     generations: int
     cost_cents: int
-    def __init__(self, date: _Optional[str] = ..., generations: _Optional[int] = ..., cost_cents: _Optional[int] = ...) -> None: ...
+    cost: _common_pb2.Cost
+    def __init__(self, date: _Optional[str] = ..., generations: _Optional[int] = ..., cost_cents: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
 
 class GetAnalyticsRequest(_message.Message):
     __slots__ = ("owner", "days")
@@ -599,7 +605,7 @@ class GetAnalyticsRequest(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
 
 class GetAnalyticsResponse(_message.Message):
-    __slots__ = ("period_days", "total", "successful", "failed", "success_rate", "total_cost_cents", "average_processing_seconds", "models_used", "daily")
+    __slots__ = ("period_days", "total", "successful", "failed", "success_rate", "total_cost_cents", "average_processing_seconds", "models_used", "daily", "total_cost")
     class ModelsUsedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -616,6 +622,7 @@ class GetAnalyticsResponse(_message.Message):
     AVERAGE_PROCESSING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MODELS_USED_FIELD_NUMBER: _ClassVar[int]
     DAILY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     period_days: int
     total: int
     successful: int
@@ -625,7 +632,34 @@ class GetAnalyticsResponse(_message.Message):
     average_processing_seconds: float
     models_used: _containers.ScalarMap[str, int]
     daily: _containers.RepeatedCompositeFieldContainer[DailyStat]
-    def __init__(self, period_days: _Optional[int] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., success_rate: _Optional[float] = ..., total_cost_cents: _Optional[int] = ..., average_processing_seconds: _Optional[float] = ..., models_used: _Optional[_Mapping[str, int]] = ..., daily: _Optional[_Iterable[_Union[DailyStat, _Mapping]]] = ...) -> None: ...
+    total_cost: _common_pb2.Cost
+    def __init__(self, period_days: _Optional[int] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., success_rate: _Optional[float] = ..., total_cost_cents: _Optional[int] = ..., average_processing_seconds: _Optional[float] = ..., models_used: _Optional[_Mapping[str, int]] = ..., daily: _Optional[_Iterable[_Union[DailyStat, _Mapping]]] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+
+class EstimateCostRequest(_message.Message):
+    __slots__ = ("action", "model_id", "width", "height", "count")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    model_id: str
+    width: int
+    height: int
+    count: int
+    def __init__(self, action: _Optional[str] = ..., model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class EstimateCostResponse(_message.Message):
+    __slots__ = ("cost", "credits", "usd_per_credit", "estimate_source")
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    USD_PER_CREDIT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    cost: _common_pb2.Cost
+    credits: float
+    usd_per_credit: float
+    estimate_source: str
+    def __init__(self, cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., credits: _Optional[float] = ..., usd_per_credit: _Optional[float] = ..., estimate_source: _Optional[str] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
     __slots__ = ("ref", "owner")

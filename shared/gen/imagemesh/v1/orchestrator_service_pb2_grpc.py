@@ -111,6 +111,11 @@ class OrchestratorServiceStub:
                 request_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsRequest.SerializeToString,
                 response_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsResponse.FromString,
                 _registered_method=True)
+        self.EstimateCost = channel.unary_unary(
+                '/imagemesh.v1.OrchestratorService/EstimateCost',
+                request_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostRequest.SerializeToString,
+                response_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostResponse.FromString,
+                _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/imagemesh.v1.OrchestratorService/GetImage',
                 request_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetImageRequest.SerializeToString,
@@ -242,6 +247,13 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateCost(self, request, context):
+        """Estimates what work would cost before it runs, priced with the same table as finished jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetImage(self, request, context):
         """Reads a stored image.
         """
@@ -348,6 +360,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetAnalytics,
                     request_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsRequest.FromString,
                     response_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsResponse.SerializeToString,
+            ),
+            'EstimateCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateCost,
+                    request_deserializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostRequest.FromString,
+                    response_serializer=imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostResponse.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
@@ -776,6 +793,33 @@ class OrchestratorService:
             '/imagemesh.v1.OrchestratorService/GetAnalytics',
             imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsRequest.SerializeToString,
             imagemesh_dot_v1_dot_orchestrator__service__pb2.GetAnalyticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagemesh.v1.OrchestratorService/EstimateCost',
+            imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostRequest.SerializeToString,
+            imagemesh_dot_v1_dot_orchestrator__service__pb2.EstimateCostResponse.FromString,
             options,
             channel_credentials,
             insecure,
