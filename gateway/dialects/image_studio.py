@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from gateway import edits, enrich, translate
+from gateway import enrich, translate
 from gateway.images_in import data_uri, decode_base64_image, encode_base64
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet, Unauthenticated
@@ -154,10 +154,11 @@ class EditBody(BaseModel):
     select_prompt: str | None = None
     background_image_base64: str | None = None
     lighting_image_base64: str | None = None
-    expand_left: int = Field(0, ge=0, le=edits.MAX_EXPAND)
-    expand_right: int = Field(0, ge=0, le=edits.MAX_EXPAND)
-    expand_up: int = Field(0, ge=0, le=edits.MAX_EXPAND)
-    expand_down: int = Field(0, ge=0, le=edits.MAX_EXPAND)
+    # The documented range; Generate (services/generate/edits.py) enforces the same bound and the canvas size.
+    expand_left: int = Field(0, ge=0, le=2048)
+    expand_right: int = Field(0, ge=0, le=2048)
+    expand_up: int = Field(0, ge=0, le=2048)
+    expand_down: int = Field(0, ge=0, le=2048)
     provider: str | None = None
     model: str | None = None
     style_preset: str | None = None
@@ -493,14 +494,16 @@ async def _model_for(request: Request, operation: str, mesh_op: str, model_name:
 async def _generative(request: Request, *, operation: str, mesh_op: str, model_name: str | None, prompt: str,
                       negative_prompt: str | None, image: common_pb2.Image, mask: common_pb2.Image | None,
                       strength: float | None, steps: int | None, guidance_scale: float | None, seed: int | None,
-                      style_preset: str | None, output_format: str) -> tuple[orch_pb.Job, gen_pb.ModelInfo]:
+                      style_preset: str | None, output_format: str,
+                      outpaint: gen_pb.Outpaint | None = None) -> tuple[orch_pb.Job, gen_pb.ModelInfo]:
     model = await _model_for(request, operation, mesh_op, model_name)
     params = translate.generate_parameters(
         model=model, prompt=prompt, negative_prompt=negative_prompt or "", steps=steps or 0,
         guidance_scale=guidance_scale, seed=seed, style_preset=style_preset or "",
         output_format=translate.output_format(output_format), owner=translate.owner_of(request),
-        operation=_MESH_OPERATIONS[mesh_op], init_image=image, mask_image=mask, strength=strength,
-        width=image.width or 0, height=image.height or 0)
+        operation=_MESH_OPERATIONS[mesh_op], init_image=image, mask_image=mask, strength=strength)
+    if outpaint is not None:
+        params.outpaint.CopyFrom(outpaint)
     job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT, operation=operation)
     return job, model
 
@@ -512,8 +515,6 @@ async def _image_reply(request: Request, job: orch_pb.Job, operation: str, provi
         raise InvalidArgument(f"{operation} produced no image")
     data, media_type = await translate.image_bytes(request, images[0])
     width, height = images[0].width, images[0].height
-    if not width:
-        width, height = edits.size_of(data)
     seconds = translate.seconds_between(job.started_at, job.finished_at)
     return ImageReply(success=True, operation=operation, provider=provider, image_base64=data_uri(data, media_type),
                       width=width, height=height,
@@ -548,29 +549,25 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
         raise InvalidArgument(f"Prompt is required for {label}", field="prompt")
     mask = decode_base64_image(body.mask_base64, "mask_base64", settings.max_image_bytes) if body.mask_base64 else None
     strength = body.options.get("strength")
+    outpaint = None
+    mask_msg = common_pb2.Image(data=mask) if mask else None
     if body.operation == "outpaint":
-        image, mask_msg = edits.outpaint_canvas(data, body.expand_left, body.expand_right, body.expand_up,
-                                                body.expand_down)
+        # Generate builds the canvas and its mask (and checks its size before it exists).
+        outpaint = gen_pb.Outpaint(left=body.expand_left, right=body.expand_right, up=body.expand_up,
+                                   down=body.expand_down)
+        mask_msg = None
     elif body.operation in ("search_replace", "search_recolor"):
         if mask is None:
             raise InvalidArgument(f"mask_base64 is required for {body.operation}: no text-grounded segmentation model"
                                   " is configured to find the object from the search prompt", field="mask_base64")
-        mask_msg = common_pb2.Image(data=mask)
-    elif body.operation == "inpaint":
-        mask_msg = common_pb2.Image(data=mask) if mask else edits.full_mask(data)
-    else:
-        mask_msg = None
-        width, height = edits.size_of(data)
-        image = common_pb2.Image(data=data, width=width, height=height)
-    if mask_msg is not None and not image.width:
-        width, height = edits.size_of(data)
-        image = common_pb2.Image(data=data, width=width, height=height)
+    elif body.operation != "inpaint":
+        mask_msg = None  # an inpaint without a mask is Generate's whole-image repaint
     job, model = await _generative(
         request, operation=body.operation, mesh_op=mesh_op, model_name=body.model, prompt=prompt,
         negative_prompt=body.negative_prompt, image=image, mask=mask_msg,
         strength=float(strength) if strength is not None else None, steps=body.steps,
         guidance_scale=body.guidance_scale, seed=body.seed, style_preset=body.style_preset,
-        output_format=body.output_format)
+        output_format=body.output_format, outpaint=outpaint)
     return await _image_reply(request, job, body.operation, "imagemesh", {"model": model.id})
 
 
@@ -586,7 +583,6 @@ async def control_process(body: ControlBody, request: Request) -> ImageReply:
     settings = request.app.state.settings
     operation = _catalogue_operation(request, "control", body.operation)
     data = decode_base64_image(body.control_image_base64, "control_image_base64", settings.max_image_bytes)
-    width, height = edits.size_of(data)
     # How much of the control image survives: image-to-image strength is how much is repainted.
     keep = {"sketch": body.control_strength, "structure": body.control_strength, "style": body.fidelity,
             "style_transfer": body.composition_fidelity}[body.operation]
@@ -597,7 +593,7 @@ async def control_process(body: ControlBody, request: Request) -> ImageReply:
     job, model = await _generative(
         request, operation=body.operation, mesh_op=operation["mesh"], model_name=None,
         prompt=body.prompt, negative_prompt=body.negative_prompt,
-        image=common_pb2.Image(data=data, width=width, height=height), mask=None,
+        image=common_pb2.Image(data=data), mask=None,
         strength=strength if strength is None else max(0.05, min(1.0, strength)), steps=None, guidance_scale=None,
         seed=body.seed, style_preset=body.style_preset, output_format=body.output_format)
     metadata = {key: value for key, value in (("control_strength", body.control_strength),

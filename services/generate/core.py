@@ -76,7 +76,8 @@ class GenerateCore:
 
     async def generate(self, inp: GenerateInput, progress: ProgressFn | None = None) -> GenerateOutput:
         started = time.perf_counter()
-        plan = self.plan(inp)
+        # Validation resizes the input images: a worker thread, never the event loop.
+        plan = await asyncio.to_thread(self.plan, inp)
         job = self.worker.submit(plan, progress)
         try:
             outcome: Outcome = await job.future

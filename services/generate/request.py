@@ -14,6 +14,7 @@ from fractions import Fraction
 from PIL import Image
 
 from services.generate import presets, sizing
+from services.generate.edits import Outpaint, full_mask, outpaint_canvas
 from services.generate.registry import ModelEntry, Registry
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
@@ -48,6 +49,7 @@ class GenerateInput:
     owner: str = ""
     template: str = ""
     quality: str = ""
+    outpaint: Outpaint | None = None
 
 
 @dataclass
@@ -212,8 +214,18 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
     if operation != "text_to_image":
         if inp.init_image is None:
             raise MissingImage(f"{operation} needs init_image", field="init_image")
-        if operation == "inpaint" and inp.mask_image is None:
-            raise MissingImage("inpaint needs mask_image", field="mask_image")
+    if inp.outpaint is not None:
+        if operation != "inpaint":
+            raise InvalidArgument(f"outpaint applies to inpaint, not {operation}", field="outpaint")
+        if inp.mask_image is not None:
+            raise InvalidArgument("outpaint builds its own mask: give mask_image or outpaint, not both",
+                                  field="mask_image")
+        inp.init_image, inp.mask_image = outpaint_canvas(inp.init_image, inp.outpaint)
+        notes.append("outpaint: the image was placed on a {}x{} canvas and the new area generated".format(
+            *inp.init_image.size))
+    elif operation == "inpaint" and inp.mask_image is None:
+        inp.mask_image = full_mask(inp.init_image.size)
+        notes.append("no mask_image: the whole image is repainted")
     if operation == "image_to_image":
         strength = DEFAULT_STRENGTH if inp.strength is None else float(inp.strength)
         _check_range("strength", strength, 0.01, 1.0)

@@ -8,6 +8,7 @@ import grpc
 
 from services.generate.core import GenerateCore, GenerateOutput
 from services.generate.models import ModelState
+from services.generate.edits import Outpaint
 from services.generate.request import GenerateInput
 from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
@@ -35,10 +36,19 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
         self.limits = limits
 
     def _input(self, p: pb.GenerateParameters) -> GenerateInput:
+        outpaint = None
+        if p.HasField("outpaint"):
+            outpaint = Outpaint(p.outpaint.left, p.outpaint.right, p.outpaint.up, p.outpaint.down)
+            outpaint.check()
+
         def image(field: str):
             if not p.HasField(field):
                 return None
-            return images.decode_message(getattr(p, field), self.limits, self.store)
+            decoded = images.decode_message(getattr(p, field), self.limits, self.store)
+            if outpaint is not None and field == "init_image":
+                # decode_message checked the image's own pixels; the grown canvas is checked before it exists.
+                outpaint.check_canvas(decoded.width, decoded.height, self.limits.max_pixels)
+            return decoded
 
         return GenerateInput(
             prompt=p.prompt, model=p.model, negative_prompt=p.negative_prompt, width=p.width, height=p.height,
@@ -49,15 +59,17 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             operation=_OPERATIONS.get(p.operation, f"unknown({p.operation})"),
             init_image=image("init_image"), mask_image=image("mask_image"),
             strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,
-            quality=p.quality,
+            quality=p.quality, outpaint=outpaint,
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
-        return _response(await self.core.generate(self._input(request.parameters)))
+        # Decoding the input images is image work: a worker thread, never the event loop.
+        return _response(await self.core.generate(await asyncio.to_thread(self._input, request.parameters)))
 
     async def GenerateStream(self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext):
         events: asyncio.Queue = asyncio.Queue()
-        task = asyncio.create_task(self.core.generate(self._input(request.parameters), events.put_nowait))
+        inp = await asyncio.to_thread(self._input, request.parameters)
+        task = asyncio.create_task(self.core.generate(inp, events.put_nowait))
         try:
             while True:
                 getter = asyncio.ensure_future(events.get())

@@ -316,6 +316,8 @@ async def test_without_a_capable_model_generative_edits_say_so(mesh, tmp_path):
     operation is listed unavailable and answers 501 "operation not available: no model configured"."""
     from services.generate.server import create_server
     from services.generate.settings import GenerateSettings
+    from services.orchestrator.server import create_server as create_orchestrator
+    from services.orchestrator.settings import OrchestratorSettings
     from tests.gateway.conftest import gateway
     from tests.mesh import service_kwargs
 
@@ -324,8 +326,14 @@ async def test_without_a_capable_model_generative_edits_say_so(mesh, tmp_path):
                         "    operations: [text_to_image]\n    aliases: [flux-1]\n    preload: false\n")
     runtime, port = create_server(GenerateSettings(**service_kwargs(tmp_path), models_file=registry, preload=False))
     await runtime.start()
+    # The gateway reaches Generate's catalogue through the orchestrator: this one drives the restricted Generate.
+    orchestrator, orchestrator_port = create_orchestrator(OrchestratorSettings(
+        **service_kwargs(tmp_path / "orchestrator"), generate_address=f"127.0.0.1:{port}",
+        background_removal_address=mesh.address("background_removal"), upscale_address=mesh.address("upscale")))
+    await orchestrator.start()
     try:
-        async with gateway(mesh, tmp_path, generate_address=f"127.0.0.1:{port}") as client:
+        async with gateway(mesh, tmp_path, generate_address=f"127.0.0.1:{port}",
+                           orchestrator_address=f"127.0.0.1:{orchestrator_port}") as client:
             for kind, operation, payload in (
                 ("edit", "inpaint", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
                 ("edit", "general_edit", {"image_base64": data_url(gradient_rgb(32, 32)), "prompt": "x"}),
@@ -340,4 +348,5 @@ async def test_without_a_capable_model_generative_edits_say_so(mesh, tmp_path):
             listed = (await client.get(f"{BASE}/edit/operations")).json()["operations"]
             assert listed["remove_background"]["available"] is True
     finally:
+        await orchestrator.stop(0)
         await runtime.stop(0)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 
 import pytest
-from PIL import Image
 
-from gateway import edits, enrich, translate
+from gateway import enrich, translate
 from gateway.catalogues import load_catalogues
 from gateway.security import Limit, parse_keys
 from gateway.settings import GatewaySettings
@@ -15,7 +13,6 @@ from services.generate.settings import DEFAULT_TEMPLATES_FILE
 from services.generate.sizing import load_templates
 from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
-from tests.images import png_bytes
 
 
 @pytest.mark.parametrize("text,count,window", [("10/minute", 10, 60), ("1000/hour", 1000, 3600), ("10/day", 10, 86400),
@@ -75,13 +72,3 @@ def test_templates_are_consistent(catalogues):
     assert set(ids) <= set(load_templates(DEFAULT_TEMPLATES_FILE))
 
 
-def test_outpaint_canvas_and_mask():
-    source = Image.new("RGB", (40, 30), (200, 10, 10))
-    canvas, mask = edits.outpaint_canvas(png_bytes(source), 8, 16, 0, 4)
-    canvas_img = Image.open(io.BytesIO(canvas.data))
-    mask_img = Image.open(io.BytesIO(mask.data))
-    assert canvas_img.size == mask_img.size == (64, 34)
-    assert canvas_img.getpixel((8, 0)) == (200, 10, 10) and mask_img.getpixel((8, 0)) == 0
-    assert mask_img.getpixel((0, 0)) == 255 and mask_img.getpixel((63, 33)) == 255
-    with pytest.raises(InvalidArgument):
-        edits.outpaint_canvas(png_bytes(source), 0, 0, 0, 0)
