@@ -31,6 +31,8 @@ class StoredImage:
     created_at: float
     job_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # "generated", "derived" or "input" (services/orchestrator/media.py); "" for records older than kinds.
+    kind: str = ""
 
 
 class LocalImageStore:
@@ -45,14 +47,14 @@ class LocalImageStore:
         return folder / ref, folder / f"{ref}.json"
 
     def put(self, data: bytes, media_type: str, width: int, height: int, *, owner: str = "",
-            job_id: str = "", metadata: dict[str, str] | None = None) -> StoredImage:
+            job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage:
         if media_type not in _EXTENSIONS:
             raise InvalidArgument(f"cannot store media type {media_type}")
         ref = f"img_{uuid.uuid4().hex}"
         blob, meta_path = self._paths(ref)
         blob.parent.mkdir(parents=True, exist_ok=True)
         record = StoredImage(ref, owner, media_type, width, height, len(data), time.time(), job_id,
-                             dict(metadata or {}))
+                             dict(metadata or {}), kind)
         _atomic_write(blob, data)
         _atomic_write(meta_path, json.dumps(asdict(record)).encode())
         return record

@@ -16,7 +16,6 @@ from shared import images
 from shared.concurrency import BoundedExecutor
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as pb_grpc
-from shared.image_store import LocalImageStore
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BackgroundRemovalService"].full_name
@@ -35,7 +34,6 @@ def create_server(settings: BackgroundRemovalSettings | None = None) -> tuple[Se
                              settings.inter_op_threads, on_load=on_load)
     core = BackgroundRemovalCore(registry, settings.alpha_matting_max_pixels)
     executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "bgremoval")
-    store = LocalImageStore(settings.resolved_image_store_dir)
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
     loading: dict[str, asyncio.Task] = {}
 
@@ -49,7 +47,7 @@ def create_server(settings: BackgroundRemovalSettings | None = None) -> tuple[Se
     def observe(model_id: str, seconds: float) -> None:
         holder["inference"].labels(model_id).observe(seconds)
 
-    servicer = BackgroundRemovalServicer(core, executor, store, limits, observe)
+    servicer = BackgroundRemovalServicer(core, executor, limits, observe)
     runtime = build_server(
         settings,
         lambda server: pb_grpc.add_BackgroundRemovalServiceServicer_to_server(servicer, server),

@@ -1,4 +1,7 @@
-"""GenerateCore: validate, queue onto the device worker, encode or store the outputs, account for cost.
+"""GenerateCore: validate, queue onto the device worker, encode the outputs, account for cost.
+
+Outputs always go back inline: the orchestrator is the image store's only writer (it knows the job, the owner
+and which image of how many each one is).
 
 Plain Python (no gRPC): the servicer converts protobuf to GenerateInput and GenerateOutput back.
 """
@@ -10,8 +13,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from PIL import Image
-
 from services.generate.models import ModelManager, ModelState
 from services.generate.registry import ModelEntry, Registry
 from services.generate.request import GenerateInput, Plan, validate
@@ -19,7 +20,6 @@ from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker, Outcome, ProgressFn
 from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.image_store import LocalImageStore
 
 log = logging.getLogger("imagemesh.generate")
 
@@ -54,13 +54,12 @@ class ModelStatus:
 
 
 class GenerateCore:
-    def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
-                 store: LocalImageStore) -> None:
+    def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager,
+                 worker: DeviceWorker) -> None:
         self.settings = settings
         self.registry = registry
         self.manager = manager
         self.worker = worker
-        self.store = store
 
     @property
     def device(self) -> str:
@@ -101,27 +100,8 @@ class GenerateCore:
         )
 
     def _encode(self, plan: Plan, outcome: Outcome) -> list[OutputImage]:
-        out = []
-        for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds)):
-            message = images.to_message(pil, plan.output_format)
-            if plan.store_output:
-                message = self._store(plan, outcome, message, pil, seed)
-            out.append(OutputImage(message, seed, index))
-        return out
-
-    def _store(self, plan: Plan, outcome: Outcome, message: common_pb2.Image, pil: Image.Image,
-               seed: int) -> common_pb2.Image:
-        metadata = {
-            "model_id": plan.entry.id, "prompt": plan.prompt, "effective_prompt": plan.effective_prompt,
-            "negative_prompt": plan.negative_prompt, "style_preset": plan.style_preset, "seed": str(seed),
-            "steps": str(plan.steps), "guidance_scale": f"{plan.guidance_scale:g}", "width": str(plan.width),
-            "height": str(plan.height), "scheduler": outcome.scheduler, "operation": plan.operation,
-            "device": self.manager.device.name,
-        }
-        record = self.store.put(message.data, message.media_type, pil.width, pil.height, owner=plan.owner,
-                                metadata=metadata)
-        return common_pb2.Image(ref=record.ref, media_type=record.media_type, width=record.width,
-                                height=record.height)
+        return [OutputImage(images.to_message(pil, plan.output_format), seed, index)
+                for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds))]
 
     def models(self) -> list[ModelStatus]:
         statuses = []

@@ -38,7 +38,6 @@ class GenerateInput:
     num_images: int = 0
     style_preset: str = ""
     output_format: int = common_pb2.IMAGE_FORMAT_PNG
-    store_output: bool = False
     scheduler: str = ""
     operation: str = "text_to_image"
     init_image: Image.Image | None = None
@@ -67,7 +66,6 @@ class Plan:
     init_image: Image.Image | None
     mask_image: Image.Image | None
     output_format: int
-    store_output: bool
     owner: str
     notes: list[str] = field(default_factory=list)
 
@@ -208,5 +206,5 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
         negative_prompt=negative, width=width, height=height, steps=steps, guidance_scale=guidance,
         seeds=[seed + i for i in range(num_images)], scheduler=_scheduler_name(inp.scheduler.strip()),
         strength=strength, init_image=init_image, mask_image=mask_image, output_format=inp.output_format,
-        store_output=inp.store_output, owner=inp.owner, notes=notes,
+        owner=inp.owner, notes=notes,
     )

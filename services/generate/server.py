@@ -14,7 +14,6 @@ from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker
 from shared import images
 from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
-from shared.image_store import LocalImageStore
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = generate_service_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
@@ -39,15 +38,14 @@ def build_core(settings: GenerateSettings) -> GenerateCore:
              len(registry.entries), registry.default_id,
              f"up to {settings.max_batch_images} images within {settings.batch_window_ms:g} ms"
              if worker.batching else "off")
-    store = LocalImageStore(settings.resolved_image_store_dir)
-    return GenerateCore(settings, registry, manager, worker, store)
+    return GenerateCore(settings, registry, manager, worker)
 
 
 def create_server(settings: GenerateSettings | None = None) -> tuple[ServiceRuntime, int]:
     settings = settings or GenerateSettings()
     core = build_core(settings)
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    servicer = GenerateServicer(core, core.store, limits)
+    servicer = GenerateServicer(core, limits)
     runtime = build_server(
         settings,
         lambda server: generate_service_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server),

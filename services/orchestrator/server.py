@@ -19,10 +19,11 @@ from shared.server import ServiceRuntime, build_server
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
 
-def create_server(settings: OrchestratorSettings | None = None,
-                  ranking: RankingSource | None = None) -> tuple[ServiceRuntime, int]:
+def create_server(settings: OrchestratorSettings | None = None, ranking: RankingSource | None = None,
+                  image_store: LocalImageStore | None = None) -> tuple[ServiceRuntime, int]:
     """`ranking` ranks models per image category for the shotgun's top_k and "auto"; by default the selection
-    store's ranking (`OrchestratorCore.rank`, fed by LogSelection)."""
+    store's ranking (`OrchestratorCore.rank`, fed by LogSelection). `image_store` defaults to the folder of
+    the settings."""
     settings = settings or OrchestratorSettings()
     registry = Registry(load_workflows(settings.workflows_dir))
     threads = settings.job_workers + 4
@@ -31,7 +32,7 @@ def create_server(settings: OrchestratorSettings | None = None,
     sync_store.create_schema()
     store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
-    image_store = LocalImageStore(settings.resolved_image_store_dir)
+    image_store = image_store or LocalImageStore(settings.resolved_image_store_dir)
     servicer = OrchestratorServicer(None)  # type: ignore[arg-type]
 
     async def ready() -> bool:
@@ -52,7 +53,6 @@ def create_server(settings: OrchestratorSettings | None = None,
         backends.background_removal, backends.upscale, ranking or core.rank,
         ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
         images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-        image_store,
     )
     core.shotgun_runner = shotgun.run
     servicer.shotgun = shotgun

@@ -677,10 +677,12 @@ class JobStore:
         return {"": float(rows[0][0] or 0)} if rows else {"": 0.0}
 
     def owner_jobs_since(self, owner: str, since: float) -> list[tuple]:
-        """(status, model_id, created_at, processing_seconds, cost_usd) of an owner's jobs, for analytics."""
+        """(status, model_id, created_at, processing_seconds, cost_usd, kind, workflow_id) of an owner's jobs, for
+        analytics."""
         with self.engine.begin() as conn:
             return [tuple(row) for row in conn.execute(select(
                 jobs.c.status, jobs.c.model_id, jobs.c.created_at, jobs.c.processing_seconds, jobs.c.cost_usd,
+                jobs.c.kind, jobs.c.workflow_id,
             ).where(jobs.c.owner == owner, jobs.c.created_at >= since)).all()]
 
     def workflow_history(self, workflow_id: str, limit: int = 20) -> list[tuple[float, float]]:

@@ -10,7 +10,6 @@ from services.upscale.social import BUILTIN_CATALOGUE, Catalogue
 from shared import images
 from shared.concurrency import BoundedExecutor
 from shared.gen.imagemesh.v1 import upscale_service_pb2, upscale_service_pb2_grpc
-from shared.image_store import LocalImageStore
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = upscale_service_pb2.DESCRIPTOR.services_by_name["UpscaleService"].full_name
@@ -22,9 +21,8 @@ def create_server(settings: UpscaleSettings | None = None) -> tuple[ServiceRunti
     core = UpscaleCore(settings)
     catalogue = Catalogue.load(settings.platforms_file or BUILTIN_CATALOGUE)
     executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "upscale")
-    store = LocalImageStore(settings.resolved_image_store_dir)
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    servicer = UpscaleServicer(core, executor, store, limits, catalogue)
+    servicer = UpscaleServicer(core, executor, limits, catalogue)
     # Ready whenever the server runs: Lanczos, relight and social need no model; SR availability is per method
     # and reported by ListMethods and the imagemesh_upscale_sr_provider_info metric.
     runtime = build_server(
