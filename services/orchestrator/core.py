@@ -239,7 +239,8 @@ class OrchestratorCore:
         # Backends get the pixels inline, read here under the job's owner: no backend reads the image store (one
         # given a reference answers IMAGE_REF_NOT_ACCEPTED), and a spec can never reach another owner's image by
         # naming its reference.
-        spec = await self.resolve_images(spec, job.owner)
+        held = self._held.get(job.id)
+        spec = await self.resolve_images(spec, job.owner, held)
         started = time.perf_counter()
         result = await self.execute(spec, on_progress)
         wall_s = time.perf_counter() - started
@@ -266,7 +267,6 @@ class OrchestratorCore:
             metadata = {"model_id": model_id, "prompt": job.spec.workflow.prompt, "action": kind or ""}
         stored = await asyncio.to_thread(media.externalize, result, self.images, job.owner, job.id, metadata,
                                          image_kind, per_image)
-        held = self._held.get(job.id)
         if held is not None:
             held.update(stored)
         return CallOutcome(result, list(media.images_in(result)), cost, model_id)
@@ -279,8 +279,9 @@ class OrchestratorCore:
     async def submit(self, spec: pb.JobSpec, owner: str, idempotency_key: str = "",
                      webhook: pb.Webhook | None = None, labels: dict[str, str] | None = None,
                      held: dict[str, common_pb2.Image] | None = None) -> pb.Job:
-        """Create a job. `held` (run_job's) collects the job's output images inline as this process stores them;
-        it is registered before the row exists, so even a job that finishes at once is caught."""
+        """Create a job. `held` (run_job's) collects the job's images inline as this process stores them (its
+        uploads, then its outputs); it is registered before the row exists, so even a job that finishes at once
+        is caught."""
         kind = spec.WhichOneof("spec")
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
@@ -311,6 +312,7 @@ class OrchestratorCore:
         stored = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, None,
                                          media.INPUT)
         if held is not None:
+            held.update(stored)  # the uploads: the backend gets them from memory too
             self._held[new.id] = held
         created = False
         try:
@@ -497,10 +499,11 @@ class OrchestratorCore:
 
     # --- images --------------------------------------------------------------------------------------------------
 
-    async def resolve_images(self, message: M, owner: str) -> M:
-        """A copy of `message` with every image reference replaced by its bytes, read under `owner`."""
+    async def resolve_images(self, message: M, owner: str, held: dict[str, common_pb2.Image] | None = None) -> M:
+        """A copy of `message` with every image reference replaced by its bytes: from `held` (a synchronous job's
+        own images, still in memory) or read under `owner`."""
         message = type(message).FromString(message.SerializeToString())
-        await asyncio.to_thread(media.hydrate, message, self.images, owner)
+        await asyncio.to_thread(media.hydrate, message, self.images, owner, held)
         return message
 
     async def get_image(self, ref: str, owner: str) -> tuple[bytes, StoredImage]:
