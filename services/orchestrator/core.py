@@ -180,8 +180,8 @@ class OrchestratorCore:
             max_retry_after_s=settings.webhook_max_retry_after_s, timeout_s=settings.webhook_timeout_s,
             poll_interval_s=settings.webhook_poll_interval_s,
         )
-        # Output images of the jobs a synchronous caller (run_job) waits for, by job id then ref: the answer
-        # uses the bytes in hand instead of reading back what was just written.
+        # Images (uploads, then outputs) of the jobs a synchronous caller (run_job) waits for, by job id then ref:
+        # later steps and the answer use the bytes in hand instead of reading back what was just written.
         self._held: dict[str, dict[str, common_pb2.Image]] = {}
         # Set by the shotgun wiring: runs a ShotgunSpec and returns its summary.
         self.shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None
