@@ -211,15 +211,14 @@ def output_format(name: str | None, field: str = "output_format") -> int:
 def generate_parameters(*, model: gen_pb.ModelInfo | None, prompt: str, negative_prompt: str = "", width: int = 0,
                         height: int = 0, aspect_ratio: str = "", steps: int = 0, guidance_scale: float | None = None,
                         seed: int | None = None, num_images: int = 1, style_preset: str = "",
-                        output_format: int = common_pb2.IMAGE_FORMAT_PNG, store_output: bool = False,
-                        owner: str = "", operation: int = gen_pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
+                        output_format: int = common_pb2.IMAGE_FORMAT_PNG, owner: str = "",
+                        operation: int = gen_pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
                         init_image: common_pb2.Image | None = None, mask_image: common_pb2.Image | None = None,
                         strength: float | None = None) -> gen_pb.GenerateParameters:
     params = gen_pb.GenerateParameters(
         model=model.id if model else "", prompt=prompt, negative_prompt=negative_prompt or "", width=width or 0,
         height=height or 0, aspect_ratio=aspect_ratio or "", steps=steps or 0, num_images=num_images or 1,
-        style_preset=style_preset or "", output_format=output_format, store_output=store_output, owner=owner,
-        operation=operation,
+        style_preset=style_preset or "", output_format=output_format, owner=owner, operation=operation,
     )
     if guidance_scale is not None:
         params.guidance_scale = guidance_scale

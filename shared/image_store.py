@@ -53,6 +53,8 @@ class StoredImage:
     created_at: float
     job_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # "generated", "derived" or "input" (services/orchestrator/media.py); "" for records older than kinds.
+    kind: str = ""
 
 
 @runtime_checkable
@@ -60,7 +62,7 @@ class ImageStore(Protocol):
     """What every backend offers. `owner=None` is the mesh itself (no owner check); any string is a caller."""
 
     def put(self, data: bytes, media_type: str, width: int, height: int, *, owner: str = "",
-            job_id: str = "", metadata: dict[str, str] | None = None) -> StoredImage: ...
+            job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage: ...
 
     def record(self, ref: str, owner: str | None = None) -> StoredImage: ...
 
@@ -107,11 +109,11 @@ def _matches(record: StoredImage, owner: str | None, search: str, model_id: str)
 
 
 def _new_record(data: bytes, media_type: str, width: int, height: int, owner: str, job_id: str,
-                metadata: dict[str, str] | None) -> StoredImage:
+                metadata: dict[str, str] | None, kind: str = "") -> StoredImage:
     if media_type not in _EXTENSIONS:
         raise InvalidArgument(f"cannot store media type {media_type}")
     return StoredImage(f"img_{uuid.uuid4().hex}", owner, media_type, width, height, len(data), time.time(), job_id,
-                       dict(metadata or {}))
+                       dict(metadata or {}), kind)
 
 
 def make_thumbnail(data: bytes, media_type: str, width: int, height: int,
@@ -164,8 +166,8 @@ class LocalImageStore:
         return folder / ref, folder / f"{ref}.json", folder / f"{ref}.thumb.webp"
 
     def put(self, data: bytes, media_type: str, width: int, height: int, *, owner: str = "",
-            job_id: str = "", metadata: dict[str, str] | None = None) -> StoredImage:
-        record = _new_record(data, media_type, width, height, owner, job_id, metadata)
+            job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage:
+        record = _new_record(data, media_type, width, height, owner, job_id, metadata, kind)
         blob, meta_path, thumb_path = self._paths(record.ref)
         blob.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(blob, data)
@@ -299,8 +301,8 @@ class S3ImageStore:
 
     # the interface
     def put(self, data: bytes, media_type: str, width: int, height: int, *, owner: str = "",
-            job_id: str = "", metadata: dict[str, str] | None = None) -> StoredImage:
-        record = _new_record(data, media_type, width, height, owner, job_id, metadata)
+            job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage:
+        record = _new_record(data, media_type, width, height, owner, job_id, metadata, kind)
         self._put_object(self._blob_key(record.ref), data, media_type)
         thumbnail = make_thumbnail(data, media_type, width, height, self.max_pixels)
         if thumbnail is not None:

@@ -17,6 +17,8 @@ from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, Missing
 from shared.gen.imagemesh.v1 import common_pb2
 
 RAW_RGBA = "image/x-raw-rgba"
+# ErrorInfo reason of a backend given an image store reference instead of bytes.
+REF_NOT_ACCEPTED = "IMAGE_REF_NOT_ACCEPTED"
 MEDIA_TYPES = {"PNG": "image/png", "WEBP": "image/webp", "JPEG": "image/jpeg"}
 ACCEPTED_FORMATS = frozenset(MEDIA_TYPES)
 FORMAT_BY_ENUM = {
@@ -94,18 +96,15 @@ def decode_raw(data: bytes, width: int, height: int, limits: ImageLimits = Image
     return PILImage.frombuffer("RGBA", (width, height), data, "raw", "RGBA", 0, 1).copy()
 
 
-def decode_message(message: common_pb2.Image, limits: ImageLimits = ImageLimits(), store=None) -> PILImage.Image:
-    """Decode an `Image` message; references are read from `store` (an ImageStore) when given."""
+def decode_message(message: common_pb2.Image, limits: ImageLimits = ImageLimits()) -> PILImage.Image:
+    """Decode an inline `Image` message. A store reference is refused: only the orchestrator reads the image
+    store, checking the caller's owner, and hands the backends the bytes (a backend has no owner to check)."""
     which = message.WhichOneof("source")
     if which is None:
         raise MissingImage("no image given", field="image")
     if which == "ref":
-        if store is None:
-            raise InvalidArgument("image references are not accepted by this service", field="image")
-        data, record = store.get(message.ref)
-        if record.media_type == RAW_RGBA:
-            return decode_raw(data, record.width, record.height, limits)
-        return decode_bytes(data, limits)
+        raise InvalidArgument("image references are not accepted here: send the image inline (the orchestrator "
+                              "resolves references for its caller)", field="image", reason=REF_NOT_ACCEPTED)
     if message.media_type == RAW_RGBA:
         return decode_raw(message.data, message.width, message.height, limits)
     return decode_bytes(message.data, limits)

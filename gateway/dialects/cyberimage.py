@@ -181,7 +181,7 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, negative_prompt=body.negative_prompt or "", width=settings.width or 0,
         height=settings.height or 0, steps=settings.num_inference_steps or 0, guidance_scale=settings.guidance_scale,
-        num_images=settings.num_images, store_output=True, owner=translate.owner_of(request))
+        num_images=settings.num_images, owner=translate.owner_of(request))
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT,
                                      model_requested=body.model_id, settings=json.dumps(_settings_dict(body)))
     n = settings.num_images
@@ -283,22 +283,14 @@ async def get_image(image_id: str, request: Request) -> Response:
 async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
     record = (await _get_image(request, image_id)).record
     meta = dict(record.metadata)
-    model_id, number, total = meta.get("model_id", ""), None, None
-    if record.job_id:
-        # Which image of its job this is, and the name the client asked for, live on the job.
-        try:
-            job = await translate.get_job(request, record.job_id)
-        except NotFound:
-            job = None
-        if job is not None:
-            refs = [image.ref for image in translate.job_images(job)]
-            number = refs.index(record.ref) + 1 if record.ref in refs else None
-            total = job.spec.generate.num_images or len(refs) or None
-            model_id = job.labels.get("model_requested") or model_id
-    return ImageMetadata(model_id=model_id, prompt=meta.get("prompt", ""),
-                         negative_prompt=meta.get("negative_prompt") or None, settings=_settings(meta),
+    # The orchestrator stores each generated image with its recipe and its place in the job (services/orchestrator
+    # media.generation_records); "model_requested" is the name the client sent, as the seed shows it.
+    return ImageMetadata(model_id=meta.get("model_requested") or meta.get("model_id", ""),
+                         prompt=meta.get("prompt", ""), negative_prompt=meta.get("negative_prompt") or None,
+                         settings=_settings(meta),
                          generation_time=_number(meta.get("generation_time"), float)
-                         or record.created_at.ToNanoseconds() / 1e9, image_number=number, total_images=total)
+                         or record.created_at.ToNanoseconds() / 1e9,
+                         image_number=_number(meta.get("image_number")), total_images=_number(meta.get("total_images")))
 
 
 @router.delete("/image/{image_id}", response_model=SimpleReply, dependencies=[READ], summary="Delete an image")
@@ -353,7 +345,8 @@ async def gallery(request: Request, page: int = Query(1, ge=1), limit: int = Que
     images = []
     for record in reply.images:
         meta = dict(record.metadata)
-        images.append(GalleryImage(id=record.ref, model_id=meta.get("model_id", ""), prompt=meta.get("prompt", ""),
+        images.append(GalleryImage(id=record.ref, model_id=meta.get("model_requested") or meta.get("model_id", ""),
+                                   prompt=meta.get("prompt", ""),
                                    created_at=translate.iso(record.created_at), settings=_settings(meta)))
     return GalleryReply(images=images, page=page, limit=limit, has_more=page * limit < reply.total_size,
                         total=reply.total_size)

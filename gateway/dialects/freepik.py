@@ -188,7 +188,7 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     hook = await translate.webhook(request, body.webhook_url)
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, style_preset=body.style or "", aspect_ratio=body.aspect_ratio or "",
-        store_output=True, owner=translate.owner_of(request))
+        owner=translate.owner_of(request))
     # Generate maps quality levels 1..10 onto the model's steps.
     params.quality = str(body.quality_level)
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT, webhook=hook,
@@ -349,12 +349,17 @@ async def post_remove_background(body: RemoveBackgroundBody, request: Request) -
             summary="Analytics of the authenticated user")
 async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> AnalyticsReply:
     reply = await translate.client(request).analytics(days)
+    # Generations only: cut-outs, upscales and relights are derived work, not generations. The cost is the key's
+    # whole spend.
+    made = reply.generations
     return AnalyticsReply(
-        period_days=reply.period_days or days, total_generations=reply.total, successful_generations=reply.successful,
-        failed_generations=reply.failed, success_rate=round(reply.success_rate, 1),
+        period_days=reply.period_days or days, total_generations=made.total, successful_generations=made.successful,
+        failed_generations=made.failed,
+        success_rate=round(100.0 * made.successful / made.total, 1) if made.total else 0.0,
         total_cost_cents=reply.total_cost_cents, average_processing_time=round(reply.average_processing_seconds, 1),
-        models_used=dict(reply.models_used),
-        daily_stats=[DailyStat(date=d.date, generations=d.generations, cost_cents=d.cost_cents) for d in reply.daily])
+        models_used=dict(made.models_used),
+        daily_stats=[DailyStat(date=d.date, generations=d.generation_jobs, cost_cents=d.cost_cents)
+                     for d in reply.daily])
 
 
 @router.get("/images/{ref}", dependencies=[GUARD], name="freepik_image", response_class=StreamingResponse,

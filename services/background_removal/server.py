@@ -19,7 +19,6 @@ from shared import images
 from shared.concurrency import BoundedExecutor
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as pb_grpc
-from shared.image_store import ImageStore, open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BackgroundRemovalService"].full_name
@@ -38,7 +37,6 @@ class BackgroundRemovalDeps:
     metrics: BackgroundRemovalMetrics | None = None
     model_registry: ModelRegistry | None = None
     core: BackgroundRemovalCore | None = None
-    image_store: ImageStore | None = None
 
 
 def build_deps(settings: BackgroundRemovalSettings,
@@ -56,7 +54,6 @@ def build_deps(settings: BackgroundRemovalSettings,
         metrics=metrics,
         model_registry=model_registry,
         core=deps.core or BackgroundRemovalCore(model_registry, settings.alpha_matting_max_pixels),
-        image_store=deps.image_store or open_image_store(settings),
     )
 
 
@@ -67,7 +64,6 @@ def create_server(settings: BackgroundRemovalSettings | None = None,
     models = deps.model_registry
     executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "bgremoval")
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    servicer = BackgroundRemovalServicer(deps.core, executor, deps.image_store, limits, deps.metrics.observe)
     background: list[asyncio.Task] = []
 
     async def readiness() -> bool:
@@ -82,6 +78,7 @@ def create_server(settings: BackgroundRemovalSettings | None = None,
         if settings.preload_all:
             background.append(asyncio.create_task(asyncio.to_thread(models.load, True)))
 
+    servicer = BackgroundRemovalServicer(deps.core, executor, limits, deps.metrics.observe)
     runtime = build_server(
         settings,
         lambda server: pb_grpc.add_BackgroundRemovalServiceServicer_to_server(servicer, server),

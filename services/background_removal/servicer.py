@@ -12,7 +12,6 @@ from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as pb_grpc
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.image_store import ImageStore
 
 # JPEG has no alpha: it only makes sense once the cut-out is composited onto a background colour.
 _ALPHA_FORMATS = (common_pb2.IMAGE_FORMAT_UNSPECIFIED, common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_WEBP,
@@ -27,11 +26,10 @@ def _background(value: str) -> tuple[int, int, int, int] | None:
 
 
 class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
-    def __init__(self, core: BackgroundRemovalCore, executor: BoundedExecutor, store: ImageStore,
-                 limits: images.ImageLimits, observe=None) -> None:
+    def __init__(self, core: BackgroundRemovalCore, executor: BoundedExecutor, limits: images.ImageLimits,
+                 observe=None) -> None:
         self.core = core
         self.executor = executor
-        self.store = store
         self.limits = limits
         self._observe = observe or (lambda model, seconds: None)
 
@@ -44,7 +42,7 @@ class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
             raise InvalidArgument("output_format must be png or webp (alpha kept); jpeg only with background_color",
                                   field="output_format", received=common_pb2.ImageFormat.Name(request.output_format))
         job = RemovalJob(
-            image=images.decode_message(request.image, self.limits, self.store),
+            image=images.decode_message(request.image, self.limits),
             model=request.model,
             only_mask=options.only_mask,
             alpha_matting=options.alpha_matting,

@@ -1,4 +1,7 @@
-"""GenerateCore: validate, queue onto the device worker, encode or store the outputs, measure device seconds.
+"""GenerateCore: validate, queue onto the device worker, encode the outputs, measure device seconds.
+
+Outputs always go back inline: the orchestrator is the image store's only writer (it knows the job, the owner
+and which image of how many each one is).
 
 Plain Python (no gRPC): the servicer converts protobuf to GenerateInput and GenerateOutput back.
 """
@@ -10,8 +13,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from PIL import Image
-
 from services.generate import sizing
 from services.generate.models import ModelManager, ModelState
 from services.generate.registry import ModelEntry, Registry
@@ -20,7 +21,6 @@ from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker, Outcome, ProgressFn
 from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
-from shared.image_store import ImageStore
 
 log = logging.getLogger("imagemesh.generate")
 
@@ -55,13 +55,12 @@ class ModelStatus:
 
 class GenerateCore:
     def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
-                 store: ImageStore, templates: dict[str, tuple[int, int]] | None = None) -> None:
+                 templates: dict[str, tuple[int, int]] | None = None) -> None:
         self.settings = settings
         self.templates = templates or {}
         self.registry = registry
         self.manager = manager
         self.worker = worker
-        self.store = store
 
     @property
     def device(self) -> str:
@@ -102,28 +101,9 @@ class GenerateCore:
         )
 
     def _encode(self, plan: Plan, outcome: Outcome) -> list[OutputImage]:
-        out = []
-        for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds)):
-            pil = sizing.fit_exactly(pil, plan.output_width, plan.output_height)
-            message = images.to_message(pil, plan.output_format)
-            if plan.store_output:
-                message = self._store(plan, outcome, message, pil, seed)
-            out.append(OutputImage(message, seed, index))
-        return out
-
-    def _store(self, plan: Plan, outcome: Outcome, message: common_pb2.Image, pil: Image.Image,
-               seed: int) -> common_pb2.Image:
-        metadata = {
-            "model_id": plan.entry.id, "prompt": plan.prompt, "effective_prompt": plan.effective_prompt,
-            "negative_prompt": plan.negative_prompt, "style_preset": plan.style_preset, "seed": str(seed),
-            "steps": str(plan.steps), "guidance_scale": f"{plan.guidance_scale:g}", "width": str(plan.output_width),
-            "height": str(plan.output_height), "scheduler": outcome.scheduler, "operation": plan.operation,
-            "device": self.manager.device.name,
-        }
-        record = self.store.put(message.data, message.media_type, pil.width, pil.height, owner=plan.owner,
-                                metadata=metadata)
-        return common_pb2.Image(ref=record.ref, media_type=record.media_type, width=record.width,
-                                height=record.height)
+        return [OutputImage(images.to_message(sizing.fit_exactly(pil, plan.output_width, plan.output_height),
+                                              plan.output_format), seed, index)
+                for index, (pil, seed) in enumerate(zip(outcome.images, plan.seeds))]
 
     def models(self) -> list[ModelStatus]:
         statuses = []

@@ -40,7 +40,6 @@ class GenerateInput:
     num_images: int = 0
     style_preset: str = ""
     output_format: int = common_pb2.IMAGE_FORMAT_PNG
-    store_output: bool = False
     scheduler: str = ""
     operation: str = "text_to_image"
     init_image: Image.Image | None = None
@@ -73,7 +72,6 @@ class Plan:
     init_image: Image.Image | None
     mask_image: Image.Image | None
     output_format: int
-    store_output: bool
     owner: str
     # ...and the size every output is resized and cropped to: exactly what the client asked for.
     output_width: int = 0
@@ -256,6 +254,6 @@ def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, 
         negative_prompt=negative, width=width, height=height, steps=steps, guidance_scale=guidance,
         seeds=[seed + i for i in range(num_images)], scheduler=_scheduler_name(inp.scheduler.strip()),
         strength=strength, init_image=init_image, mask_image=mask_image, output_format=inp.output_format,
-        store_output=inp.store_output, owner=inp.owner, output_width=output_width, output_height=output_height,
+        owner=inp.owner, output_width=output_width, output_height=output_height,
         notes=notes,
     )

@@ -19,7 +19,6 @@ from services.generate.sizing import load_templates
 from services.generate.worker import DeviceWorker
 from shared import images
 from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
-from shared.image_store import ImageStore, open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = generate_service_pb2.DESCRIPTOR.services_by_name["GenerateService"].full_name
@@ -35,12 +34,10 @@ class GenerateDeps:
     An injected `core` brings its own metrics: build them on `metrics_registry` to see them on the metrics port."""
 
     metrics_registry: CollectorRegistry | None = None
-    image_store: ImageStore | None = None
     core: GenerateCore | None = None
 
 
-def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = None,
-               store: ImageStore | None = None) -> GenerateCore:
+def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = None) -> GenerateCore:
     """Everything but gRPC: registry, device, model manager, worker. Loads nothing (preload starts with the
     worker, at `core.start`)."""
     if settings.torch_threads > 0:
@@ -59,18 +56,15 @@ def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = Non
              len(registry.entries), registry.default_id,
              f"up to {settings.max_batch_images} images within {settings.batch_window_ms:g} ms"
              if worker.batching else "off")
-    store = store or open_image_store(settings)
-    return GenerateCore(settings, registry, manager, worker, store, load_templates(settings.templates_file))
+    return GenerateCore(settings, registry, manager, worker, load_templates(settings.templates_file))
 
 
 def build_deps(settings: GenerateSettings, deps: GenerateDeps | None = None) -> GenerateDeps:
     """`deps` with every missing collaborator built from `settings`. Loads nothing."""
     deps = deps or GenerateDeps()
     registry = deps.metrics_registry if deps.metrics_registry is not None else CollectorRegistry()
-    store = deps.image_store or (deps.core.store if deps.core is not None else
-                                 open_image_store(settings))
-    core = deps.core or build_core(settings, GenerateMetrics.create(registry), store)
-    return dataclasses.replace(deps, metrics_registry=registry, image_store=store, core=core)
+    core = deps.core or build_core(settings, GenerateMetrics.create(registry))
+    return dataclasses.replace(deps, metrics_registry=registry, core=core)
 
 
 def create_server(settings: GenerateSettings | None = None,
@@ -79,7 +73,7 @@ def create_server(settings: GenerateSettings | None = None,
     deps = build_deps(settings, deps)
     core = deps.core
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    servicer = GenerateServicer(core, deps.image_store, limits)
+    servicer = GenerateServicer(core, limits)
     runtime = build_server(
         settings,
         lambda server: generate_service_pb2_grpc.add_GenerateServiceServicer_to_server(servicer, server),

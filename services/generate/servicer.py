@@ -14,7 +14,6 @@ from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
 from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
-from shared.image_store import ImageStore
 
 _OPERATIONS = {
     pb.GENERATE_OPERATION_UNSPECIFIED: "text_to_image",
@@ -30,9 +29,8 @@ _STATES = {ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, ModelState.LOADING:
 
 
 class GenerateServicer(pb_grpc.GenerateServiceServicer):
-    def __init__(self, core: GenerateCore, store: ImageStore, limits: images.ImageLimits) -> None:
+    def __init__(self, core: GenerateCore, limits: images.ImageLimits) -> None:
         self.core = core
-        self.store = store
         self.limits = limits
 
     def _input(self, p: pb.GenerateParameters) -> GenerateInput:
@@ -44,7 +42,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
         def image(field: str):
             if not p.HasField(field):
                 return None
-            decoded = images.decode_message(getattr(p, field), self.limits, self.store)
+            decoded = images.decode_message(getattr(p, field), self.limits)
             if outpaint is not None and field == "init_image":
                 # decode_message checked the image's own pixels; the grown canvas is checked before it exists.
                 outpaint.check_canvas(decoded.width, decoded.height, self.limits.max_pixels)
@@ -55,7 +53,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             aspect_ratio=p.aspect_ratio, steps=p.steps,
             guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
             seed=p.seed if p.HasField("seed") else None, num_images=p.num_images, style_preset=p.style_preset,
-            output_format=p.output_format, store_output=p.store_output, scheduler=p.scheduler,
+            output_format=p.output_format, scheduler=p.scheduler,
             operation=_OPERATIONS.get(p.operation, f"unknown({p.operation})"),
             init_image=image("init_image"), mask_image=image("mask_image"),
             strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,

@@ -12,7 +12,9 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from services.orchestrator import media
@@ -52,6 +54,7 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
 
 COST = common_pb2.Cost.DESCRIPTOR.full_name
+M = TypeVar("M", bound=Message)
 
 
 class WebhookSecretMissing(InvalidArgument):
@@ -126,6 +129,40 @@ class QueueStats:
 
 
 @dataclass
+class WorkCounts:
+    """One kind of work (generations, or derived work) within an analytics period."""
+
+    total: int = 0
+    successful: int = 0
+    failed: int = 0
+    cost: common_pb2.Cost = field(default_factory=common_pb2.Cost)
+    models_used: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str, model_id: str, cost: common_pb2.Cost) -> None:
+        self.total += 1
+        self.successful += status == COMPLETED
+        self.failed += status == FAILED
+        self.cost = sum_costs([self.cost, cost])
+        if model_id:
+            self.models_used[model_id] = self.models_used.get(model_id, 0) + 1
+
+
+@dataclass
+class DailyCounts:
+    date: str
+    jobs: int = 0
+    cost: common_pb2.Cost = field(default_factory=common_pb2.Cost)
+    generations: int = 0
+    derived: int = 0
+
+    def add(self, cost: common_pb2.Cost, generation: bool) -> None:
+        self.jobs += 1
+        self.cost = sum_costs([self.cost, cost])
+        self.generations += generation
+        self.derived += not generation
+
+
+@dataclass
 class Analytics:
     period_days: int
     total: int
@@ -135,8 +172,9 @@ class Analytics:
     total_cost: common_pb2.Cost
     average_processing_s: float
     models_used: dict[str, int] = field(default_factory=dict)
-    # (day, jobs, summed cost of that day's jobs)
-    daily: list[tuple[str, int, common_pb2.Cost]] = field(default_factory=list)
+    daily: list[DailyCounts] = field(default_factory=list)
+    generations: WorkCounts = field(default_factory=WorkCounts)
+    derived: WorkCounts = field(default_factory=WorkCounts)
 
 
 @dataclass
@@ -179,6 +217,9 @@ class OrchestratorCore:
             poll_interval_s=settings.webhook_poll_interval_s,
         )
         self.shotgun_runner = shotgun_runner
+        # Images (uploads, then outputs) of the jobs a synchronous caller (run_job) waits for, by job id then ref:
+        # later steps and the answer use the bytes in hand instead of reading back what was just written.
+        self._held: dict[str, dict[str, common_pb2.Image]] = {}
 
     async def start(self) -> None:
         await self.runner.start()
@@ -267,11 +308,13 @@ class OrchestratorCore:
 
     async def call_backend(self, spec: pb.JobSpec, job: pb.Job, on_progress: OnProgress | None = None) -> CallOutcome:
         """`execute`, priced (measured device seconds x the price table, pricing.py) and with its output images
-        moved into the image store under the job's owner."""
-        # Backends get the pixels inline, read here under the job's owner: no backend needs the orchestrator's
-        # image store, and a spec can never reach another owner's image by naming its reference.
-        spec = pb.JobSpec.FromString(spec.SerializeToString())
-        await asyncio.to_thread(media.hydrate, spec, self.images, job.owner)
+        moved into the image store under the job's owner: generated images with their recipe, the rest as
+        derived work."""
+        # Backends get the pixels inline, read here under the job's owner: no backend reads the image store (one
+        # given a reference answers IMAGE_REF_NOT_ACCEPTED), and a spec can never reach another owner's image by
+        # naming its reference.
+        held = self._held.get(job.id)
+        spec = await self.resolve_images(spec, job.owner, held)
         started = time.perf_counter()
         result = await self.execute(spec, on_progress)
         wall_s = time.perf_counter() - started
@@ -284,9 +327,18 @@ class OrchestratorCore:
             model_id = result.remove_background.model_id
         elif kind == "upscale" and result.upscale.method_used:
             model_id = result.upscale.method_used
-        prompt = spec.generate.prompt if kind == "generate" else job.spec.workflow.prompt
-        metadata = {"model_id": model_id, "prompt": prompt, "action": kind or ""}
-        await asyncio.to_thread(media.externalize, result, self.images, job.owner, job.id, metadata)
+        if kind == "generate":
+            # The name the client asked for (a dialect's alias) travels as a job label; a workflow step has none.
+            requested = job.labels.get("model_requested", "") if job.kind == "generate" else ""
+            image_kind, metadata = media.GENERATED, {"action": kind}
+            per_image = media.generation_records(spec.generate, result.generate, requested)
+        else:
+            image_kind, per_image = media.DERIVED, None
+            metadata = {"model_id": model_id, "prompt": job.spec.workflow.prompt, "action": kind or ""}
+        stored = await asyncio.to_thread(media.externalize, result, self.images, job.owner, job.id, metadata,
+                                         image_kind, per_image)
+        if held is not None:
+            held.update(stored)
         return CallOutcome(result, list(media.images_in(result)), cost, model_id)
 
     def _price(self, result: pb.JobResult, wall_s: float) -> common_pb2.Cost:
@@ -311,7 +363,11 @@ class OrchestratorCore:
     # --- the job API -------------------------------------------------------------------------------------------
 
     async def submit(self, spec: pb.JobSpec, owner: str, idempotency_key: str = "",
-                     webhook: pb.Webhook | None = None, labels: dict[str, str] | None = None) -> pb.Job:
+                     webhook: pb.Webhook | None = None, labels: dict[str, str] | None = None,
+                     held: dict[str, common_pb2.Image] | None = None) -> pb.Job:
+        """Create a job. `held` (run_job's) collects the job's images inline as this process stores them (its
+        uploads, then its outputs); it is registered before the row exists, so even a job that finishes at once
+        is caught."""
         kind = spec.WhichOneof("spec")
         if kind is None:
             raise InvalidArgument("job spec is empty", field="spec")
@@ -339,15 +395,20 @@ class OrchestratorCore:
         propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
-        refs = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, {"role": "input"})
+        stored = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, None,
+                                         media.INPUT)
+        if held is not None:
+            held.update(stored)  # the uploads: the backend gets them from memory too
+            self._held[new.id] = held
         created = False
         try:
             job, created = await self.store.create_job(new)
         finally:
             if not created:
+                self._held.pop(new.id, None)
                 # The earlier job of a repeated key answers, or the submit was refused (a key reused for another
                 # request, a full queue): these uploads belong to no job.
-                for ref in refs:
+                for ref, _ in stored:
                     await asyncio.to_thread(self.images.delete, ref)
         if created:
             self.runner.wake.set()
@@ -401,7 +462,8 @@ class OrchestratorCore:
                       idempotency_key: str = "") -> pb.Job:
         """Submit and wait; the terminal job comes back with its images inline. A failed job raises the error
         it recorded (the backend's reason, e.g. IMAGE_TOO_LARGE), so a synchronous caller can render it."""
-        job = await self.submit(spec, owner, idempotency_key, labels=labels)
+        held: dict[str, common_pb2.Image] = {}
+        job = await self.submit(spec, owner, idempotency_key, labels=labels, held=held)
         try:
             job = await self.wait(job.id, owner)
         except asyncio.CancelledError:
@@ -409,12 +471,17 @@ class OrchestratorCore:
             await asyncio.shield(self.store.request_cancel(job.id, owner))
             self.runner.interrupt(job.id, "cancel")
             raise
+        finally:
+            if self._held.get(job.id) is held:
+                del self._held[job.id]
         status = STATUS_NAME[job.status]
         if status == FAILED and not job.result.WhichOneof("result"):
             raise from_detail(job.error)
         if status == CANCELLED:
             raise Cancelled(job.error.message or "the job was cancelled", job_id=job.id)
-        await asyncio.to_thread(media.hydrate, job.result, self.images)
+        # Outputs stored by this process come from `held`; only a job run elsewhere (another replica, an earlier
+        # job of the same idempotency key) is read back from the store.
+        await asyncio.to_thread(media.hydrate, job.result, self.images, owner, held)
         return job
 
     # --- workflows ---------------------------------------------------------------------------------------------
@@ -478,6 +545,13 @@ class OrchestratorCore:
             self.pulse.notify()
         return requeued, failed
 
+    def _generates(self, kind: str, workflow_id: str) -> bool:
+        """Whether a job is a generation (for analytics): generate, or a workflow with a generate step."""
+        if kind == "generate":
+            return True
+        workflow = self.registry.workflows.get(workflow_id) if kind == "workflow" else None
+        return workflow is not None and any(step.action == "generate" for step in workflow.steps)
+
     async def analytics(self, owner: str, days: int = 30) -> Analytics:
         days = days if days > 0 else 30
         if days > 3660:
@@ -487,11 +561,15 @@ class OrchestratorCore:
         completed = [r for r in rows if r[0] == COMPLETED]
         failed = sum(1 for r in rows if r[0] == FAILED)
         models: dict[str, int] = {}
-        daily: dict[str, list[common_pb2.Cost]] = {}
-        for _status, model_id, created_at, _seconds, cost in rows:
+        daily: dict[str, DailyCounts] = {}
+        work = {True: WorkCounts(), False: WorkCounts()}
+        for status, model_id, created_at, _seconds, cost, kind, workflow_id in rows:
+            generation = self._generates(kind, workflow_id)
             if model_id:
                 models[model_id] = models.get(model_id, 0) + 1
-            daily.setdefault(time.strftime("%Y-%m-%d", time.gmtime(created_at)), []).append(cost)
+            work[generation].add(status, model_id, cost)
+            day = time.strftime("%Y-%m-%d", time.gmtime(created_at))
+            daily.setdefault(day, DailyCounts(day)).add(cost, generation)
         times = [r[3] for r in completed if r[3] is not None]
         # Sums of the jobs' own recorded figures, never a re-pricing: analytics says what GetJob said.
         return Analytics(
@@ -499,7 +577,8 @@ class OrchestratorCore:
             success_rate=round(100.0 * len(completed) / len(rows), 1) if rows else 0.0,
             total_cost=sum_costs([r[4] for r in rows]),
             average_processing_s=statistics.fmean(times) if times else 0.0, models_used=models,
-            daily=[(day, len(costs), sum_costs(costs)) for day, costs in sorted(daily.items())],
+            daily=[daily[day] for day in sorted(daily)],
+            generations=work[True], derived=work[False],
         )
 
     # --- selections ----------------------------------------------------------------------------------------------
@@ -520,18 +599,27 @@ class OrchestratorCore:
 
     # --- images --------------------------------------------------------------------------------------------------
 
+    async def resolve_images(self, message: M, owner: str, held: dict[str, common_pb2.Image] | None = None) -> M:
+        """A copy of `message` with every image reference replaced by its bytes: from `held` (a synchronous job's
+        own images, still in memory) or read under `owner`."""
+        message = type(message).FromString(message.SerializeToString())
+        await asyncio.to_thread(media.hydrate, message, self.images, owner, held)
+        return message
+
     async def get_image(self, ref: str, owner: str) -> tuple[bytes, StoredImage]:
         return await asyncio.to_thread(self.images.get, ref, owner)
 
     async def delete_image(self, ref: str, owner: str) -> None:
         await asyncio.to_thread(self.images.delete, ref, owner)
 
-    async def list_images(self, owner: str, page: int, page_size: int, search: str, model_id: str) -> ImagePage:
+    async def list_images(self, owner: str, page: int, page_size: int, search: str, model_id: str,
+                          kinds: list[str] | None = None) -> ImagePage:
+        """The gallery: generated images by default; derived work and uploaded inputs only when asked for."""
         page = max(1, page)
         page_size = 20 if page_size <= 0 else min(page_size, 100)
+        wanted = set(kinds or [media.GENERATED])
         records = await asyncio.to_thread(self.images.list, owner, search=search, model_id=model_id)
-        # Uploaded inputs are not the gallery; outputs are.
-        records = [r for r in records if r.metadata.get("role") != "input"]
+        records = [r for r in records if r.kind in wanted]
         start = (page - 1) * page_size
         return ImagePage(records[start:start + page_size], len(records))
 

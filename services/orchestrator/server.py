@@ -72,7 +72,6 @@ def build_deps(settings: OrchestratorSettings, deps: OrchestratorDeps | None = N
         backends.background_removal, backends.upscale, ranking,
         ShotgunLimits(settings.shotgun_per_model_timeout_s, settings.shotgun_max_models),
         images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-        image_store,
         PriceTable.from_settings(settings),
     )
     core = deps.core if deps.core is not None else OrchestratorCore(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from services.orchestrator.core import OrchestratorCore
+from services.orchestrator import media
+from services.orchestrator.core import OrchestratorCore, WorkCounts
 from services.orchestrator.pricing import cents
 from services.orchestrator.shotgun import Shotgun
 from services.orchestrator.store import STATUS_NAME, timestamp
@@ -17,7 +18,13 @@ def image_record(record: StoredImage) -> common_pb2.ImageRecord:
     return common_pb2.ImageRecord(
         ref=record.ref, owner=record.owner, job_id=record.job_id, media_type=record.media_type, width=record.width,
         height=record.height, size_bytes=record.size_bytes, created_at=timestamp(record.created_at),
-        metadata=record.metadata)
+        metadata=record.metadata, kind=media.KIND_ENUM.get(record.kind, common_pb2.IMAGE_KIND_UNSPECIFIED))
+
+
+def work_counts(counts: WorkCounts) -> pb.WorkCounts:
+    return pb.WorkCounts(total=counts.total, successful=counts.successful, failed=counts.failed,
+                         cost_cents=cents(counts.cost.usd), cost=counts.cost,
+                         models_used=counts.models_used)
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
@@ -97,7 +104,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             period_days=a.period_days, total=a.total, successful=a.successful, failed=a.failed,
             success_rate=a.success_rate, total_cost_cents=cents(a.total_cost.usd), total_cost=a.total_cost,
             average_processing_seconds=a.average_processing_s, models_used=a.models_used,
-            daily=[pb.DailyStat(date=d, generations=n, cost_cents=cents(c.usd), cost=c) for d, n, c in a.daily])
+            daily=[pb.DailyStat(date=d.date, generations=d.jobs, cost_cents=cents(d.cost.usd), cost=d.cost,
+                                generation_jobs=d.generations, derived_jobs=d.derived) for d in a.daily],
+            generations=work_counts(a.generations), derived=work_counts(a.derived))
 
     async def EstimateCost(self, request: pb.EstimateCostRequest,
                            context: grpc.aio.ServicerContext) -> pb.EstimateCostResponse:
@@ -138,7 +147,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def ListImages(self, request: pb.ListImagesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
         page = await self.core.list_images(request.owner, request.page, request.page_size, request.search,
-                                           request.model_id)
+                                           request.model_id, [media.KIND_NAME[k] for k in request.kinds
+                                                              if k in media.KIND_NAME])
         return pb.ListImagesResponse(images=[image_record(r) for r in page.images], total_size=page.total)
 
     # --- shotgun (services/orchestrator/shotgun.py) -------------------------------------------------------------
@@ -155,7 +165,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     async def StreamShotgun(self, request: pb.StreamShotgunRequest, context: grpc.aio.ServicerContext):
         if self.shotgun is None:
             raise NotImplementedYet("the shotgun is not available in this deployment")
-        async for event in self.shotgun.stream(request.spec):
+        # Streamed results are never stored, but an input reference is still read under the caller's owner.
+        spec = await self.core.resolve_images(request.spec, request.owner)
+        async for event in self.shotgun.stream(spec):
             yield event
 
     # --- catalogues ------------------------------------------------------------------------------------------------

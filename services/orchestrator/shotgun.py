@@ -85,13 +85,12 @@ def _dedupe(ids: list[str]) -> list[str]:
 class Shotgun:
     def __init__(self, removal: br_grpc.BackgroundRemovalServiceStub, upscale: up_grpc.UpscaleServiceStub | None,
                  ranking: RankingSource, limits: ShotgunLimits | None = None,
-                 image_limits: images.ImageLimits | None = None, store=None, prices: PriceTable | None = None) -> None:
+                 image_limits: images.ImageLimits | None = None, prices: PriceTable | None = None) -> None:
         self.removal = removal
         self.upscale = upscale
         self.ranking = ranking
         self.limits = limits or ShotgunLimits()
         self.image_limits = image_limits or images.ImageLimits()
-        self.store = store
         self.prices = prices or PriceTable(per_second_usd={})
 
     async def _catalogue(self) -> br_pb.ListRemovalModelsResponse:
@@ -153,7 +152,7 @@ class Shotgun:
             images.decode_raw(spec.image.data, spec.image.width, spec.image.height, self.image_limits)
             raw = spec.image
         else:
-            decoded = images.decode_message(spec.image, self.image_limits, self.store)
+            decoded = images.decode_message(spec.image, self.image_limits)
             raw = images.to_message(decoded, common_pb2.IMAGE_FORMAT_RAW_RGBA)
         return raw, common_pb2.Dimensions(width=raw.width, height=raw.height)
 

@@ -677,15 +677,17 @@ class JobStore:
         return {"": float(rows[0][0] or 0)} if rows else {"": 0.0}
 
     def owner_jobs_since(self, owner: str, since: float) -> list[tuple]:
-        """(status, model_id, created_at, processing_seconds, Cost) of an owner's jobs, for analytics."""
+        """(status, model_id, created_at, processing_seconds, Cost, kind, workflow_id) of an owner's jobs, for
+        analytics."""
         with self.engine.begin() as conn:
             rows = conn.execute(select(
                 jobs.c.status, jobs.c.model_id, jobs.c.created_at, jobs.c.processing_seconds, jobs.c.cost_usd,
-                jobs.c.device_seconds, jobs.c.device_class,
+                jobs.c.device_seconds, jobs.c.device_class, jobs.c.kind, jobs.c.workflow_id,
             ).where(jobs.c.owner == owner, jobs.c.created_at >= since)).all()
         return [(status, model_id, created_at, seconds,
-                 common_pb2.Cost(usd=usd or 0.0, device_seconds=device_seconds or 0.0, device_class=device_class or ""))
-                for status, model_id, created_at, seconds, usd, device_seconds, device_class in rows]
+                 common_pb2.Cost(usd=usd or 0.0, device_seconds=device_seconds or 0.0, device_class=device_class or ""),
+                 kind, workflow_id)
+                for status, model_id, created_at, seconds, usd, device_seconds, device_class, kind, workflow_id in rows]
 
     def workflow_history(self, workflow_id: str, limit: int = 20) -> list[tuple[float, float]]:
         """(seconds, cost) of the latest completed runs of a workflow, for ListWorkflows' estimate."""

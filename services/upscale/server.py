@@ -16,7 +16,6 @@ from services.upscale.social import BUILTIN_CATALOGUE, Catalogue
 from shared import images
 from shared.concurrency import BoundedExecutor
 from shared.gen.imagemesh.v1 import upscale_service_pb2, upscale_service_pb2_grpc
-from shared.image_store import ImageStore, open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = upscale_service_pb2.DESCRIPTOR.services_by_name["UpscaleService"].full_name
@@ -32,7 +31,6 @@ class UpscaleDeps:
     metrics_registry: CollectorRegistry | None = None
     core: UpscaleCore | None = None
     catalogue: Catalogue | None = None
-    image_store: ImageStore | None = None
 
 
 def build_deps(settings: UpscaleSettings, deps: UpscaleDeps | None = None) -> UpscaleDeps:
@@ -44,7 +42,6 @@ def build_deps(settings: UpscaleSettings, deps: UpscaleDeps | None = None) -> Up
         metrics_registry=registry,
         core=deps.core or UpscaleCore(settings, metrics=UpscaleMetrics(registry)),
         catalogue=deps.catalogue or Catalogue.load(settings.platforms_file or BUILTIN_CATALOGUE),
-        image_store=deps.image_store or open_image_store(settings),
     )
 
 
@@ -55,7 +52,7 @@ def create_server(settings: UpscaleSettings | None = None,
     core = deps.core
     executor = BoundedExecutor(settings.max_concurrency, settings.max_queue, "upscale")
     limits = images.ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
-    servicer = UpscaleServicer(core, executor, deps.image_store, limits, deps.catalogue)
+    servicer = UpscaleServicer(core, executor, limits, deps.catalogue)
     # Ready whenever the server runs: Lanczos, relight and social need no model; SR availability is per method
     # and reported by ListMethods and the imagemesh_upscale_sr_provider_info metric.
     runtime = build_server(

@@ -15,7 +15,6 @@ from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2_grpc as pb_grpc
-from shared.image_store import ImageStore
 
 CROP_MODES = {pb.CROP_MODE_UNSPECIFIED: "smart", pb.CROP_MODE_SMART: "smart", pb.CROP_MODE_CENTER: "center",
               pb.CROP_MODE_FIT: "fit"}
@@ -24,11 +23,10 @@ FORMAT_NAMES = {common_pb2.IMAGE_FORMAT_UNSPECIFIED: "", common_pb2.IMAGE_FORMAT
 
 
 class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
-    def __init__(self, core: UpscaleCore, executor: BoundedExecutor, store: ImageStore,
-                 limits: images.ImageLimits, catalogue: social.Catalogue) -> None:
+    def __init__(self, core: UpscaleCore, executor: BoundedExecutor, limits: images.ImageLimits,
+                 catalogue: social.Catalogue) -> None:
         self.core = core
         self.executor = executor
-        self.store = store
         self.limits = limits
         self.catalogue = catalogue
 
@@ -40,7 +38,7 @@ class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
     async def Upscale(self, request: pb.UpscaleRequest, context: grpc.aio.ServicerContext) -> pb.UpscaleResponse:
         background = images.parse_color(request.background_color)
         job = UpscaleJob(
-            image=images.decode_message(request.image, self.limits, self.store),
+            image=images.decode_message(request.image, self.limits),
             scale_factor=request.scale_factor,
             target_width=request.target_width,
             target_height=request.target_height,
@@ -84,8 +82,8 @@ class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
 
     async def Relight(self, request: pb.RelightRequest, context: grpc.aio.ServicerContext) -> pb.RelightResponse:
         relight.style(request.lighting_style)  # unknown styles fail before any decoding work
-        image = images.decode_message(request.image, self.limits, self.store)
-        mask = images.decode_message(request.mask, self.limits, self.store) if request.HasField("mask") else None
+        image = images.decode_message(request.image, self.limits)
+        mask = images.decode_message(request.mask, self.limits) if request.HasField("mask") else None
         intensity = request.intensity if request.HasField("intensity") else 1.0
 
         def work():
@@ -110,7 +108,7 @@ class UpscaleServicer(pb_grpc.UpscaleServiceServicer):
         if output_format is None:
             raise InvalidArgument("social output must be png, webp or jpeg", field="output_format")
         social_request = social.SocialRequest(
-            image=images.decode_message(request.image, self.limits, self.store),
+            image=images.decode_message(request.image, self.limits),
             platforms=list(request.platforms), formats=list(request.formats),
             crop_mode=CROP_MODES.get(request.crop_mode, "smart"), focal=focal, overlay=request.safe_zone_overlay,
             output_format=output_format,

@@ -12,7 +12,7 @@ from services.upscale.server import create_server as create_upscale
 from services.upscale.settings import UpscaleSettings
 from shared import clients
 from shared.clients import create_channel
-from shared.errors import ImageTooLarge, InvalidFormat, NotImplementedYet
+from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, NotImplementedYet
 from shared.gen.imagemesh.v1 import (
     background_removal_service_pb2 as br_pb, background_removal_service_pb2_grpc as br_grpc,
     common_pb2, generate_service_pb2 as gen_pb, generate_service_pb2_grpc as gen_grpc,
@@ -169,3 +169,43 @@ async def test_one_registry_holds_the_service_metrics_and_the_rpc_metrics(tmp_pa
     finally:
         await channel.close()
         await runtime.stop(0)
+
+
+def _ref_calls(ref: str) -> dict:
+    image = common_pb2.Image(ref=ref)
+    return {
+        "generate_init_image": ("generate", gen_grpc.GenerateServiceStub, "Generate", gen_pb.GenerateRequest(
+            parameters=gen_pb.GenerateParameters(prompt="x", operation=gen_pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
+                                                 init_image=image))),
+        "upscale": ("upscale", up_grpc.UpscaleServiceStub, "Upscale", up_pb.UpscaleRequest(image=image,
+                                                                                         scale_factor=2)),
+        "relight": ("upscale", up_grpc.UpscaleServiceStub, "Relight", up_pb.RelightRequest(
+            image=image, lighting_style="professional")),
+        "optimize_social": ("upscale", up_grpc.UpscaleServiceStub, "OptimizeSocial", up_pb.OptimizeSocialRequest(
+            image=image, platforms=["instagram"])),
+        "remove_background": ("background_removal", br_grpc.BackgroundRemovalServiceStub, "RemoveBackground",
+                              br_pb.RemoveBackgroundRequest(image=image)),
+    }
+
+
+@pytest.mark.parametrize("call", list(_ref_calls("")))
+async def test_backends_refuse_image_references(mesh, call):
+    """Only the orchestrator reads the image store (under the caller's owner): a backend given a reference,
+    even to an image that exists, answers INVALID_ARGUMENT instead of reading it for whoever asks."""
+    orchestrator = create_channel(mesh.address("orchestrator"))
+    try:
+        job = (await clients.call(orch_grpc.OrchestratorServiceStub(orchestrator).SubmitJob, orch_pb.SubmitJobRequest(
+            spec=orch_pb.JobSpec(upscale=up_pb.UpscaleRequest(
+                image=common_pb2.Image(data=png_bytes(disc_rgba(16))), scale_factor=2)), owner="alice"))).job
+    finally:
+        await orchestrator.close()
+    ref = job.spec.upscale.image.ref  # the upload, in the store the backends' folder would be
+    assert ref.startswith("img_")
+    service, stub_class, method, request = _ref_calls(ref)[call]
+    channel = create_channel(mesh.address(service))
+    try:
+        with pytest.raises(InvalidArgument) as err:
+            await clients.call(getattr(stub_class(channel), method), request)
+        assert err.value.reason == "IMAGE_REF_NOT_ACCEPTED" and err.value.metadata["field"] == "image"
+    finally:
+        await channel.close()

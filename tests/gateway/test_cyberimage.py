@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from tests.gateway.conftest import SEEDS, alice, assert_error_format, assert_shape, bob
+from tests.images import b64, disc_rgba
 
 SEED = SEEDS["004"]
 DIALECT = "cyberimage"
@@ -143,3 +145,47 @@ async def test_jobs_and_images_are_per_key(secured):
     assert_error_format(DIALECT, await secured.delete(f"/api/image/{image_id}", headers=bob()), 404)
     bob_gallery = (await secured.get("/api/gallery", headers=bob())).json()
     assert image_id not in {image["id"] for image in bob_gallery["images"]}
+
+
+async def _gallery(client, **params) -> list[dict]:
+    """Every page of the gallery."""
+    images, page = [], 1
+    while True:
+        body = (await client.get("/api/gallery", params={**params, "page": page, "limit": 50})).json()
+        images.extend(body["images"])
+        if not body["has_more"]:
+            return images
+        page += 1
+
+
+async def test_generated_images_carry_their_place_and_the_gallery_shows_only_them(http):
+    model_id = await _model_id(http)
+    prompt = f"a lantern festival {uuid.uuid4().hex[:8]}"
+    reply = await http.post("/api/generate", json={
+        "model_id": model_id, "prompt": prompt, "negative_prompt": "fog",
+        "settings": {"num_images": 3, "num_inference_steps": 2, "guidance_scale": 6.5, "height": 64, "width": 64}})
+    status = await _wait(http, reply.json()["job_id"])
+    assert status["status"] == "completed" and len(status["images"]) == 3
+    for number, image in enumerate(status["images"], start=1):
+        metadata = (await http.get(f"/api/image/{image['id']}/metadata")).json()
+        assert (metadata["image_number"], metadata["total_images"]) == (number, 3)
+        assert (metadata["model_id"], metadata["prompt"], metadata["negative_prompt"]) == (model_id, prompt, "fog")
+        assert metadata["settings"] == {"num_inference_steps": 2, "guidance_scale": 6.5, "height": 64, "width": 64}
+
+    # Derived work of the same owner: an upscale (through the Freepik dialect).
+    upscale = await http.post("/v1/post-process/upscale",
+                              json={"image_url": "data:image/png;base64," + b64(disc_rgba(16)), "scale_factor": 2})
+    for _ in range(600):
+        task = (await http.get(f"/v1/generate/{upscale.json()['task_id']}")).json()
+        if task["status"] in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.1)
+    assert task["status"] == "completed"
+    upscaled_ref = task["image_url"].rsplit("/", 1)[-1]
+    gallery = await _gallery(http)
+    ids = {image["id"] for image in gallery}
+    assert {image["id"] for image in status["images"]} <= ids and upscaled_ref not in ids
+    # Everything the gallery shows was generated: each has its prompt and the model the client named.
+    assert all(image["prompt"] and image["model_id"] for image in gallery)
+    mine = [image for image in gallery if image["prompt"] == prompt]
+    assert len(mine) == 3 and {image["model_id"] for image in mine} == {model_id}

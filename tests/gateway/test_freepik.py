@@ -189,3 +189,24 @@ async def test_idempotency_key_reused_for_another_request_is_409(http):
     # The original request with its key is still answered with its task.
     again = await http.post("/v1/post-process/upscale", json={"image_url": image, "scale_factor": 2}, headers=headers)
     assert again.json()["task_id"] == first.json()["task_id"]
+
+
+async def test_analytics_count_generations_not_derived_work(http):
+    """Cut-outs and upscales are derived work: they cost, but they are not generations."""
+    async def generations() -> int:
+        body = (await http.get("/v1/analytics/user?days=1")).json()
+        assert body["total_generations"] == sum(day["generations"] for day in body["daily_stats"])
+        return body["total_generations"]
+
+    before = await generations()
+    cut = await http.post("/v1/post-process/remove-background",
+                          json={"image_url": "data:image/png;base64," + b64(disc_rgba(32))})
+    assert cut.status_code == 200, cut.text
+    upscale = await http.post("/v1/post-process/upscale",
+                              json={"image_url": "data:image/png;base64," + b64(disc_rgba(16)), "scale_factor": 2})
+    assert (await _wait(http, upscale.json()["task_id"]))["status"] == "completed"
+    assert await generations() == before
+    generated = await http.post("/v1/generate", json={"prompt": "a paper boat", "model": "auto", "quality_level": 1})
+    assert generated.status_code == 200, generated.text
+    assert (await _wait(http, generated.json()["task_id"]))["status"] == "completed"
+    assert await generations() == before + 1

@@ -92,16 +92,20 @@ async def test_scheduler_override_and_output_formats(gen):
     assert (await generate(gen)).metadata.scheduler == "DDIMScheduler"
 
 
-async def test_stored_output_keeps_its_recipe(gen):
+async def test_outputs_always_come_back_inline_and_nothing_is_stored(gen):
+    # store_output is deprecated and ignored: the orchestrator is the image store's only writer.
     reply = await generate(gen, store_output=True, owner="key_1", seed=7, prompt="a red fox")
     image = reply.images[0].image
-    assert image.ref.startswith("img_") and not image.data
-    store = LocalImageStore(gen.core.settings.resolved_image_store_dir)
-    data, record = store.get(image.ref, owner="key_1")
-    assert Image.open(io.BytesIO(data)).size == (SIZE, SIZE)
-    assert record.metadata["model_id"] == "tiny-sd" and record.metadata["prompt"] == "a red fox"
-    assert record.metadata["seed"] == "7" and record.metadata["steps"] == str(STEPS)
-    assert store.list(owner="key_1", search="fox")[0].ref == image.ref
+    assert image.WhichOneof("source") == "data" and Image.open(io.BytesIO(image.data)).size == (SIZE, SIZE)
+    assert LocalImageStore(gen.core.settings.resolved_image_store_dir).list() == []
+
+
+async def test_an_image_reference_is_refused(gen):
+    """Generate never reads the image store: a reference is INVALID_ARGUMENT, whoever's it is."""
+    with pytest.raises(ImageMeshError) as err:
+        await generate(gen, operation=pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
+                       init_image=common_pb2.Image(ref="img_" + "0" * 32), strength=0.5)
+    assert err.value.reason == "IMAGE_REF_NOT_ACCEPTED" and err.value.grpc_code.name == "INVALID_ARGUMENT"
 
 
 async def test_image_to_image_from_the_same_folder_and_inpaint(gen):

@@ -45,6 +45,10 @@ async def test_queue_stats_and_analytics(orch):
     assert analytics.total_cost_cents == round(sum(j.cost.usd for j in done) * 100)
     assert [(d.date, d.generations) for d in analytics.daily] == [(time.strftime("%Y-%m-%d", time.gmtime()), 5)]
     assert analytics.average_processing_seconds > 0
+    # Upscales are derived work, not generations.
+    assert (analytics.generations.total, analytics.derived.total, analytics.derived.successful) == (0, 5, 3)
+    assert dict(analytics.derived.models_used) == {"lanczos": 3} and not analytics.generations.models_used
+    assert [(d.generation_jobs, d.derived_jobs) for d in analytics.daily] == [(0, 5)]
 
     # A job from 40 days ago counts in a 60-day window, not in a 30-day one.
     with orch.core.store.sync.engine.begin() as conn:
@@ -84,12 +88,17 @@ async def test_gallery_lists_searches_pages_and_deletes_the_owners_images(orch):
     await wait_for(orch.stub, (await submit(orch.stub, upscale_spec(), owner=owner)).id, owner=owner)
 
     async def listing(**kwargs):
+        kwargs.setdefault("kinds", [common_pb2.IMAGE_KIND_DERIVED])
         return await clients.call(orch.stub.ListImages, pb.ListImagesRequest(owner=owner, **kwargs))
 
+    # The gallery lists generated images by default: upscales and workflow steps over an input are not.
+    assert (await listing(kinds=[])).total_size == 0
     everything = await listing()
-    # Outputs only (three workflow steps, one upscale); the uploaded inputs are not the gallery.
+    # Outputs only (three workflow steps, one upscale); the uploaded inputs are not derived work either.
     assert everything.total_size == 4
-    assert all(r.owner == owner and r.metadata["model_id"] == "lanczos" for r in everything.images)
+    assert all(r.owner == owner and r.metadata["model_id"] == "lanczos" and r.kind == common_pb2.IMAGE_KIND_DERIVED
+               for r in everything.images)
+    assert (await listing(kinds=[common_pb2.IMAGE_KIND_INPUT])).total_size == 2
     assert (await listing(search="FOX")).total_size == 3
     assert (await listing(search="zebra")).total_size == 0
     assert (await listing(model_id="lanczos")).total_size == 4

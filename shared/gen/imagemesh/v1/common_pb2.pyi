@@ -38,6 +38,13 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_GENERATING: _ClassVar[Stage]
     STAGE_ENCODING: _ClassVar[Stage]
     STAGE_DONE: _ClassVar[Stage]
+
+class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_KIND_UNSPECIFIED: _ClassVar[ImageKind]
+    IMAGE_KIND_GENERATED: _ClassVar[ImageKind]
+    IMAGE_KIND_DERIVED: _ClassVar[ImageKind]
+    IMAGE_KIND_INPUT: _ClassVar[ImageKind]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_WEBP: ImageFormat
@@ -57,6 +64,10 @@ STAGE_LOADING: Stage
 STAGE_GENERATING: Stage
 STAGE_ENCODING: Stage
 STAGE_DONE: Stage
+IMAGE_KIND_UNSPECIFIED: ImageKind
+IMAGE_KIND_GENERATED: ImageKind
+IMAGE_KIND_DERIVED: ImageKind
+IMAGE_KIND_INPUT: ImageKind
 
 class Image(_message.Message):
     __slots__ = ("data", "ref", "media_type", "width", "height")
@@ -126,7 +137,7 @@ class ErrorDetail(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ImageRecord(_message.Message):
-    __slots__ = ("ref", "owner", "job_id", "media_type", "width", "height", "size_bytes", "created_at", "metadata")
+    __slots__ = ("ref", "owner", "job_id", "media_type", "width", "height", "size_bytes", "created_at", "metadata", "kind")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +154,7 @@ class ImageRecord(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     ref: str
     owner: str
     job_id: str
@@ -152,4 +164,5 @@ class ImageRecord(_message.Message):
     size_bytes: int
     created_at: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, ref: _Optional[str] = ..., owner: _Optional[str] = ..., job_id: _Optional[str] = ..., media_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kind: ImageKind
+    def __init__(self, ref: _Optional[str] = ..., owner: _Optional[str] = ..., job_id: _Optional[str] = ..., media_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., kind: _Optional[_Union[ImageKind, str]] = ...) -> None: ...

@@ -585,16 +585,43 @@ class ResetQueueResponse(_message.Message):
     def __init__(self, requeued: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class DailyStat(_message.Message):
-    __slots__ = ("date", "generations", "cost_cents", "cost")
+    __slots__ = ("date", "generations", "cost_cents", "cost", "generation_jobs", "derived_jobs")
     DATE_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     COST_CENTS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_JOBS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_JOBS_FIELD_NUMBER: _ClassVar[int]
     date: str
     generations: int
     cost_cents: int
     cost: _common_pb2.Cost
-    def __init__(self, date: _Optional[str] = ..., generations: _Optional[int] = ..., cost_cents: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+    generation_jobs: int
+    derived_jobs: int
+    def __init__(self, date: _Optional[str] = ..., generations: _Optional[int] = ..., cost_cents: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., generation_jobs: _Optional[int] = ..., derived_jobs: _Optional[int] = ...) -> None: ...
+
+class WorkCounts(_message.Message):
+    __slots__ = ("total", "successful", "failed", "cost_cents", "models_used", "cost")
+    class ModelsUsedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSFUL_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    COST_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_USED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    successful: int
+    failed: int
+    cost_cents: int
+    models_used: _containers.ScalarMap[str, int]
+    cost: _common_pb2.Cost
+    def __init__(self, total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., cost_cents: _Optional[int] = ..., models_used: _Optional[_Mapping[str, int]] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
 
 class GetAnalyticsRequest(_message.Message):
     __slots__ = ("owner", "days")
@@ -605,7 +632,7 @@ class GetAnalyticsRequest(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
 
 class GetAnalyticsResponse(_message.Message):
-    __slots__ = ("period_days", "total", "successful", "failed", "success_rate", "total_cost_cents", "average_processing_seconds", "models_used", "daily", "total_cost")
+    __slots__ = ("period_days", "total", "successful", "failed", "success_rate", "total_cost_cents", "average_processing_seconds", "models_used", "daily", "total_cost", "generations", "derived")
     class ModelsUsedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -623,6 +650,8 @@ class GetAnalyticsResponse(_message.Message):
     MODELS_USED_FIELD_NUMBER: _ClassVar[int]
     DAILY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
     period_days: int
     total: int
     successful: int
@@ -633,7 +662,9 @@ class GetAnalyticsResponse(_message.Message):
     models_used: _containers.ScalarMap[str, int]
     daily: _containers.RepeatedCompositeFieldContainer[DailyStat]
     total_cost: _common_pb2.Cost
-    def __init__(self, period_days: _Optional[int] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., success_rate: _Optional[float] = ..., total_cost_cents: _Optional[int] = ..., average_processing_seconds: _Optional[float] = ..., models_used: _Optional[_Mapping[str, int]] = ..., daily: _Optional[_Iterable[_Union[DailyStat, _Mapping]]] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+    generations: WorkCounts
+    derived: WorkCounts
+    def __init__(self, period_days: _Optional[int] = ..., total: _Optional[int] = ..., successful: _Optional[int] = ..., failed: _Optional[int] = ..., success_rate: _Optional[float] = ..., total_cost_cents: _Optional[int] = ..., average_processing_seconds: _Optional[float] = ..., models_used: _Optional[_Mapping[str, int]] = ..., daily: _Optional[_Iterable[_Union[DailyStat, _Mapping]]] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., generations: _Optional[_Union[WorkCounts, _Mapping]] = ..., derived: _Optional[_Union[WorkCounts, _Mapping]] = ...) -> None: ...
 
 class EstimateCostRequest(_message.Message):
     __slots__ = ("action", "model_id", "width", "height", "count")
@@ -690,18 +721,20 @@ class DeleteImageResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListImagesRequest(_message.Message):
-    __slots__ = ("owner", "page_size", "page", "search", "model_id")
+    __slots__ = ("owner", "page_size", "page", "search", "model_id", "kinds")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     owner: str
     page_size: int
     page: int
     search: str
     model_id: str
-    def __init__(self, owner: _Optional[str] = ..., page_size: _Optional[int] = ..., page: _Optional[int] = ..., search: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[_common_pb2.ImageKind]
+    def __init__(self, owner: _Optional[str] = ..., page_size: _Optional[int] = ..., page: _Optional[int] = ..., search: _Optional[str] = ..., model_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[_common_pb2.ImageKind, str]]] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
     __slots__ = ("images", "total_size")
