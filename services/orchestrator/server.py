@@ -28,7 +28,7 @@ def create_server(settings: OrchestratorSettings | None = None,
     threads = settings.job_workers + 4
     sync_store = JobStore(make_engine(settings.resolved_database_url, pool_size=threads),
                           DeliveryFactory(settings.public_image_base_url), settings.max_pending_jobs)
-    sync_store.create_schema()
+    sync_store.migrate()
     store = AsyncStore(sync_store, threads)
     backends = Backends.connect(settings)
     image_store = LocalImageStore(settings.resolved_image_store_dir)
