@@ -54,6 +54,9 @@ def create_store_engine(url: str) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Not in the orchestrator's alembic history although the database is shared: the gateway's image ships without
+    # the orchestrator package and must not wait for an orchestrator to have migrated. create_all only creates what
+    # is missing; when these tables change shape they get their own history (own version_table) in this package.
     metadata.create_all(engine)
     return engine
 

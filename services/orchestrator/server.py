@@ -51,7 +51,7 @@ def open_job_store(settings: OrchestratorSettings) -> AsyncStore:
     threads = settings.job_workers + 4
     sync_store = JobStore(make_engine(settings.resolved_database_url, pool_size=threads),
                           DeliveryFactory(settings.public_image_base_url), settings.max_pending_jobs)
-    sync_store.create_schema()
+    sync_store.migrate()
     store = AsyncStore(sync_store, threads)
     return store
 

@@ -42,14 +42,14 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
+from services.orchestrator.migrate import migrate
 from shared.errors import IdempotencyKeyReused, InvalidArgument, NotFound, QueueFull
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -281,30 +281,9 @@ class JobStore:
         self.max_pending = max_pending
         self.is_postgres = engine.dialect.name == "postgresql"
 
-    def create_schema(self) -> None:
-        for _attempt in range(3):
-            try:
-                metadata.create_all(self.engine)
-                break
-            except (IntegrityError, ProgrammingError, OperationalError):
-                # Two replicas creating the schema at the same moment: one wins, the other retries and sees it.
-                time.sleep(0.2)
-        else:
-            metadata.create_all(self.engine)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """create_all makes missing tables, not missing columns: add the nullable ones added since a database was
-        created (there are no migrations; this keeps an existing database working)."""
-        present = {column["name"] for column in inspect(self.engine).get_columns("jobs")}
-        if "spec_hash" not in present:
-            try:
-                with self.engine.begin() as conn:
-                    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN spec_hash VARCHAR(64)")
-            except (ProgrammingError, OperationalError):
-                # Another replica added it first.
-                if "spec_hash" not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
-                    raise
+    def migrate(self, revision: str = "head") -> None:
+        """Create or upgrade the schema (alembic, under a lock several replicas can race for; see migrate.py)."""
+        migrate(self.engine, revision)
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from services.orchestrator.migrate import BASELINE
 from services.orchestrator.store import JobStore, NewJob, make_engine, spec_hash
 from shared import clients
 from shared.errors import Cancelled, IdempotencyKeyReused, InvalidArgument, NotFound
@@ -83,11 +84,9 @@ async def test_racing_submits_of_one_key_with_two_specs_make_one_job(orch):
 
 def test_the_store_compares_spec_hashes_and_adds_the_column_to_an_old_database(database_url):
     store = JobStore(make_engine(database_url))
-    store.create_schema()
-    # A database created before spec hashes were kept: create_schema adds the column.
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN spec_hash")
-    store.create_schema()
+    # A database from before spec hashes were kept, which the upgrade to head gives the column.
+    store.migrate(BASELINE)
+    store.migrate()
     old, _ = store.create_job(NewJob(owner="o", kind="upscale", spec=upscale_spec(), idempotency_key="old"))
     # Its rows have no hash: a repeated key can't be compared and answers with the earlier job.
     assert store.find_idempotent("o", "old", spec_hash(upscale_spec(16, 4))).id == old.id

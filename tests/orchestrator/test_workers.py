@@ -25,7 +25,7 @@ from tests.orchestrator.helpers import get, submit, upscale_spec, wait_for, work
 
 def _store(url: str) -> JobStore:
     store = JobStore(make_engine(url, pool_size=10))
-    store.create_schema()
+    store.migrate()
     return store
 
 
