@@ -8,6 +8,7 @@ gallery sit beside them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,12 +48,13 @@ from services.orchestrator.store import (
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Registry, Workflow
 from shared import clients, ssrf
-from shared.errors import Cancelled, Internal, InvalidArgument, NotImplementedYet, from_detail
+from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
 
+log = logging.getLogger("imagemesh.orchestrator")
 COST = common_pb2.Cost.DESCRIPTOR.full_name
 M = TypeVar("M", bound=Message)
 
@@ -298,7 +300,13 @@ class OrchestratorCore:
 
     async def _image_limit(self, model: str) -> int:
         """Generate's per-request image limit for `model` (0 when unknown: Generate then answers for itself)."""
-        listing = await self.catalog.section(pb.CATALOG_SECTION_GENERATION_MODELS)
+        try:
+            listing = await self.catalog.section(pb.CATALOG_SECTION_GENERATION_MODELS)
+        except ImageMeshError as exc:
+            # No listing (a Generate that lists nothing, or one briefly away): one call, and Generate's own limit
+            # check answers if the request is too big.
+            log.warning("generate's model listing failed (%s): running the job as one call", exc.reason)
+            return 0
         wanted = model.strip().lower()
         for info in listing.models:
             names = {info.id.lower(), *(alias.lower() for alias in info.aliases)}
