@@ -6,7 +6,7 @@ The owner check is the orchestrator's: another key's reference is NOT_FOUND.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from gateway import translate
@@ -22,8 +22,8 @@ def image_url(request: Request, image: common_pb2.Image) -> str | None:
 
 
 @router.get("/images/{ref}", dependencies=[Depends(guard("images"))], name="stored_image", response_class=Response,
-            summary="A stored result image",
+            summary="A stored result image (a redirect to an expiring URL when the store is S3)",
             responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}})
-async def stored_image(ref: str, request: Request) -> Response:
-    data, media_type = await translate.image_bytes(request, common_pb2.Image(ref=ref))
-    return Response(content=data, media_type=media_type)
+async def stored_image(ref: str, request: Request,
+                       thumbnail: bool = Query(False, description="the thumbnail (WebP, longest side 256)")) -> Response:
+    return await translate.stored_image_response(request, ref, thumbnail)

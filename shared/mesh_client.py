@@ -180,9 +180,11 @@ class MeshClient:
 
     # --- images ----------------------------------------------------------------------------------------------------
 
-    async def get_image(self, ref: str) -> pb.GetImageResponse:
-        return await self._unary("GetImage", pb.GetImageRequest(ref=ref, owner=self.owner), self.deadlines.read,
-                                 retry=True)
+    async def get_image(self, ref: str, *, thumbnail: bool = False, prefer_url: bool = False) -> pb.GetImageResponse:
+        """A stored image (or its thumbnail): the bytes, or with `prefer_url` a direct expiring URL where the store
+        gives one (S3); the reply's `url` is empty when the bytes came instead."""
+        request = pb.GetImageRequest(ref=ref, owner=self.owner, thumbnail=thumbnail, prefer_url=prefer_url)
+        return await self._unary("GetImage", request, self.deadlines.read, retry=True)
 
     async def delete_image(self, ref: str) -> None:
         await self._unary("DeleteImage", pb.DeleteImageRequest(ref=ref, owner=self.owner), self.deadlines.write,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway import errors, translate
@@ -155,10 +155,11 @@ def _estimate(seconds: float) -> str:
     return f"{minutes}-{minutes + 1} minutes"
 
 
-def image_url(request: Request, image: common_pb2.Image) -> str | None:
-    if image.ref:
-        return str(request.url_for("freepik_image", ref=image.ref))
-    return None
+def image_url(request: Request, image: common_pb2.Image, thumbnail: bool = False) -> str | None:
+    if not image.ref:
+        return None
+    url = str(request.url_for("freepik_image", ref=image.ref))
+    return f"{url}?thumbnail=true" if thumbnail else url
 
 
 async def _result_url(request: Request, image: common_pb2.Image) -> str:
@@ -205,13 +206,14 @@ async def _task(request: Request, task_id: str) -> TaskReply:
         raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{task_id}' does not exist") from None
     images = translate.job_images(job) if job.status == common_pb2.JOB_STATUS_COMPLETED else []
     url = await _result_url(request, images[0]) if images else None
+    thumbnail = image_url(request, images[0], thumbnail=True) if images else None
     seconds = translate.seconds_between(job.started_at or job.created_at, job.finished_at)
     error = None
     if job.error.reason:
         error = {"code": job.error.reason, "message": job.error.message, "details": dict(job.error.metadata)}
     return TaskReply(task_id=job.id, status=translate.status_name(job.status), image_url=url,
-                     # The mesh keeps one rendition per output; the thumbnail is the same stored image.
-                     thumbnail_url=url, model_used=job.model_id or job.labels.get("model_requested") or None,
+                     # A real thumbnail (WebP, longest side 256) made when the orchestrator stored the image.
+                     thumbnail_url=thumbnail or url, model_used=job.model_id or job.labels.get("model_requested") or None,
                      processing_time=round(seconds, 3) if seconds is not None else None,
                      created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
                      error=error)
@@ -365,10 +367,10 @@ async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> An
 @router.get("/images/{ref}", dependencies=[GUARD], name="freepik_image", response_class=StreamingResponse,
             summary="A stored result image (the image_url / result_url of tasks)",
             responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}})
-async def image(ref: str, request: Request) -> Any:
+async def image(ref: str, request: Request,
+                thumbnail: bool = Query(False, description="the thumbnail (WebP, longest side 256)")) -> Any:
     try:
-        data, media_type = await translate.image_bytes(request, common_pb2.Image(ref=ref))
+        return await translate.stored_image_response(request, ref, thumbnail)
     except NotFound as exc:
-        raise _not_found(exc, "NOT_FOUND", f"Image '{ref}' does not exist") from None
-    return Response(content=data, media_type=media_type)
+        raise _not_found(exc, "NOT_FOUND", f"Image '{ref[:100]}' does not exist") from None
 

@@ -614,8 +614,19 @@ class OrchestratorCore:
         await asyncio.to_thread(media.hydrate, message, self.images, owner, held)
         return message
 
-    async def get_image(self, ref: str, owner: str) -> tuple[bytes, StoredImage]:
-        return await asyncio.to_thread(self.images.get, ref, owner)
+    async def get_image(self, ref: str, owner: str, *, thumbnail: bool = False) -> tuple[bytes, StoredImage]:
+        if not thumbnail:
+            return await asyncio.to_thread(self.images.get, ref, owner)
+        record = await asyncio.to_thread(self.images.record, ref, owner)
+        return await asyncio.to_thread(self.images.get_thumbnail, ref, owner), record
+
+    async def image_url(self, ref: str, owner: str, *, thumbnail: bool = False) -> tuple[str | None, StoredImage]:
+        """A direct URL for the image (or its thumbnail) when the store gives one (S3: presigned, expiring after
+        image_url_expires_s); None for a local store, whose bytes the gateway serves."""
+        record = await asyncio.to_thread(self.images.record, ref, owner)
+        url = await asyncio.to_thread(self.images.url_for, ref, owner, self.settings.image_url_expires_s,
+                                      thumbnail=thumbnail)
+        return url, record
 
     async def delete_image(self, ref: str, owner: str) -> None:
         await asyncio.to_thread(self.images.delete, ref, owner)

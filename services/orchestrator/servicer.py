@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from services.orchestrator import media
@@ -134,7 +136,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     # --- images ------------------------------------------------------------------------------------------------------
 
     async def GetImage(self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext) -> pb.GetImageResponse:
-        data, record = await self.core.get_image(request.ref, request.owner)
+        if request.prefer_url:
+            url, record = await self.core.image_url(request.ref, request.owner, thumbnail=request.thumbnail)
+            if url:
+                return pb.GetImageResponse(
+                    image=common_pb2.Image(media_type="image/webp" if request.thumbnail else record.media_type),
+                    record=image_record(record), url=url,
+                    url_expires_at=timestamp(time.time() + self.core.settings.image_url_expires_s))
+        data, record = await self.core.get_image(request.ref, request.owner, thumbnail=request.thumbnail)
+        if request.thumbnail:
+            return pb.GetImageResponse(image=common_pb2.Image(data=data, media_type="image/webp"),
+                                       record=image_record(record))
         return pb.GetImageResponse(
             image=common_pb2.Image(data=data, media_type=record.media_type, width=record.width, height=record.height),
             record=image_record(record))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from shared.config import ClientSettings, ServiceSettings, default_ports
 
 
@@ -72,6 +74,8 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     url_allow_list: str = ""
     # Prefix for image URLs in webhook payloads (e.g. https://api.example.com/v1/images/); empty = bare refs.
     public_image_base_url: str = ""
+    # How long a direct (S3 presigned) image URL handed to a client stays valid.
+    image_url_expires_s: int = Field(3600, ge=60, le=7 * 86400)
 
     # --- shotgun --------------------------------------------------------------------------------------------
     # Shotgun: deadline of each model's call when the request gives none, and the most models one shotgun runs.

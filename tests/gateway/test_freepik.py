@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 
 import pytest
+from PIL import Image
 
 from tests.gateway.conftest import SEEDS, alice, assert_error_format, assert_shape, bob
 from tests.gateway.helpers import decode_image
@@ -42,6 +44,11 @@ async def test_generate_then_poll_the_task(http):
     assert task["status"] == "completed"
     image = await http.get(task["image_url"].replace("http://gateway", ""))
     assert image.status_code == 200 and image.headers["content-type"].startswith("image/")
+    # thumbnail_url is a real thumbnail (WebP, longest side at most 256), not the image again.
+    assert task["thumbnail_url"] != task["image_url"]
+    thumb = await http.get(task["thumbnail_url"].replace("http://gateway", ""))
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
 
 
 async def test_unknown_model_is_invalid_model_with_the_supported_list(http):

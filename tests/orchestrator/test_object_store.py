@@ -4,11 +4,16 @@ an S3-compatible server (moto on loopback), makes the orchestrator keep its imag
 from __future__ import annotations
 
 import json
+import time
+
+import httpx
+import pytest
 
 from services.orchestrator.server import create_server
 from services.orchestrator.settings import OrchestratorSettings
 from shared import clients
 from shared.clients import create_channel
+from shared.errors import NotFound
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
@@ -66,6 +71,21 @@ async def test_an_orchestrator_configured_by_the_chart_stores_images_in_the_buck
 
         image = await clients.call(stub.GetImage, pb.GetImageRequest(ref=output_ref, owner="alice"))
         assert size_of(image.image.data) == (32, 32)
+
+        # A client is handed the bucket's own expiring URL (the bytes skip the gateway), for the image and its
+        # thumbnail; another owner gets no URL at all.
+        direct = await clients.call(stub.GetImage, pb.GetImageRequest(ref=output_ref, owner="alice", prefer_url=True))
+        assert not direct.image.data and "X-Amz-Expires=3600" in direct.url
+        assert direct.url_expires_at.seconds > time.time() + 3000
+        async with httpx.AsyncClient() as http:
+            fetched = await http.get(direct.url)
+            assert fetched.status_code == 200 and size_of(fetched.content) == (32, 32)
+            thumb = await clients.call(stub.GetImage, pb.GetImageRequest(ref=output_ref, owner="alice",
+                                                                           thumbnail=True, prefer_url=True))
+            fetched = await http.get(thumb.url)
+            assert fetched.status_code == 200 and fetched.content[8:12] == b"WEBP"
+        with pytest.raises(NotFound):
+            await clients.call(stub.GetImage, pb.GetImageRequest(ref=output_ref, owner="mallory", prefer_url=True))
     finally:
         await channel.close()
         await runtime.stop(0)

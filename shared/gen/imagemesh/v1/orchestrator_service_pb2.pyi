@@ -693,20 +693,28 @@ class EstimateCostResponse(_message.Message):
     def __init__(self, cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., credits: _Optional[float] = ..., usd_per_credit: _Optional[float] = ..., estimate_source: _Optional[str] = ...) -> None: ...
 
 class GetImageRequest(_message.Message):
-    __slots__ = ("ref", "owner")
+    __slots__ = ("ref", "owner", "thumbnail", "prefer_url")
     REF_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    PREFER_URL_FIELD_NUMBER: _ClassVar[int]
     ref: str
     owner: str
-    def __init__(self, ref: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    thumbnail: bool
+    prefer_url: bool
+    def __init__(self, ref: _Optional[str] = ..., owner: _Optional[str] = ..., thumbnail: _Optional[bool] = ..., prefer_url: _Optional[bool] = ...) -> None: ...
 
 class GetImageResponse(_message.Message):
-    __slots__ = ("image", "record")
+    __slots__ = ("image", "record", "url", "url_expires_at")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    URL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     record: _common_pb2.ImageRecord
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., record: _Optional[_Union[_common_pb2.ImageRecord, _Mapping]] = ...) -> None: ...
+    url: str
+    url_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., record: _Optional[_Union[_common_pb2.ImageRecord, _Mapping]] = ..., url: _Optional[str] = ..., url_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeleteImageRequest(_message.Message):
     __slots__ = ("ref", "owner")
