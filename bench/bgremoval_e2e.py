@@ -18,7 +18,7 @@ from PIL import Image
 from bench.harness import Comparison, compare
 from services.background_removal.catalog import load_catalog
 from services.background_removal.core import BackgroundRemovalCore, RemovalJob
-from services.background_removal.registry import ModelRegistry
+from services.background_removal.loaded import LoadedModels
 from services.background_removal.settings import DEFAULT_CATALOG
 from shared import clients, images
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -43,7 +43,7 @@ async def run() -> list[Comparison]:
     from tests.shotgun.conftest import shotgun_mesh
 
     data = photo_png()
-    registry = ModelRegistry(load_catalog(DEFAULT_CATALOG), MODELS_DIR, "cpu", 1, 1)
+    registry = LoadedModels(load_catalog(DEFAULT_CATALOG), MODELS_DIR, "cpu", 1, 1)
     registry.runner(MODEL)
     core = BackgroundRemovalCore(registry, 2_000_000)
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway import errors, images_out, store
+from gateway import access_store, errors, images_out
 from gateway.catalogues import load_catalogues
 from gateway.dialects import common, cyberimage, flux, freepik, image_studio, shotgun
 from gateway.mesh import Mesh
@@ -82,7 +82,7 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
                   description="Five documented JSON APIs over the imagemesh gRPC mesh.")
     app.state.settings = settings
     app.state.mesh = mesh
-    app.state.engine = store.create_store_engine(settings.resolved_database_url)
+    app.state.engine = access_store.create_store_engine(settings.resolved_database_url)
     app.state.security = Security(settings, app.state.engine)
     app.state.catalogues = load_catalogues(settings.resolved_catalogue_dir)
     app.state.default_error_renderer = errors.default_renderer

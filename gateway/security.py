@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 
-from gateway import store
+from gateway import access_store
 from gateway.settings import GatewaySettings
 from shared.errors import RateLimited, ServiceUnavailable, Unauthenticated
 
@@ -53,7 +53,7 @@ def parse_keys(text: str) -> dict[str, str]:
     keys = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, owner = item.partition(":")
-        keys[key.strip()] = owner.strip() or f"key_{store.key_hash(key.strip())[:12]}"
+        keys[key.strip()] = owner.strip() or f"key_{access_store.key_hash(key.strip())[:12]}"
     return keys
 
 
@@ -65,7 +65,7 @@ class Security:
         self.engine = engine
         self.keys = parse_keys(settings.api_keys)
         self.limits = {name: Limit.parse(text) for name, text in settings.resolved_rate_limits.items()}
-        self.db_keys = store.count_api_keys(engine)
+        self.db_keys = access_store.count_api_keys(engine)
         self.auth_enabled = bool(self.keys) or self.db_keys > 0 or settings.require_auth
         self.counter = GroupCounter(engine)
         # Database keys are looked up once and remembered briefly; a revoked key stops working within a minute.
@@ -85,11 +85,11 @@ class Security:
         return owner
 
     async def _db_owner(self, key: str) -> str | None:
-        digest = store.key_hash(key)
+        digest = access_store.key_hash(key)
         cached = self._cache.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        owner = await anyio.to_thread.run_sync(store.owner_for_key, self.engine, key)
+        owner = await anyio.to_thread.run_sync(access_store.owner_for_key, self.engine, key)
         self._cache[digest] = (owner, time.monotonic() + 60.0)
         return owner
 
@@ -138,7 +138,7 @@ class GroupCounter:
                 items = list(batch.items())
                 try:
                     counts = await anyio.to_thread.run_sync(
-                        store.hit_many, self.engine,
+                        access_store.hit_many, self.engine,
                         [(key, window, len(futures), expire) for (key, window, expire), futures in items])
                 except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
                     for _, futures in items:

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from rembg.bg import alpha_matting_cutout, apply_background_color, post_process
 
 from services.background_removal.catalog import ModelSpec
-from services.background_removal.registry import ModelRegistry
+from services.background_removal.loaded import LoadedModels
 from shared import images
 from shared.errors import ImageTooLarge, InvalidArgument
 
@@ -56,7 +56,7 @@ def straight_cutout(source: Image.Image, mask: Image.Image) -> Image.Image:
 
 
 class BackgroundRemovalCore:
-    def __init__(self, registry: ModelRegistry, alpha_matting_max_pixels: int) -> None:
+    def __init__(self, registry: LoadedModels, alpha_matting_max_pixels: int) -> None:
         self.registry = registry
         self.alpha_matting_max_pixels = alpha_matting_max_pixels
 

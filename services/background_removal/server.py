@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from services.background_removal.catalog import load_catalog
 from services.background_removal.core import BackgroundRemovalCore
+from services.background_removal.loaded import LoadedModels
 from services.background_removal.metrics import BackgroundRemovalMetrics
-from services.background_removal.registry import ModelRegistry
 from services.background_removal.servicer import BackgroundRemovalServicer
 from services.background_removal.settings import BackgroundRemovalSettings
 from shared import images
@@ -35,7 +35,7 @@ class BackgroundRemovalDeps:
 
     metrics_registry: CollectorRegistry | None = None
     metrics: BackgroundRemovalMetrics | None = None
-    model_registry: ModelRegistry | None = None
+    model_registry: LoadedModels | None = None
     core: BackgroundRemovalCore | None = None
 
 
@@ -45,7 +45,7 @@ def build_deps(settings: BackgroundRemovalSettings,
     deps = deps or BackgroundRemovalDeps()
     registry = deps.metrics_registry if deps.metrics_registry is not None else CollectorRegistry()
     metrics = deps.metrics or BackgroundRemovalMetrics(registry)
-    model_registry = deps.model_registry or (deps.core.registry if deps.core is not None else ModelRegistry(
+    model_registry = deps.model_registry or (deps.core.registry if deps.core is not None else LoadedModels(
         load_catalog(settings.resolved_models_config, settings.default_model), settings.resolved_models_dir,
         settings.provider, settings.intra_op_threads, settings.inter_op_threads, on_load=metrics.model_loaded))
     return dataclasses.replace(

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from services.generate import sizing
-from services.generate.models import ModelManager, ModelState
-from services.generate.registry import ModelEntry, Registry
+from services.generate.catalog import Catalog, ModelEntry
+from services.generate.loaded import LoadState, ModelManager
 from services.generate.request import GenerateInput, Plan, validate
 from services.generate.settings import GenerateSettings
 from services.generate.worker import DeviceWorker, Outcome, ProgressFn
@@ -48,13 +48,13 @@ class GenerateOutput:
 @dataclass
 class ModelStatus:
     entry: ModelEntry
-    state: ModelState
+    state: LoadState
     reason: str
     is_default: bool
 
 
 class GenerateCore:
-    def __init__(self, settings: GenerateSettings, registry: Registry, manager: ModelManager, worker: DeviceWorker,
+    def __init__(self, settings: GenerateSettings, registry: Catalog, manager: ModelManager, worker: DeviceWorker,
                  templates: dict[str, tuple[int, int]] | None = None) -> None:
         self.settings = settings
         self.templates = templates or {}
@@ -122,7 +122,7 @@ class GenerateCore:
         if self.worker.metrics is not None:
             self.worker.metrics.loaded_bytes.set(self.manager.loaded_bytes())
         state, _ = self.manager.state(self.registry.default_id)
-        return self.manager.device.available and state != ModelState.FAILED
+        return self.manager.device.available and state != LoadState.FAILED
 
 
 def _ms(seconds: float) -> int:

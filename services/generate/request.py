@@ -14,8 +14,8 @@ from fractions import Fraction
 from PIL import Image
 
 from services.generate import presets, sizing
+from services.generate.catalog import Catalog, ModelEntry
 from services.generate.edits import Outpaint, full_mask, outpaint_canvas
-from services.generate.registry import ModelEntry, Registry
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
 
@@ -160,7 +160,7 @@ def _scheduler_name(name: str) -> str:
     return name
 
 
-def validate(inp: GenerateInput, registry: Registry, *, max_prompt_length: int, max_images: int,
+def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, max_images: int,
              templates: dict[str, tuple[int, int]] | None = None) -> Plan:
     entry = registry.resolve(inp.model)
     notes: list[str] = []

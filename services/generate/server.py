@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from services.generate.catalog import Catalog
 from services.generate.core import GenerateCore
 from services.generate.device import choose_device, default_budget
+from services.generate.loaded import MIB, ModelManager
 from services.generate.metrics import GenerateMetrics
-from services.generate.models import MIB, ModelManager
-from services.generate.registry import Registry
 from services.generate.servicer import GenerateServicer
 from services.generate.settings import GenerateSettings
 from services.generate.sizing import load_templates
@@ -44,7 +44,7 @@ def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = Non
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    registry = Registry.from_file(settings.models_file, settings.resolved_models_dir)
+    registry = Catalog.from_file(settings.models_file, settings.resolved_models_dir)
     device = choose_device(settings.device)
     budget = int(settings.memory_budget_mb * MIB) if settings.memory_budget_mb > 0 else default_budget(device)
     manager = ModelManager(registry, device, budget)

@@ -7,8 +7,8 @@ import asyncio
 import grpc
 
 from services.generate.core import GenerateCore, GenerateOutput
-from services.generate.models import ModelState
 from services.generate.edits import Outpaint
+from services.generate.loaded import LoadState
 from services.generate.request import GenerateInput
 from shared import images
 from shared.gen.imagemesh.v1 import common_pb2
@@ -24,8 +24,8 @@ _OPERATIONS = {
 _OPERATION_ENUM = {"text_to_image": pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
                    "image_to_image": pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
                    "inpaint": pb.GENERATE_OPERATION_INPAINT}
-_STATES = {ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, ModelState.LOADING: pb.MODEL_STATE_LOADING,
-           ModelState.READY: pb.MODEL_STATE_READY, ModelState.FAILED: pb.MODEL_STATE_FAILED}
+_STATES = {LoadState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, LoadState.LOADING: pb.MODEL_STATE_LOADING,
+           LoadState.READY: pb.MODEL_STATE_READY, LoadState.FAILED: pb.MODEL_STATE_FAILED}
 
 
 class GenerateServicer(pb_grpc.GenerateServiceServicer):

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.generate.registry import ModelEntry
+from services.generate.catalog import ModelEntry
 from shared.errors import InvalidArgument
 
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x/]\s*(\d+(?:\.\d+)?)\s*$")

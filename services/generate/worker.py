@@ -19,10 +19,10 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate.loaded import ModelManager
 from services.generate.metrics import GenerateMetrics
-from services.generate.models import ModelManager
+from services.generate.pipeline_call import Interrupted, run_batch, scheduler_name, truncation_notes
 from services.generate.request import Plan
-from services.generate.runner import Interrupted, run_batch, scheduler_name, truncation_notes
 from shared.errors import Cancelled, ImageMeshError, Internal, QueueFull
 from shared.gen.imagemesh.v1 import common_pb2
 

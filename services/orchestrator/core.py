@@ -29,11 +29,8 @@ from services.orchestrator.execution import (
 from services.orchestrator.execution import (
     run_job as run_claimed_job,
 )
-from services.orchestrator.metrics import JobMetrics
-from services.orchestrator.pricing import PriceTable, sum_costs
-from services.orchestrator.runner import ClaimSink, JobRunner, Pulse
-from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.store import (
+from services.orchestrator.job_runner import ClaimSink, JobRunner, Pulse
+from services.orchestrator.job_store import (
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -45,8 +42,11 @@ from services.orchestrator.store import (
     NewJob,
     spec_hash,
 )
+from services.orchestrator.metrics import JobMetrics
+from services.orchestrator.pricing import PriceTable, sum_costs
+from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.webhooks import WebhookSender
-from services.orchestrator.workflows import Registry, Workflow
+from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
 from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
 from shared.gen.imagemesh.v1 import common_pb2
@@ -194,7 +194,7 @@ async def ranked_models(store: AsyncStore, category: str) -> list[str]:
 
 class OrchestratorCore:
     def __init__(self, settings: OrchestratorSettings, backends: Backends, store: AsyncStore,
-                 images: ImageStore, registry: Registry, metrics: JobMetrics | None = None,
+                 images: ImageStore, registry: WorkflowCatalog, metrics: JobMetrics | None = None,
                  shotgun_runner: Callable[[pb.ShotgunSpec], Awaitable[pb.ShotgunSummary]] | None = None) -> None:
         """`shotgun_runner` runs a ShotgunSpec and returns its summary (services/orchestrator/shotgun.py);
         without it, shotgun jobs answer NOT_IMPLEMENTED."""

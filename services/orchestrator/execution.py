@@ -13,13 +13,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
-from services.orchestrator.pricing import sum_costs
-from services.orchestrator.store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, SKIPPED, STATUS_NAME, StepRecord
-from services.orchestrator.workflows import Registry, Scope, StepDef, Workflow, build_spec, resolve
-from shared.errors import (
-    DeadlineExceeded, ImageMeshError, InvalidArgument, ModelUnavailable, ResourceExhausted, ServiceUnavailable, to_detail,
+from services.orchestrator.job_store import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    STATUS_NAME,
+    StepRecord,
 )
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from services.orchestrator.pricing import sum_costs
+from services.orchestrator.workflows import Scope, StepDef, Workflow, WorkflowCatalog, build_spec, resolve
+from shared.errors import (
+    DeadlineExceeded,
+    ImageMeshError,
+    InvalidArgument,
+    ModelUnavailable,
+    ResourceExhausted,
+    ServiceUnavailable,
+    to_detail,
+)
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
 log = logging.getLogger("imagemesh.orchestrator.execution")
 
@@ -271,7 +287,7 @@ def _struct_to_dict(struct) -> dict[str, Any]:  # noqa: ANN001
     return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
 
 
-async def run_job(job: pb.Job, sink: StepSink, call: Caller, registry: Registry) -> JobOutcome:
+async def run_job(job: pb.Job, sink: StepSink, call: Caller, registry: WorkflowCatalog) -> JobOutcome:
     if job.kind == "workflow":
         return await WorkflowRun(registry.get(job.spec.workflow.workflow_id), job, sink, call).run()
     return await run_single(job, sink, call)

@@ -12,14 +12,13 @@ import io
 import warnings
 from typing import Iterator, Mapping
 
-from PIL import Image as PILImage
-
 from google.protobuf.message import Message
+from PIL import Image as PILImage
 
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
-from shared.images import MEDIA_TYPES, RAW_RGBA
 from shared.image_store import ImageStore
+from shared.images import MEDIA_TYPES, RAW_RGBA
 
 IMAGE = common_pb2.Image.DESCRIPTOR.full_name
 

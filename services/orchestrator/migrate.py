@@ -81,8 +81,8 @@ def current(engine: Engine) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     # Imported here, not at the top: the store imports this module.
+    from services.orchestrator.job_store import make_engine
     from services.orchestrator.settings import OrchestratorSettings
-    from services.orchestrator.store import make_engine
 
     parser = argparse.ArgumentParser(prog="python -m services.orchestrator.migrate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,16 +10,17 @@ from prometheus_client import CollectorRegistry
 
 from services.orchestrator.backends import Backends
 from services.orchestrator.core import OrchestratorCore, ranked_models
+from services.orchestrator.job_store import AsyncStore, JobStore, make_engine
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.pricing import PriceTable
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.shotgun import RankingSource, Shotgun, ShotgunLimits
-from services.orchestrator.store import AsyncStore, JobStore, make_engine
 from services.orchestrator.webhooks import DeliveryFactory
-from services.orchestrator.workflows import Registry, load_workflows
+from services.orchestrator.workflows import WorkflowCatalog, load_workflows
 from shared import images
-from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from shared.image_store import ImageStore, open_image_store
 from shared.server import ServiceRuntime, build_server
 
@@ -37,7 +38,7 @@ class OrchestratorDeps:
     store's ranking (fed by LogSelection). An injected `core` brings its own job metrics and shotgun."""
 
     metrics_registry: CollectorRegistry | None = None
-    workflows: Registry | None = None
+    workflows: WorkflowCatalog | None = None
     job_store: AsyncStore | None = None
     backends: Backends | None = None
     image_store: ImageStore | None = None
@@ -61,7 +62,7 @@ def build_deps(settings: OrchestratorSettings, deps: OrchestratorDeps | None = N
     schema; backend channels connect lazily). Starts no worker: that is `core.start`, at the server's start."""
     deps = deps or OrchestratorDeps()
     metrics_registry = deps.metrics_registry if deps.metrics_registry is not None else CollectorRegistry()
-    registry = deps.workflows if deps.workflows is not None else Registry(load_workflows(settings.workflows_dir))
+    registry = deps.workflows if deps.workflows is not None else WorkflowCatalog(load_workflows(settings.workflows_dir))
     store = deps.job_store if deps.job_store is not None else open_job_store(settings)
     backends = deps.backends if deps.backends is not None else Backends.connect(settings)
     image_store = deps.image_store

@@ -8,11 +8,13 @@ import grpc
 
 from services.orchestrator import media
 from services.orchestrator.core import OrchestratorCore, WorkCounts
+from services.orchestrator.job_store import STATUS_NAME, timestamp
 from services.orchestrator.pricing import cents
 from services.orchestrator.shotgun import Shotgun
-from services.orchestrator.store import STATUS_NAME, timestamp
 from shared.errors import NotImplementedYet
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as pb_grpc
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from shared.image_store import StoredImage
 
 

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 
 from services.orchestrator.pricing import PriceTable, sum_costs
 from shared import clients, images
-from shared.errors import DeadlineExceeded, ImageMeshError, InvalidArgument, InvalidModel, ModelUnavailable, ServiceUnavailable, to_detail
+from shared.errors import (
+    DeadlineExceeded,
+    ImageMeshError,
+    InvalidArgument,
+    InvalidModel,
+    ModelUnavailable,
+    ServiceUnavailable,
+    to_detail,
+)
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import background_removal_service_pb2_grpc as br_grpc
 from shared.gen.imagemesh.v1 import common_pb2

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 
-from services.orchestrator.store import COMPLETED, STATUS_NAME, AsyncStore, Delivery, new_id
+from services.orchestrator.job_store import COMPLETED, STATUS_NAME, AsyncStore, Delivery, new_id
 from shared import ssrf
 from shared.errors import ImageMeshError
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb

@@ -20,8 +20,19 @@ from google.protobuf import json_format
 
 from shared.errors import InvalidArgument, NotFound
 from shared.gen.imagemesh.v1 import (
-    background_removal_service_pb2 as br_pb, common_pb2, generate_service_pb2 as gen_pb,
-    orchestrator_service_pb2 as pb, upscale_service_pb2 as up_pb,
+    background_removal_service_pb2 as br_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    common_pb2,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2 as gen_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    orchestrator_service_pb2 as pb,
+)
+from shared.gen.imagemesh.v1 import (
+    upscale_service_pb2 as up_pb,
 )
 
 SHIPPED_DIR = Path(__file__).parent / "workflows"
@@ -159,7 +170,7 @@ def load_workflows(extra_dir: Path | None = None) -> dict[str, Workflow]:
     return found
 
 
-class Registry:
+class WorkflowCatalog:
     def __init__(self, workflows: dict[str, Workflow]) -> None:
         self.workflows = workflows
 

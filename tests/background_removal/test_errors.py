@@ -12,7 +12,7 @@ from PIL import Image
 
 from services.background_removal.catalog import CatalogError, load_catalog
 from services.background_removal.core import BackgroundRemovalCore, RemovalJob
-from services.background_removal.registry import ModelRegistry
+from services.background_removal.loaded import LoadedModels
 from services.background_removal.settings import DEFAULT_CATALOG
 from shared import clients
 from shared.errors import (
@@ -181,7 +181,7 @@ def test_malformed_catalogue_refuses_to_start(tmp_path, body, message):
 
 def test_registry_never_downloads_a_missing_rembg_model(tmp_path):
     catalog = load_catalog(_catalog(tmp_path, "models: [{id: u2net, kind: rembg, file: u2net.onnx}]"))
-    registry = ModelRegistry(catalog, tmp_path, "cpu", 1, 1)
+    registry = LoadedModels(catalog, tmp_path, "cpu", 1, 1)
     with pytest.raises(ModelUnavailable, match="u2net.onnx is not in"):
         registry.runner("u2net")
     assert not list(tmp_path.rglob("*.onnx"))

@@ -14,13 +14,34 @@ from shared import clients
 from shared.clients import create_channel
 from shared.errors import ImageTooLarge, InvalidArgument, InvalidFormat, NotImplementedYet
 from shared.gen.imagemesh.v1 import (
-    background_removal_service_pb2 as br_pb, background_removal_service_pb2_grpc as br_grpc,
-    common_pb2, generate_service_pb2 as gen_pb, generate_service_pb2_grpc as gen_grpc,
-    orchestrator_service_pb2 as orch_pb, orchestrator_service_pb2_grpc as orch_grpc,
-    upscale_service_pb2 as up_pb, upscale_service_pb2_grpc as up_grpc,
+    background_removal_service_pb2 as br_pb,
 )
-from tests.mesh import service_kwargs
+from shared.gen.imagemesh.v1 import (
+    background_removal_service_pb2_grpc as br_grpc,
+)
+from shared.gen.imagemesh.v1 import (
+    common_pb2,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2 as gen_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2_grpc as gen_grpc,
+)
+from shared.gen.imagemesh.v1 import (
+    orchestrator_service_pb2 as orch_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    orchestrator_service_pb2_grpc as orch_grpc,
+)
+from shared.gen.imagemesh.v1 import (
+    upscale_service_pb2 as up_pb,
+)
+from shared.gen.imagemesh.v1 import (
+    upscale_service_pb2_grpc as up_grpc,
+)
 from tests.images import decompression_bomb_png, disc_rgba, png_bytes
+from tests.mesh import service_kwargs
 
 
 async def test_upscale_lists_its_methods(mesh):

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from shared.clients import check_health, create_channel
-from shared.gen.imagemesh.v1 import common_pb2, upscale_service_pb2 as up_pb, upscale_service_pb2_grpc as up_grpc
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2_grpc as up_grpc
 from tests.mesh import REPO
 
 

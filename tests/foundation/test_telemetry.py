@@ -12,7 +12,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from shared import telemetry
 from shared.clients import call, create_channel
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as orch_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from tests.images import disc_rgba, png_bytes

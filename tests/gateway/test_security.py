@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from gateway import store
+from gateway import access_store
 from tests.gateway.conftest import KEYS, alice, assert_error_format, bob, gateway
 from tests.images import b64, disc_rgba
 
@@ -122,8 +122,8 @@ async def test_anonymous_requests_are_limited_per_ip_with_the_anonymous_limit(me
 
 async def test_keys_from_the_database(mesh, tmp_path):
     url = f"sqlite:///{tmp_path / 'keys.db'}"
-    engine = store.create_store_engine(url)
-    store.add_api_key(engine, "db-key-1", "carol")
+    engine = access_store.create_store_engine(url)
+    access_store.add_api_key(engine, "db-key-1", "carol")
     engine.dispose()
     async with gateway(mesh, tmp_path, database_url=url) as client:
         assert client.app.state.security.auth_enabled
@@ -181,7 +181,7 @@ async def test_unknown_route_is_404(http):
 
 
 async def test_a_broken_rate_limit_store_is_503_not_a_crash(mesh, tmp_path):
-    from gateway import store as store_module
+    from gateway import access_store as store_module
 
     async with gateway(mesh, tmp_path) as client:
         store_module.rate_windows.drop(client.app.state.engine)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.generate.models import MIB, pipeline_bytes
+from services.generate.loaded import MIB, pipeline_bytes
 from shared import clients
 from shared.clients import call
 from shared.errors import ImageMeshError

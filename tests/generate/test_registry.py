@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.generate import presets, sizing
-from services.generate.registry import ModelEntry, Registry
+from services.generate.catalog import Catalog, ModelEntry
 from services.generate.settings import DEFAULT_MODELS_FILE
 from shared.errors import InvalidArgument, InvalidModel
 from tests.generate.conftest import MODELS_DIR, tiny_entry, write_registry
@@ -15,8 +15,8 @@ SEED_NAMES = ["flux-1", "flux-2", "sd-3.5", "flux-abliterated", "imagen3", "myst
 
 
 @pytest.fixture(scope="module")
-def default_registry() -> Registry:
-    return Registry.from_file(DEFAULT_MODELS_FILE, MODELS_DIR)
+def default_registry() -> Catalog:
+    return Catalog.from_file(DEFAULT_MODELS_FILE, MODELS_DIR)
 
 
 @pytest.mark.parametrize("name", [*SEED_NAMES, "auto", "", "FLUX-1", "tiny-sd"])
@@ -41,17 +41,17 @@ def test_unknown_model_lists_the_supported_ones(default_registry):
 
 
 def test_hub_sources_and_bad_files(tmp_path):
-    registry = Registry([ModelEntry(id="turbo", hub="stabilityai/sd-turbo", revision="main")], "turbo", tmp_path)
+    registry = Catalog([ModelEntry(id="turbo", hub="stabilityai/sd-turbo", revision="main")], "turbo", tmp_path)
     source = registry.source_of(registry.default)
     assert (source.location, source.is_local, source.revision) == ("stabilityai/sd-turbo", False, "main")
     with pytest.raises(ValueError, match="exactly one of"):
         ModelEntry(id="x", path="a", hub="b/c")
     with pytest.raises(ValueError, match="used by both"):
-        Registry([ModelEntry(id="a", path="a", aliases=("x",)), ModelEntry(id="b", path="b", aliases=("X",))],
+        Catalog([ModelEntry(id="a", path="a", aliases=("x",)), ModelEntry(id="b", path="b", aliases=("X",))],
                  "a", tmp_path)
     bad = write_registry(tmp_path, [tiny_entry("a", "a", colour="blue")])
     with pytest.raises(ValueError, match="colour"):
-        Registry.from_file(bad, tmp_path)
+        Catalog.from_file(bad, tmp_path)
 
 
 @pytest.mark.parametrize("text", ["wide", "0:1", "10:1", "16-9"])

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from services.generate import sizing
-from services.generate.registry import ModelEntry, Registry
+from services.generate.catalog import Catalog, ModelEntry
 from services.generate.request import GenerateInput, steps_for_quality, validate
 from services.generate.settings import DEFAULT_TEMPLATES_FILE
 from shared.clients import call
@@ -25,7 +25,7 @@ SMALL = ModelEntry(id="small", path="small", default_width=128, default_height=1
 
 
 def plan(entry: ModelEntry = ENTRY, **kwargs):
-    registry = Registry([entry], entry.id, "/nonexistent")
+    registry = Catalog([entry], entry.id, "/nonexistent")
     return validate(GenerateInput(prompt="a desk", **kwargs), registry, max_prompt_length=100, max_images=8,
                     templates=TEMPLATES)
 

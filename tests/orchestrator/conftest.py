@@ -15,7 +15,8 @@ import pytest
 import pytest_asyncio
 
 from services.orchestrator.core import OrchestratorCore
-from services.orchestrator.server import OrchestratorDeps, build_deps, create_server as create_orchestrator
+from services.orchestrator.server import OrchestratorDeps, build_deps
+from services.orchestrator.server import create_server as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.upscale.server import create_server as create_upscale
 from services.upscale.settings import UpscaleSettings

@@ -8,7 +8,9 @@ import io
 from PIL import Image
 
 from shared import clients
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, upscale_service_pb2 as up_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from tests.images import disc_rgba, png_bytes
 
 TERMINAL = {common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED,

@@ -6,7 +6,8 @@ import pytest
 
 from services.orchestrator.execution import CallOutcome, run_single
 from shared.errors import ModelUnavailable
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 
 
 class Sink:

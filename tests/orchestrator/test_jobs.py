@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from services.orchestrator.job_store import JobStore, NewJob, make_engine, spec_hash
 from services.orchestrator.migrate import BASELINE
-from services.orchestrator.store import JobStore, NewJob, make_engine, spec_hash
 from shared import clients
 from shared.errors import Cancelled, IdempotencyKeyReused, InvalidArgument, NotFound
 from shared.gen.imagemesh.v1 import common_pb2

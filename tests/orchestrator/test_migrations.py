@@ -20,7 +20,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 
 from services.orchestrator import migrate as migrations
-from services.orchestrator.store import (
+from services.orchestrator.job_store import (
     COMPLETED,
     STATUS_NAME,
     JobStore,
@@ -76,7 +76,7 @@ CREATE INDEX ix_deliveries_due ON webhook_deliveries (status, next_attempt_at);
 CREATE INDEX ix_webhook_deliveries_job_id ON webhook_deliveries (job_id);
 """
 
-# The gateway's tables share the database and are not this history's (gateway/store.py creates them).
+# The gateway's tables share the database and are not this history's (gateway/access_store.py creates them).
 GATEWAY_DDL = """
 CREATE TABLE gateway_api_keys (key_sha256 VARCHAR(64) NOT NULL, owner VARCHAR(200) NOT NULL,
 	created_at BIGINT NOT NULL, PRIMARY KEY (key_sha256));
@@ -188,7 +188,7 @@ def test_upgrading_a_database_at_head_changes_nothing(database_url, start):
 REPLICA = """
 import sys, time
 from pathlib import Path
-from services.orchestrator import settings, store  # the slow imports, before the gate
+from services.orchestrator import job_store, settings  # the slow imports, before the gate
 from services.orchestrator.migrate import main
 gate, ready, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ready.touch()

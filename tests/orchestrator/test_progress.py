@@ -132,7 +132,7 @@ class _Pulse:
            (common_pb2.STAGE_GENERATING, 3), (common_pb2.STAGE_ENCODING, 0)]),
 ])
 async def test_progress_writes_are_throttled_per_stage(interval, expected):
-    from services.orchestrator.runner import ClaimSink
+    from services.orchestrator.job_runner import ClaimSink
 
     store = _RecordingStore()
     sink = ClaimSink(store, _Claim(), _Pulse(), progress_interval_s=interval)

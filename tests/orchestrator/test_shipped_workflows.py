@@ -15,7 +15,8 @@ from services.background_removal.settings import BackgroundRemovalSettings
 from services.generate.server import create_server as create_generate
 from services.generate.settings import GenerateSettings
 from shared import clients
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from tests.images import png_bytes
 from tests.mesh import MODELS_DIR, service_kwargs
 from tests.orchestrator.helpers import wait_for

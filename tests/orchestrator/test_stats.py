@@ -8,10 +8,11 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from services.orchestrator.store import jobs
+from services.orchestrator.job_store import jobs
 from shared import clients
 from shared.errors import InvalidArgument, NotFound
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from tests.orchestrator.helpers import submit, upscale_spec, wait_for, workflow_spec
 
 

@@ -14,18 +14,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.orchestrator.webhooks import WebhookSender, retry_after_seconds
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.webhooks import WebhookSender, retry_after_seconds
 from shared.errors import InvalidArgument
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from tests.orchestrator.helpers import submit, upscale_spec, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"per-key secret of alice, 32 bytes").decode()
 
 
 # --- the seed's verifier (000_2f2d43bf2ccb8639.txt, "Webhook Security"), copied verbatim ------------------------
-import hmac  # noqa: E402,F811
 import hashlib  # noqa: E402,F811
+import hmac  # noqa: E402,F811
+
 
 def verify_webhook(payload, signature, secret):
     expected = hmac.new(

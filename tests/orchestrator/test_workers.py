@@ -14,10 +14,12 @@ from collections import Counter
 
 import pytest
 
-from services.orchestrator.store import JobStore, LostLease, NewJob, StepRecord, make_engine
+from services.orchestrator.job_store import JobStore, LostLease, NewJob, StepRecord, make_engine
 from shared import clients
 from shared.clients import create_channel
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb, orchestrator_service_pb2_grpc as grpc_pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as grpc_pb
 from tests.mesh import REPO
 from tests.orchestrator.conftest import WORKFLOWS
 from tests.orchestrator.helpers import get, submit, upscale_spec, wait_for, workflow_spec
@@ -196,8 +198,8 @@ async def test_run_job_through_the_queue_keeps_working_for_upscale(orch):
 async def test_stopping_while_a_claim_is_in_flight_strands_no_job(database_url):
     # A claim already in the database's hands when the runner stops still lands; the runner must then run or
     # hand back what it claimed, never leave it "running" with nobody to run it.
-    from services.orchestrator.runner import JobRunner
-    from services.orchestrator.store import AsyncStore
+    from services.orchestrator.job_runner import JobRunner
+    from services.orchestrator.job_store import AsyncStore
 
     store = _store(database_url)
     gate, entered, left = threading.Event(), threading.Event(), threading.Event()

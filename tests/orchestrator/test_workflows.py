@@ -12,7 +12,8 @@ from PIL import Image
 from services.orchestrator.workflows import Scope, load_workflows, parse_workflow, resolve
 from shared import clients
 from shared.errors import NotFound
-from shared.gen.imagemesh.v1 import common_pb2, orchestrator_service_pb2 as pb
+from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from tests.images import gradient_rgb, png_bytes
 from tests.orchestrator.helpers import png_image, size_of, submit, wait_for, workflow_spec
 

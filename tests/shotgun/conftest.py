@@ -11,7 +11,8 @@ import pytest_asyncio
 
 from services.background_removal.server import create_server as create_br
 from services.background_removal.settings import BackgroundRemovalSettings
-from services.orchestrator.server import OrchestratorDeps, create_server as create_orchestrator
+from services.orchestrator.server import OrchestratorDeps
+from services.orchestrator.server import create_server as create_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.shotgun import InMemoryRanking
 from services.upscale.server import create_server as create_upscale

@@ -3,8 +3,8 @@ inside its transaction and under its lock (there is no alembic.ini and no URL he
 
 from alembic import context
 
+from services.orchestrator.job_store import metadata
 from services.orchestrator.migrate import only_tables_of
-from services.orchestrator.store import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,4 +1,4 @@
-"""Loaded models: each loaded once per process, on first use or at start-up, and kept.
+"""Loaded models (what is in memory; catalog.py is what is configured): each loaded once per process, on first use or at start-up, and kept.
 
 A model is available when its file is present; a load that fails (wrong sha256, provider that cannot run,
 broken file) makes it unavailable for the life of the process, with the reason, instead of failing every request
@@ -18,14 +18,14 @@ from pathlib import Path
 from PIL import Image
 
 from services.background_removal.catalog import Catalog, ModelSpec
-from services.background_removal.runners import RUNNERS, MaskRunner
+from services.background_removal.inference import RUNNERS, MaskRunner
 from shared.errors import InvalidModel, ModelUnavailable
 
 log = logging.getLogger("imagemesh.background_removal")
 
 
 @dataclass(frozen=True)
-class ModelState:
+class LoadedModel:
     spec: ModelSpec
     available: bool
     reason: str
@@ -41,7 +41,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class ModelRegistry:
+class LoadedModels:
     def __init__(self, catalog: Catalog, models_dir: Path, provider_choice: str, intra_op_threads: int,
                  inter_op_threads: int, on_load: Callable[[ModelSpec, str], None] | None = None) -> None:
         self.catalog = catalog
@@ -65,13 +65,13 @@ class ModelRegistry:
             return f"model file {spec.file} is not in {self.models_dir} (nothing is downloaded at run time)"
         return ""
 
-    def state(self, spec: ModelSpec) -> ModelState:
+    def state(self, spec: ModelSpec) -> LoadedModel:
         reason = self._missing_reason(spec)
         runner = self._runners.get(spec.id)
-        return ModelState(spec, available=not reason, reason=reason, provider=runner.provider if runner else "",
+        return LoadedModel(spec, available=not reason, reason=reason, provider=runner.provider if runner else "",
                           loaded=runner is not None)
 
-    def states(self) -> list[ModelState]:
+    def states(self) -> list[LoadedModel]:
         return [self.state(spec) for spec in self.catalog.models]
 
     def spec(self, model_id: str) -> ModelSpec:

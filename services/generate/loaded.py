@@ -1,4 +1,4 @@
-"""Loaded pipelines: state per registry entry, lazy or preloaded, an LRU under a memory budget.
+"""Loaded pipelines (what is in memory; catalog.py is what is configured): state per catalog entry, lazy or preloaded, an LRU under a memory budget.
 
 Only the device worker thread loads, unloads and runs pipelines, so loading needs no lock against inference;
 the lock only guards the state that ListModels and health read from the event loop.
@@ -16,8 +16,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
-from services.generate.registry import ModelEntry, Registry
 from shared.errors import ModelUnavailable
 
 log = logging.getLogger("imagemesh.generate.models")
@@ -26,7 +26,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 MIB = 1024 * 1024
 
 
-class ModelState(str, Enum):
+class LoadState(str, Enum):
     NOT_LOADED = "not_loaded"
     LOADING = "loading"
     READY = "ready"
@@ -36,7 +36,7 @@ class ModelState(str, Enum):
 @dataclass
 class Slot:
     entry: ModelEntry
-    state: ModelState = ModelState.NOT_LOADED
+    state: LoadState = LoadState.NOT_LOADED
     reason: str = ""
     pipe: Any = None
     derived: dict[str, Any] = field(default_factory=dict)
@@ -76,7 +76,7 @@ def _operation_of(pipe: Any) -> str:
 
 
 class ModelManager:
-    def __init__(self, registry: Registry, device: Device, budget_bytes: int) -> None:
+    def __init__(self, registry: Catalog, device: Device, budget_bytes: int) -> None:
         self.registry = registry
         self.device = device
         self.budget_bytes = budget_bytes
@@ -93,39 +93,39 @@ class ModelManager:
                 self._fail(slot, f"model folder not found: {source.location}")
 
     # -- state, read from the event loop -------------------------------------------------------------------
-    def state(self, entry_id: str) -> tuple[ModelState, str]:
+    def state(self, entry_id: str) -> tuple[LoadState, str]:
         with self._lock:
             slot = self.slots[entry_id]
             return slot.state, slot.reason
 
     def loaded_bytes(self) -> int:
         with self._lock:
-            return sum(s.bytes for s in self.slots.values() if s.state == ModelState.READY)
+            return sum(s.bytes for s in self.slots.values() if s.state == LoadState.READY)
 
     def check_available(self, entry: ModelEntry) -> None:
         state, reason = self.state(entry.id)
-        if state == ModelState.FAILED:
+        if state == LoadState.FAILED:
             raise ModelUnavailable(f"model {entry.id} is unavailable: {reason}", model=entry.id)
 
     def is_loaded(self, entry_id: str) -> bool:
-        return self.state(entry_id)[0] == ModelState.READY
+        return self.state(entry_id)[0] == LoadState.READY
 
-    def _set(self, slot: Slot, state: ModelState, reason: str = "") -> None:
+    def _set(self, slot: Slot, state: LoadState, reason: str = "") -> None:
         with self._lock:
             slot.state, slot.reason = state, reason
 
     def _fail(self, slot: Slot, reason: str) -> None:
         log.error("model %s FAILED: %s", slot.entry.id, reason)
-        self._set(slot, ModelState.FAILED, reason)
+        self._set(slot, LoadState.FAILED, reason)
 
     # -- loading, worker thread only ------------------------------------------------------------------------
     def acquire(self, entry: ModelEntry, operation: str, on_loading: Callable[[], None] | None = None) -> tuple[Any, float]:
         """The pipeline for `operation`, loading the entry first if needed; returns (pipeline, load seconds)."""
         slot = self.slots[entry.id]
         load_s = 0.0
-        if slot.state == ModelState.FAILED:
+        if slot.state == LoadState.FAILED:
             raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id)
-        if slot.state != ModelState.READY:
+        if slot.state != LoadState.READY:
             if on_loading:
                 on_loading()
             started = time.perf_counter()
@@ -143,7 +143,7 @@ class ModelManager:
                              f"{self.budget_bytes / MIB:.0f} MiB")
             raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id)
         self._make_room(estimate, keep=entry.id)
-        self._set(slot, ModelState.LOADING)
+        self._set(slot, LoadState.LOADING)
         log.info("loading model %s from %s on %s", entry.id, source.location, self.device.name)
         try:
             pipe = self._from_pretrained(entry, source)
@@ -154,7 +154,7 @@ class ModelManager:
         size = pipeline_bytes(pipe)
         with self._lock:
             slot.pipe, slot.derived, slot.bytes, slot.loads = pipe, {}, size, slot.loads + 1
-            slot.state, slot.reason = ModelState.READY, ""
+            slot.state, slot.reason = LoadState.READY, ""
         if size > self.budget_bytes:
             self.unload(entry.id)
             self._fail(slot, f"needs {size / MIB:.0f} MiB, more than the memory budget {self.budget_bytes / MIB:.0f} MiB")
@@ -208,8 +208,8 @@ class ModelManager:
     def _make_room(self, needed: int, keep: str) -> None:
         while True:
             with self._lock:
-                loaded = [s for s in self.slots.values() if s.state == ModelState.READY and s.entry.id != keep]
-                used = sum(s.bytes for s in self.slots.values() if s.state == ModelState.READY)
+                loaded = [s for s in self.slots.values() if s.state == LoadState.READY and s.entry.id != keep]
+                used = sum(s.bytes for s in self.slots.values() if s.state == LoadState.READY)
             if used + needed <= self.budget_bytes or not loaded:
                 return
             victim = min(loaded, key=lambda s: s.last_used)
@@ -222,8 +222,8 @@ class ModelManager:
         slot = self.slots[entry_id]
         with self._lock:
             slot.pipe, slot.derived, slot.bytes = None, {}, 0
-            if slot.state == ModelState.READY:
-                slot.state = ModelState.NOT_LOADED
+            if slot.state == LoadState.READY:
+                slot.state = LoadState.NOT_LOADED
         gc.collect()
         if self.device.kind == "cuda":
             import torch

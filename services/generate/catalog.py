@@ -1,4 +1,6 @@
-"""The model registry: a YAML file of generation models, their names, sources and limits.
+"""The model catalog: the configured generation models (a YAML file), their names, sources and limits.
+
+Words used across services: the *catalog* is what is configured; *loaded* (loaded.py) is what is in memory.
 
 An operator maps the names clients use (the seeds' `flux-1`, `imagen3`, `mystic`, ...) onto whatever checkpoints
 the machine has. A source is a local folder (`path:`, relative to the models dir or absolute) or a hub id
@@ -97,7 +99,7 @@ class ResolvedSource:
     revision: str | None = None
 
 
-class Registry:
+class Catalog:
     """Entries by id with aliases resolved; case-insensitive, because clients spell `FLUX-1` and `flux-1`."""
 
     def __init__(self, entries: list[ModelEntry], default: str, models_dir: Path) -> None:
@@ -119,7 +121,7 @@ class Registry:
         self.default_id = self._names[default.lower()]
 
     @classmethod
-    def from_file(cls, path: Path, models_dir: Path) -> Registry:
+    def from_file(cls, path: Path, models_dir: Path) -> Catalog:
         try:
             raw = yaml.safe_load(Path(path).read_text())
             parsed = RegistryFile.model_validate(raw)

@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from opentelemetry import propagate
 
 from services.orchestrator.execution import JobOutcome, StepFailed
-from services.orchestrator.metrics import JobMetrics
-from services.orchestrator.store import (
+from services.orchestrator.job_store import (
     CANCELLED,
     FAILED,
     AsyncStore,
@@ -28,6 +27,7 @@ from services.orchestrator.store import (
     LostLease,
     StepRecord,
 )
+from services.orchestrator.metrics import JobMetrics
 from shared import telemetry
 from shared.errors import Cancelled, ImageMeshError, Internal, to_detail
 from shared.gen.imagemesh.v1 import common_pb2
