@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway import access_store, errors, images_out
 from gateway.catalogues import load_catalogues
-from gateway.dialects import common, cyberimage, flux, freepik, image_studio, shotgun
+from gateway.dialects import common, cyberimage, flux, freepik, image_studio, openai_images, shotgun
 from gateway.mesh import Mesh
 from gateway.security import RateLimitHeadersMiddleware, Security
 from gateway.settings import GatewaySettings
@@ -56,6 +56,8 @@ class BodyLimitMiddleware:
 # (router, its error renderer, mount prefix) for every dialect; a dialect joins the gateway by a line here.
 DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
     (common.router, errors.default_renderer, ""),
+    # Before Freepik, which shares /v1: OpenAI's fixed paths (POST /v1/images/generations, ...) are matched first.
+    (openai_images.router, openai_images.render_error, "/v1"),
     (freepik.router, freepik.render_error, "/v1"),
     (flux.router, flux.render_error, ""),
     (shotgun.router, shotgun.render_error, ""),

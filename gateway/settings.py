@@ -20,6 +20,8 @@ DEFAULT_RATE_LIMITS = {
     "image_studio": "60/minute",
     "cyberimage": "10/hour",
     "cyberimage_read": "720/hour",
+    # OpenAI Images API: OpenAI's limits depend on the account's tier; one request a second on average.
+    "openai": "60/minute",
     # Downloads of stored results through /images/{ref}, whichever dialect's response linked them.
     "images": "600/minute",
 }

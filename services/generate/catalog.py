@@ -83,7 +83,7 @@ class ModelEntry(BaseModel):
         return self.path if self.path is not None else f"hub:{self.hub}"
 
 
-class RegistryFile(BaseModel):
+class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     default: str
@@ -124,7 +124,7 @@ class Catalog:
     def from_file(cls, path: Path, models_dir: Path) -> Catalog:
         try:
             raw = yaml.safe_load(Path(path).read_text())
-            parsed = RegistryFile.model_validate(raw)
+            parsed = CatalogFile.model_validate(raw)
         except (OSError, yaml.YAMLError, ValidationError) as exc:
             raise ValueError(f"cannot read model registry {path}: {exc}") from exc
         return cls(parsed.models, parsed.default, models_dir)

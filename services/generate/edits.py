@@ -2,6 +2,7 @@
 
 - Outpainting: the image placed on a larger canvas, and the mask of the new area (white = generate).
 - An inpaint without a mask: the whole image is repainted.
+- A mask drawn in transparency (OpenAI's edits: alpha 0 = edit here): turned into white = repaint.
 
 Generate owns these because it owns the pixels: surfaces (Image Studio's edit operations, A1111's img2img) pass
 the numbers, and the canvas is built here, in a worker thread, after its size has been checked.
@@ -61,3 +62,9 @@ def outpaint_canvas(image: Image.Image, sides: Outpaint) -> tuple[Image.Image, I
 
 def full_mask(size: tuple[int, int]) -> Image.Image:
     return Image.new("L", size, 255)
+
+
+def mask_from_alpha(image: Image.Image) -> Image.Image:
+    """White where the image is fully transparent (the area to repaint), black elsewhere."""
+    alpha = image.convert("RGBA").getchannel("A")
+    return alpha.point(lambda value: 255 if value == 0 else 0)

@@ -15,9 +15,10 @@ from PIL import Image
 
 from services.generate import presets, sizing
 from services.generate.catalog import Catalog, ModelEntry
-from services.generate.edits import Outpaint, full_mask, outpaint_canvas
+from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
+from shared.images import has_alpha
 
 OPERATIONS = ("text_to_image", "image_to_image", "inpaint")
 MAX_SEED = 2**63 - 1 - 64  # room for seed + image index
@@ -49,6 +50,7 @@ class GenerateInput:
     template: str = ""
     quality: str = ""
     outpaint: Outpaint | None = None
+    mask_from_alpha: bool = False
 
 
 @dataclass
@@ -160,6 +162,26 @@ def _scheduler_name(name: str) -> str:
     return name
 
 
+def _alpha_mask(inp: GenerateInput, operation: str, notes: list[str]) -> None:
+    """Turn a transparency mask (mask_from_alpha) into the white = repaint mask the pipelines take."""
+    if operation != "inpaint":
+        raise InvalidArgument(f"mask_from_alpha applies to inpaint, not {operation}", field="mask_from_alpha")
+    if inp.outpaint is not None:
+        raise InvalidArgument("outpaint builds its own mask: give mask_from_alpha or outpaint, not both",
+                              field="mask_from_alpha")
+    if inp.mask_image is not None:
+        if not has_alpha(inp.mask_image):
+            raise InvalidArgument("mask has no transparency: its transparent pixels mark the area to edit",
+                                  field="mask_image")
+        if inp.mask_image.size != inp.init_image.size:
+            raise InvalidArgument("mask must have the same size as the image: mask {}x{}, image {}x{}".format(
+                *inp.mask_image.size, *inp.init_image.size), field="mask_image")
+        inp.mask_image = mask_from_alpha(inp.mask_image)
+    elif has_alpha(inp.init_image):
+        inp.mask_image = mask_from_alpha(inp.init_image)
+        notes.append("no mask_image: the image's transparent pixels are the area repainted")
+
+
 def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, max_images: int,
              templates: dict[str, tuple[int, int]] | None = None) -> Plan:
     entry = registry.resolve(inp.model)
@@ -212,6 +234,8 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
     if operation != "text_to_image":
         if inp.init_image is None:
             raise MissingImage(f"{operation} needs init_image", field="init_image")
+    if inp.mask_from_alpha:
+        _alpha_mask(inp, operation, notes)
     if inp.outpaint is not None:
         if operation != "inpaint":
             raise InvalidArgument(f"outpaint applies to inpaint, not {operation}", field="outpaint")

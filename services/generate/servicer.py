@@ -57,7 +57,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             operation=_OPERATIONS.get(p.operation, f"unknown({p.operation})"),
             init_image=image("init_image"), mask_image=image("mask_image"),
             strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,
-            quality=p.quality, outpaint=outpaint,
+            quality=p.quality, outpaint=outpaint, mask_from_alpha=p.mask_from_alpha,
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:

@@ -1,11 +1,14 @@
-"""Generate's own edit rules: the outpaint canvas and its mask, and the checks that run before it is allocated."""
+"""Generate's own edit rules: the outpaint canvas and its mask, the checks that run before it is allocated, and
+masks drawn in transparency (mask_from_alpha, OpenAI's edits)."""
 
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
-from services.generate.edits import Outpaint, full_mask, outpaint_canvas
+from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
+from services.generate.catalog import Catalog, ModelEntry
+from services.generate.request import GenerateInput, validate
 from shared.errors import ImageTooLarge, InvalidArgument
 
 
@@ -33,3 +36,52 @@ def test_the_canvas_is_refused_before_it_exists():
 def test_full_mask_repaints_everything():
     mask = full_mask((5, 3))
     assert mask.size == (5, 3) and mask.getextrema() == (255, 255)
+
+
+def _hole(size: int = 64) -> Image.Image:
+    """An opaque red square with a fully transparent 16x16 hole at (8, 8)."""
+    image = Image.new("RGBA", (size, size), (200, 10, 10, 255))
+    image.paste((0, 0, 0, 0), (8, 8, 24, 24))
+    return image
+
+
+def test_transparent_pixels_become_the_white_repaint_area():
+    mask = mask_from_alpha(_hole())
+    assert mask.mode == "L" and mask.size == (64, 64)
+    assert mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 40)) == 0
+    assert sum(1 for value in mask.getdata() if value == 255) == 16 * 16
+
+
+INPAINT = ModelEntry(id="inpaint", path="inpaint", operations=("inpaint",), default_width=64, default_height=64,
+                     min_size=64, max_size=1024)
+
+
+def _plan(**kwargs):
+    registry = Catalog([INPAINT], INPAINT.id, "/nonexistent")
+    return validate(GenerateInput(prompt="a cat", operation="inpaint", mask_from_alpha=True, **kwargs), registry,
+                    max_prompt_length=100, max_images=8)
+
+
+def test_mask_from_alpha_reads_the_mask_or_else_the_image_transparency():
+    opaque = Image.new("RGB", (64, 64), (10, 200, 10))
+    from_mask = _plan(init_image=opaque, mask_image=_hole())
+    assert from_mask.mask_image.getpixel((10, 10)) == 255 and from_mask.mask_image.getpixel((40, 40)) == 0
+    from_image = _plan(init_image=_hole())
+    assert from_image.mask_image.getpixel((10, 10)) == 255 and from_image.mask_image.getpixel((40, 40)) == 0
+    assert any("transparent pixels" in note for note in from_image.notes)
+    # Neither has transparency: the whole image is repainted, as an inpaint without a mask.
+    assert _plan(init_image=opaque).mask_image.getextrema() == (255, 255)
+
+
+@pytest.mark.parametrize("mask", [Image.new("RGB", (64, 64)), _hole(32)], ids=["no-alpha", "other-size"])
+def test_an_alpha_mask_without_transparency_or_of_another_size_is_refused(mask):
+    with pytest.raises(InvalidArgument) as caught:
+        _plan(init_image=Image.new("RGB", (64, 64)), mask_image=mask)
+    assert caught.value.metadata["field"] == "mask_image"
+
+
+def test_mask_from_alpha_is_for_inpaint_only():
+    registry = Catalog([ModelEntry(id="sd", path="sd")], "sd", "/nonexistent")
+    with pytest.raises(InvalidArgument):
+        validate(GenerateInput(prompt="a cat", operation="image_to_image", init_image=_hole(), mask_from_alpha=True),
+                 registry, max_prompt_length=100, max_images=8)

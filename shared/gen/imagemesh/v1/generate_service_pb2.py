@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from shared.gen.imagemesh.v1 import common_pb2 as imagemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#imagemesh/v1/generate_service.proto\x12\x0cimagemesh.v1\x1a\x19imagemesh/v1/common.proto\"\xeb\x04\n\x12GenerateParameters\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x14\n\x0c\x61spect_ratio\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x12\n\nnum_images\x18\n \x01(\x05\x12\x14\n\x0cstyle_preset\x18\x0b \x01(\t\x12\x30\n\routput_format\x18\x0c \x01(\x0e\x32\x19.imagemesh.v1.ImageFormat\x12\x18\n\x0cstore_output\x18\r \x01(\x08\x42\x02\x18\x01\x12\x11\n\tscheduler\x18\x0e \x01(\t\x12\x32\n\toperation\x18\x0f \x01(\x0e\x32\x1f.imagemesh.v1.GenerateOperation\x12\'\n\ninit_image\x18\x10 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\'\n\nmask_image\x18\x11 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x15\n\x08strength\x18\x12 \x01(\x02H\x02\x88\x01\x01\x12\r\n\x05owner\x18\x13 \x01(\t\x12\x10\n\x08template\x18\x14 \x01(\t\x12\x0f\n\x07quality\x18\x15 \x01(\t\x12(\n\x08outpaint\x18\x16 \x01(\x0b\x32\x16.imagemesh.v1.OutpaintB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\x0b\n\t_strength\"A\n\x08Outpaint\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\r\n\x05right\x18\x02 \x01(\x05\x12\n\n\x02up\x18\x03 \x01(\x05\x12\x0c\n\x04\x64own\x18\x04 \x01(\x05\"G\n\x0fGenerateRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .imagemesh.v1.GenerateParameters\"Q\n\x0eGeneratedImage\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05index\x18\x03 \x01(\x05\"q\n\x11GenerationTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x03\x12\x0f\n\x07load_ms\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x03\x12\x11\n\tencode_ms\x18\x04 \x01(\x03\x12\x10\n\x08total_ms\x18\x05 \x01(\x03\"\x91\x02\n\x12GenerationMetadata\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10\x65\x66\x66\x65\x63tive_prompt\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x30\n\x07timings\x18\x08 \x01(\x0b\x32\x1f.imagemesh.v1.GenerationTimings\x12 \n\x04\x63ost\x18\t \x01(\x0b\x32\x12.imagemesh.v1.Cost\x12\x12\n\nbatch_size\x18\n \x01(\x05\x12\x11\n\tscheduler\x18\x0b \x01(\t\"\x83\x01\n\x10GenerateResponse\x12,\n\x06images\x18\x01 \x03(\x0b\x32\x1c.imagemesh.v1.GeneratedImage\x12\x32\n\x08metadata\x18\x02 \x01(\x0b\x32 .imagemesh.v1.GenerationMetadata\x12\r\n\x05notes\x18\x03 \x03(\t\"M\n\x15GenerateStreamRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .imagemesh.v1.GenerateParameters\"\x7f\n\x16GenerateStreamResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.imagemesh.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.imagemesh.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\xc3\x04\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x16\n\x0epipeline_class\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.imagemesh.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x15\n\rdefault_steps\x18\n \x01(\x05\x12\x11\n\tmin_steps\x18\x0b \x01(\x05\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\r \x01(\x02\x12\x10\n\x08min_size\x18\x0e \x01(\x05\x12\x10\n\x08max_size\x18\x0f \x01(\x05\x12\x15\n\rsize_multiple\x18\x10 \x01(\x05\x12 \n\x18supports_negative_prompt\x18\x11 \x01(\x08\x12\x1f\n\x13\x63ost_per_second_usd\x18\x12 \x01(\x01\x42\x02\x18\x01\x12\x33\n\noperations\x18\x13 \x03(\x0e\x32\x1f.imagemesh.v1.GenerateOperation\x12\x15\n\rdefault_width\x18\x14 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x15 \x01(\x05\x12\x12\n\nis_default\x18\x16 \x01(\x08\x12\x1e\n\x16max_images_per_request\x18\x17 \x01(\x05\x12\x11\n\tproviders\x18\x18 \x03(\t\"9\n\x0cSizeTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\"\x13\n\x11ListModelsRequest\"\x93\x01\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.imagemesh.v1.ModelInfo\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x15\n\rdefault_model\x18\x03 \x01(\t\x12-\n\ttemplates\x18\x04 \x03(\x0b\x32\x1a.imagemesh.v1.SizeTemplate*\xa4\x01\n\x11GenerateOperation\x12\"\n\x1eGENERATE_OPERATION_UNSPECIFIED\x10\x00\x12$\n GENERATE_OPERATION_TEXT_TO_IMAGE\x10\x01\x12%\n!GENERATE_OPERATION_IMAGE_TO_IMAGE\x10\x02\x12\x1e\n\x1aGENERATE_OPERATION_INPAINT\x10\x03*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MODEL_STATE_NOT_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x15\n\x11MODEL_STATE_READY\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04\x32\x8c\x02\n\x0fGenerateService\x12I\n\x08Generate\x12\x1d.imagemesh.v1.GenerateRequest\x1a\x1e.imagemesh.v1.GenerateResponse\x12]\n\x0eGenerateStream\x12#.imagemesh.v1.GenerateStreamRequest\x1a$.imagemesh.v1.GenerateStreamResponse0\x01\x12O\n\nListModels\x12\x1f.imagemesh.v1.ListModelsRequest\x1a .imagemesh.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#imagemesh/v1/generate_service.proto\x12\x0cimagemesh.v1\x1a\x19imagemesh/v1/common.proto\"\x84\x05\n\x12GenerateParameters\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x14\n\x0c\x61spect_ratio\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x12\n\nnum_images\x18\n \x01(\x05\x12\x14\n\x0cstyle_preset\x18\x0b \x01(\t\x12\x30\n\routput_format\x18\x0c \x01(\x0e\x32\x19.imagemesh.v1.ImageFormat\x12\x18\n\x0cstore_output\x18\r \x01(\x08\x42\x02\x18\x01\x12\x11\n\tscheduler\x18\x0e \x01(\t\x12\x32\n\toperation\x18\x0f \x01(\x0e\x32\x1f.imagemesh.v1.GenerateOperation\x12\'\n\ninit_image\x18\x10 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\'\n\nmask_image\x18\x11 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x15\n\x08strength\x18\x12 \x01(\x02H\x02\x88\x01\x01\x12\r\n\x05owner\x18\x13 \x01(\t\x12\x10\n\x08template\x18\x14 \x01(\t\x12\x0f\n\x07quality\x18\x15 \x01(\t\x12(\n\x08outpaint\x18\x16 \x01(\x0b\x32\x16.imagemesh.v1.Outpaint\x12\x17\n\x0fmask_from_alpha\x18\x17 \x01(\x08\x42\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\x0b\n\t_strength\"A\n\x08Outpaint\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\r\n\x05right\x18\x02 \x01(\x05\x12\n\n\x02up\x18\x03 \x01(\x05\x12\x0c\n\x04\x64own\x18\x04 \x01(\x05\"G\n\x0fGenerateRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .imagemesh.v1.GenerateParameters\"Q\n\x0eGeneratedImage\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05index\x18\x03 \x01(\x05\"q\n\x11GenerationTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x03\x12\x0f\n\x07load_ms\x18\x02 \x01(\x03\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x03\x12\x11\n\tencode_ms\x18\x04 \x01(\x03\x12\x10\n\x08total_ms\x18\x05 \x01(\x03\"\x91\x02\n\x12GenerationMetadata\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10\x65\x66\x66\x65\x63tive_prompt\x18\x02 \x01(\t\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x30\n\x07timings\x18\x08 \x01(\x0b\x32\x1f.imagemesh.v1.GenerationTimings\x12 \n\x04\x63ost\x18\t \x01(\x0b\x32\x12.imagemesh.v1.Cost\x12\x12\n\nbatch_size\x18\n \x01(\x05\x12\x11\n\tscheduler\x18\x0b \x01(\t\"\x83\x01\n\x10GenerateResponse\x12,\n\x06images\x18\x01 \x03(\x0b\x32\x1c.imagemesh.v1.GeneratedImage\x12\x32\n\x08metadata\x18\x02 \x01(\x0b\x32 .imagemesh.v1.GenerationMetadata\x12\r\n\x05notes\x18\x03 \x03(\t\"M\n\x15GenerateStreamRequest\x12\x34\n\nparameters\x18\x01 \x01(\x0b\x32 .imagemesh.v1.GenerateParameters\"\x7f\n\x16GenerateStreamResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.imagemesh.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.imagemesh.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\xc3\x04\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x16\n\x0epipeline_class\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.imagemesh.v1.ModelState\x12\x14\n\x0cstate_reason\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x15\n\rdefault_steps\x18\n \x01(\x05\x12\x11\n\tmin_steps\x18\x0b \x01(\x05\x12\x11\n\tmax_steps\x18\x0c \x01(\x05\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\r \x01(\x02\x12\x10\n\x08min_size\x18\x0e \x01(\x05\x12\x10\n\x08max_size\x18\x0f \x01(\x05\x12\x15\n\rsize_multiple\x18\x10 \x01(\x05\x12 \n\x18supports_negative_prompt\x18\x11 \x01(\x08\x12\x1f\n\x13\x63ost_per_second_usd\x18\x12 \x01(\x01\x42\x02\x18\x01\x12\x33\n\noperations\x18\x13 \x03(\x0e\x32\x1f.imagemesh.v1.GenerateOperation\x12\x15\n\rdefault_width\x18\x14 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x15 \x01(\x05\x12\x12\n\nis_default\x18\x16 \x01(\x08\x12\x1e\n\x16max_images_per_request\x18\x17 \x01(\x05\x12\x11\n\tproviders\x18\x18 \x03(\t\"9\n\x0cSizeTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\"\x13\n\x11ListModelsRequest\"\x93\x01\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.imagemesh.v1.ModelInfo\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x15\n\rdefault_model\x18\x03 \x01(\t\x12-\n\ttemplates\x18\x04 \x03(\x0b\x32\x1a.imagemesh.v1.SizeTemplate*\xa4\x01\n\x11GenerateOperation\x12\"\n\x1eGENERATE_OPERATION_UNSPECIFIED\x10\x00\x12$\n GENERATE_OPERATION_TEXT_TO_IMAGE\x10\x01\x12%\n!GENERATE_OPERATION_IMAGE_TO_IMAGE\x10\x02\x12\x1e\n\x1aGENERATE_OPERATION_INPAINT\x10\x03*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MODEL_STATE_NOT_LOADED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x15\n\x11MODEL_STATE_READY\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04\x32\x8c\x02\n\x0fGenerateService\x12I\n\x08Generate\x12\x1d.imagemesh.v1.GenerateRequest\x1a\x1e.imagemesh.v1.GenerateResponse\x12]\n\x0eGenerateStream\x12#.imagemesh.v1.GenerateStreamRequest\x1a$.imagemesh.v1.GenerateStreamResponse0\x01\x12O\n\nListModels\x12\x1f.imagemesh.v1.ListModelsRequest\x1a .imagemesh.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,36 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEPARAMETERS'].fields_by_name['store_output']._serialized_options = b'\030\001'
   _globals['_MODELINFO'].fields_by_name['cost_per_second_usd']._loaded_options = None
   _globals['_MODELINFO'].fields_by_name['cost_per_second_usd']._serialized_options = b'\030\001'
-  _globals['_GENERATEOPERATION']._serialized_start=2471
-  _globals['_GENERATEOPERATION']._serialized_end=2635
-  _globals['_MODELSTATE']._serialized_start=2638
-  _globals['_MODELSTATE']._serialized_end=2779
+  _globals['_GENERATEOPERATION']._serialized_start=2496
+  _globals['_GENERATEOPERATION']._serialized_end=2660
+  _globals['_MODELSTATE']._serialized_start=2663
+  _globals['_MODELSTATE']._serialized_end=2804
   _globals['_GENERATEPARAMETERS']._serialized_start=81
-  _globals['_GENERATEPARAMETERS']._serialized_end=700
-  _globals['_OUTPAINT']._serialized_start=702
-  _globals['_OUTPAINT']._serialized_end=767
-  _globals['_GENERATEREQUEST']._serialized_start=769
-  _globals['_GENERATEREQUEST']._serialized_end=840
-  _globals['_GENERATEDIMAGE']._serialized_start=842
-  _globals['_GENERATEDIMAGE']._serialized_end=923
-  _globals['_GENERATIONTIMINGS']._serialized_start=925
-  _globals['_GENERATIONTIMINGS']._serialized_end=1038
-  _globals['_GENERATIONMETADATA']._serialized_start=1041
-  _globals['_GENERATIONMETADATA']._serialized_end=1314
-  _globals['_GENERATERESPONSE']._serialized_start=1317
-  _globals['_GENERATERESPONSE']._serialized_end=1448
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=1450
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=1527
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1529
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1656
-  _globals['_MODELINFO']._serialized_start=1659
-  _globals['_MODELINFO']._serialized_end=2238
-  _globals['_SIZETEMPLATE']._serialized_start=2240
-  _globals['_SIZETEMPLATE']._serialized_end=2297
-  _globals['_LISTMODELSREQUEST']._serialized_start=2299
-  _globals['_LISTMODELSREQUEST']._serialized_end=2318
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2321
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2468
-  _globals['_GENERATESERVICE']._serialized_start=2782
-  _globals['_GENERATESERVICE']._serialized_end=3050
+  _globals['_GENERATEPARAMETERS']._serialized_end=725
+  _globals['_OUTPAINT']._serialized_start=727
+  _globals['_OUTPAINT']._serialized_end=792
+  _globals['_GENERATEREQUEST']._serialized_start=794
+  _globals['_GENERATEREQUEST']._serialized_end=865
+  _globals['_GENERATEDIMAGE']._serialized_start=867
+  _globals['_GENERATEDIMAGE']._serialized_end=948
+  _globals['_GENERATIONTIMINGS']._serialized_start=950
+  _globals['_GENERATIONTIMINGS']._serialized_end=1063
+  _globals['_GENERATIONMETADATA']._serialized_start=1066
+  _globals['_GENERATIONMETADATA']._serialized_end=1339
+  _globals['_GENERATERESPONSE']._serialized_start=1342
+  _globals['_GENERATERESPONSE']._serialized_end=1473
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=1475
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=1552
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1554
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1681
+  _globals['_MODELINFO']._serialized_start=1684
+  _globals['_MODELINFO']._serialized_end=2263
+  _globals['_SIZETEMPLATE']._serialized_start=2265
+  _globals['_SIZETEMPLATE']._serialized_end=2322
+  _globals['_LISTMODELSREQUEST']._serialized_start=2324
+  _globals['_LISTMODELSREQUEST']._serialized_end=2343
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2346
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2493
+  _globals['_GENERATESERVICE']._serialized_start=2807
+  _globals['_GENERATESERVICE']._serialized_end=3075
 # @@protoc_insertion_point(module_scope)

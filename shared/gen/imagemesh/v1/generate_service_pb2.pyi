@@ -34,7 +34,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class GenerateParameters(_message.Message):
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
+    MASK_FROM_ALPHA_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -79,7 +80,8 @@ class GenerateParameters(_message.Message):
     template: str
     quality: str
     outpaint: Outpaint
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ...) -> None: ...
+    mask_from_alpha: bool
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ...) -> None: ...
 
 class Outpaint(_message.Message):
     __slots__ = ("left", "right", "up", "down")
