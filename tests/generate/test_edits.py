@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from services.generate.catalog import Catalog, ModelEntry
+from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from services.generate.request import GenerateInput, validate
 from shared.errors import ImageTooLarge, InvalidArgument
 
