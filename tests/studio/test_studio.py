@@ -201,3 +201,57 @@ async def test_phone_width_and_keyboard(browser, live_gateway, shot):
         await shot(page, "phone")
     finally:
         await context.close()
+
+
+async def test_relight_and_social_crop_with_its_safe_zone(page, live_gateway, shot, tmp_path):
+    source = tmp_path / "photo.png"
+    source.write_bytes(ASTRONAUT.read_bytes())
+    await page.goto(f"{live_gateway}/studio/#enhance")
+    await page.locator("#enhance-file").set_input_files(str(source))
+    await page.get_by_role("button", name="Relight").click()
+    await expect(page.get_by_test_id("before-size")).to_have_text("Before: 512 × 512", timeout=LONG)
+    await expect(page.get_by_test_id("after-size")).to_contain_text("512 × 512")
+
+    await page.get_by_label("Platform").fill("instagram")
+    await page.get_by_role("button", name="Show formats").click()
+    async with httpx.AsyncClient(base_url=live_gateway) as http:
+        formats = (await http.get("/api/image-studio/social/platforms/instagram/formats")).json()["formats"]
+    options = page.get_by_label("Format").locator("option")
+    await expect(options).to_have_count(len(formats))
+    chosen = formats[0]
+    await page.get_by_role("button", name="Crop for this format").click()
+    after = page.get_by_test_id("after-size")
+    await expect(after).to_have_text(f"instagram {chosen['name']}: {chosen['width']} × {chosen['height']}",
+                                     timeout=LONG)
+    crop = page.get_by_test_id("social-crop")
+    assert await crop.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [
+        chosen["width"], chosen["height"]]
+    # The overlay sits where the API's safe-zone margins put it.
+    frame = await crop.bounding_box()
+    zone = await page.get_by_test_id("safe-zone").bounding_box()
+    margins = chosen["safe_zone"]
+    assert abs(zone["x"] - frame["x"] - margins["left"] * frame["width"]) <= 1
+    assert abs(zone["y"] - frame["y"] - margins["top"] * frame["height"]) <= 1
+    await shot(page, "social")
+
+
+async def test_workflow_runs_with_live_steps(page, live_gateway, shot):
+    await page.goto(f"{live_gateway}/studio/#workflows")
+    async with httpx.AsyncClient(base_url=live_gateway) as http:
+        listed = (await http.get("/v1/workflows")).json()["workflows"]
+    cards = page.get_by_test_id("workflow")
+    await expect(cards).to_have_count(len(listed))
+    shot_info = next(w for w in listed if w["id"] == "product_shot")
+    await expect(cards.filter(has_text=shot_info["name"])).to_contain_text(shot_info["estimated_cost"])
+    await page.get_by_label("Workflow", exact=True).select_option("product_shot")
+    await page.get_by_label("Prompt (for workflows that generate)").fill("a red teapot")
+    await page.get_by_label("Parameters (JSON, optional)").fill('{"width": 64, "height": 64, "steps": 2}')
+    await page.get_by_role("button", name="Run workflow").click()
+    await expect(page.get_by_test_id("workflow-result")).to_be_visible(timeout=LONG)
+    steps = page.get_by_test_id("workflow-steps").locator("li")
+    await expect(steps).to_have_count(shot_info["steps_count"])
+    for index in range(shot_info["steps_count"]):
+        await expect(steps.nth(index)).to_have_attribute("data-status", "completed")
+    # product_shot upscales 2x: the API's result is 128 px wide, and the page shows that image.
+    assert await page.get_by_test_id("workflow-result").locator("img").evaluate("img => img.naturalWidth") == 128
+    await shot(page, "workflow")
