@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway import access_store, errors, images_out
@@ -95,6 +97,8 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
                 route.imagemesh_error_renderer = renderer  # type: ignore[attr-defined]
         app.include_router(router, prefix=prefix)
 
+    # The studio is plain files calling the dialects above from the browser; it holds no rule and needs no key.
+    app.mount("/studio", StaticFiles(directory=Path(__file__).parent / "studio", html=True), name="studio")
     app.add_exception_handler(ImageMeshError, errors.handle_mesh_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)  # type: ignore[arg-type]
 

@@ -83,6 +83,7 @@ def main() -> int:
         port = DEFAULT_PORTS["gateway"][0]
         print("\nimagemesh is up:")
         print(f"  gateway        http://127.0.0.1:{port}   (health: /health, API docs: /docs)")
+        print(f"  studio         http://127.0.0.1:{port}/studio/")
         for name in SERVICES:
             grpc_port, metrics_port = DEFAULT_PORTS[name]
             print(f"  {name:<18} grpc 127.0.0.1:{grpc_port}   metrics http://127.0.0.1:{metrics_port}/metrics")

@@ -53,6 +53,7 @@ class Settings(BaseModel):
     height: int | None = Field(None, ge=64, le=4096)
     width: int | None = Field(None, ge=64, le=4096)
     max_sequence_length: int | None = Field(None, ge=1, le=4096)
+    seed: int | None = Field(None, ge=-1, description="Random seed (-1 or absent: random)")
 
 
 class GenerateBody(BaseModel):
@@ -181,7 +182,7 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, negative_prompt=body.negative_prompt or "", width=settings.width or 0,
         height=settings.height or 0, steps=settings.num_inference_steps or 0, guidance_scale=settings.guidance_scale,
-        num_images=settings.num_images, owner=translate.owner_of(request))
+        seed=settings.seed, num_images=settings.num_images, owner=translate.owner_of(request))
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT,
                                      model_requested=body.model_id, settings=json.dumps(_settings_dict(body)))
     n = settings.num_images

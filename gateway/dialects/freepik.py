@@ -230,6 +230,50 @@ async def job_status(job_id: str, request: Request) -> TaskReply:
     return await _task(request, job_id)
 
 
+class JobSummary(BaseModel):
+    task_id: str
+    kind: str
+    status: str
+    progress: float = Field(description="Percent done, as the orchestrator recorded it")
+    message: str
+    model_used: str | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+    next_page_token: str | None = None
+
+
+@router.get("/jobs", response_model=JobList, dependencies=[GUARD], summary="The caller's jobs, newest first")
+async def list_jobs(request: Request, page_size: int = Query(20, ge=1, le=100), page_token: str | None = None,
+                    status: Literal["pending", "running", "completed", "failed", "cancelled", "partial"] | None = None
+                    ) -> JobList:
+    statuses = [common_pb2.JobStatus.Value("JOB_STATUS_" + status.upper())] if status else []
+    reply = await translate.client(request).list_jobs(statuses=statuses, page_size=page_size,
+                                                      page_token=page_token or "")
+    return JobList(jobs=[JobSummary(
+        task_id=job.id, kind=job.kind, status=translate.status_name(job.status),
+        progress=round(job.progress.fraction * 100, 1), message=job.progress.message,
+        model_used=job.model_id or job.labels.get("model_requested") or None,
+        created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
+        error=job.error.message or None) for job in reply.jobs],
+        total=reply.total_size, next_page_token=reply.next_page_token or None)
+
+
+# DELETE cancels (CancelJob): the record stays, with status cancelled, so the job list still shows it.
+@router.delete("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Cancel a job")
+async def cancel_job(job_id: str, request: Request) -> TaskReply:
+    try:
+        await translate.cancel_job(request, job_id)
+    except NotFound as exc:
+        raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{job_id}' does not exist") from None
+    return await _task(request, job_id)
+
+
 @router.get("/jobs/{job_id}/events", dependencies=[GUARD], response_class=StreamingResponse,
             summary="Server-Sent Events: a job's status, progress and step events until it is terminal",
             responses={200: {"content": {"text/event-stream": {}}}})

@@ -252,3 +252,24 @@ async def log_selection(body: LogSelectionBody, request: Request) -> LogSelectio
     reply = await translate.client(request).log_selection(
         body.job_id, body.selected_model_id, image_category=body.image_category or "", notes=body.notes or "")
     return LogSelectionReply(status="logged", selection_id=reply.selection_id)
+
+
+class ModelRank(BaseModel):
+    model_id: str
+    selections: int
+    share: float = Field(description="Share of the category's selections, 0..1")
+
+
+class RankingReply(BaseModel):
+    image_category: str | None
+    auto_model: str = Field(description="The model `auto` resolves to for this category")
+    ranking: list[ModelRank]
+
+
+@router.get("/selection-ranking", response_model=RankingReply, dependencies=[GUARD],
+            summary="Which models people pick, most picked first (from /log-selection)")
+async def selection_ranking(request: Request, image_category: str | None = None) -> RankingReply:
+    reply = await translate.client(request).selection_ranking(image_category or "")
+    return RankingReply(image_category=image_category or None, auto_model=reply.auto_model,
+                        ranking=[ModelRank(model_id=r.model_id, selections=r.selections, share=round(r.share, 4))
+                                 for r in reply.ranking])
