@@ -101,9 +101,9 @@ class Shotgun:
         self.image_limits = image_limits or images.ImageLimits()
         self.prices = prices or PriceTable(per_second_usd={})
 
-    async def _catalogue(self) -> br_pb.ListRemovalModelsResponse:
+    async def _catalogue(self, timeout_s: float | None = None) -> br_pb.ListRemovalModelsResponse:
         return await clients.call(self.removal.ListRemovalModels, br_pb.ListRemovalModelsRequest(),
-                                  timeout=self.limits.list_timeout_s)
+                                  timeout=timeout_s or self.limits.list_timeout_s)
 
     async def _ranked(self, category: str, available: list[str], default: str) -> list[str]:
         """Available models, most chosen first, then the default, then the catalogue's order (no data: default)."""
@@ -117,7 +117,16 @@ class Shotgun:
             raise InvalidArgument("top_k must be >= 0", field="top_k", received=spec.top_k)
         # The one place a shotgun's model list is checked: an id BackgroundRemoval does not list at all is the
         # caller's mistake, refused before any work; a listed but unavailable one becomes that model's error entry.
-        catalogue = await self._catalogue()
+        expanding = not asked or ALL in asked or AUTO in asked or spec.top_k > 0
+        # Asked within the deadline a model's call gets, when the request sets one.
+        per_model_s = spec.per_model_timeout_ms / 1000 if spec.per_model_timeout_ms > 0 else None
+        try:
+            catalogue = await self._catalogue(min(filter(None, (per_model_s, self.limits.list_timeout_s))))
+        except (ServiceUnavailable, DeadlineExceeded):
+            if expanding:
+                raise
+            # Named models and no catalogue (BackgroundRemoval away): each model's call says what happened to it.
+            catalogue = br_pb.ListRemovalModelsResponse()
         names = {m.id: m.display_name for m in catalogue.models}
         unknown = [m for m in asked if m not in (ALL, AUTO) and m not in names]
         if unknown and names:
@@ -125,7 +134,7 @@ class Shotgun:
             raise InvalidModel(f"unknown background-removal model(s) {shown}; supported: "
                                f"all, auto, {', '.join(names)}", field="models",
                                supported_models=[ALL, AUTO, *names])
-        if not asked or ALL in asked or AUTO in asked or spec.top_k > 0:
+        if expanding:
             available = [m.id for m in catalogue.models if m.available]
             ranked = await self._ranked(spec.image_category, available, catalogue.default_model)
             if not asked or ALL in asked:
