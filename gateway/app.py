@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway import errors, images_out, store
 from gateway.catalogues import load_catalogues
-from gateway.dialects import common, cyberimage, flux, freepik, image_studio, shotgun
+from gateway.dialects import a1111, common, cyberimage, flux, freepik, image_studio, shotgun
 from gateway.mesh import Mesh
 from gateway.security import RateLimitHeadersMiddleware, Security
 from gateway.settings import GatewaySettings
@@ -61,6 +61,7 @@ DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
     (shotgun.router, shotgun.render_error, ""),
     (image_studio.router, image_studio.render_error, "/api/image-studio"),
     (cyberimage.router, cyberimage.render_error, "/api"),
+    (a1111.router, a1111.render_error, ""),
     (images_out.router, errors.default_renderer, ""),
 ]
 

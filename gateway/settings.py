@@ -20,6 +20,9 @@ DEFAULT_RATE_LIMITS = {
     "image_studio": "60/minute",
     "cyberimage": "10/hour",
     "cyberimage_read": "720/hour",
+    # A1111 web UI API: generation and edits; its UIs poll /progress about once a second, so reads count apart.
+    "a1111": "60/minute",
+    "a1111_read": "600/minute",
     # Downloads of stored results through /images/{ref}, whichever dialect's response linked them.
     "images": "600/minute",
 }
