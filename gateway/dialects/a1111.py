@@ -412,7 +412,9 @@ async def img2img(body: StableDiffusionImg2ImgProcessingAPI, request: Request) -
 
 
 async def _active_jobs(request: Request) -> list[orch_pb.Job]:
-    """The caller's pending and running A1111 generations, oldest first (the one A1111 would be running)."""
+    """The caller's pending and running A1111 generations, oldest first (the one A1111 would be running). ListJobs
+    has no label filter: the first 100 active generations of the key are read, which one key's A1111 client does
+    not outgrow (its generations run one at a time)."""
     reply = await translate.client(request).list_jobs(
         statuses=[common_pb2.JOB_STATUS_RUNNING, common_pb2.JOB_STATUS_PENDING], kind="generate", page_size=100)
     jobs = [job for job in reply.jobs if job.labels.get("dialect") == DIALECT]

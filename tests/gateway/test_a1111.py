@@ -79,6 +79,12 @@ async def test_same_seed_same_pixels(client):
     assert not np.array_equal(np.asarray(first.image), np.asarray(other.image))
 
 
+async def test_samples_format_asks_generate_for_jpeg(client):
+    result = await asyncio.to_thread(client.txt2img, prompt="x", seed=2, override_settings={"samples_format": "jpg"},
+                                     **SMALL)
+    assert result.image.format == "JPEG" and result.image.size == (64, 64)
+
+
 async def test_random_seed_reports_the_seed_used(client):
     result = await asyncio.to_thread(client.txt2img, prompt="x", seed=-1, **SMALL)
     seed = result.info["seed"]
