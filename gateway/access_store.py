@@ -1,4 +1,4 @@
-"""The gateway's tables in the job store's database: API keys and rate-limit windows.
+"""The gateway's tables in the job store's database: API keys, rate-limit windows and A1111 options.
 
 They live next to the orchestrator's tables (same IMAGEMESH_DATABASE_URL) so every gateway replica sees the same
 keys and counts the same windows. SQLAlchemy Core, synchronous; callers run it in a worker thread.
@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, create_engine, delete, event, func, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine
 
 metadata = MetaData()
@@ -30,6 +45,16 @@ rate_windows = Table(
     Column("bucket", String(300), primary_key=True),
     Column("window_start", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+# The A1111 dialect's POST /sdapi/v1/options, per owner (A1111 keeps one global set; here each key has its own).
+# In the shared database so every gateway replica answers the same options.
+a1111_options = Table(
+    "gateway_a1111_options", metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    # JSON of the value.
+    Column("value", Text, nullable=False),
 )
 
 
@@ -114,3 +139,21 @@ def hit_many(engine: Engine, hits: list[tuple[str, int, int, int]]) -> list[int]
                                                         rate_windows.c.window_start < expire_before))
             counts.append(count)
     return counts
+
+
+def a1111_options_of(engine: Engine, owner: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(a1111_options.c.key, a1111_options.c.value).where(a1111_options.c.owner == owner))
+        return {key: json.loads(value) for key, value in rows}
+
+
+def set_a1111_options(engine: Engine, owner: str, values: dict[str, Any]) -> None:
+    """Replace the given keys of an owner's options in one transaction."""
+    if not values:
+        return
+    lock = _sqlite_writer if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with lock, engine.begin() as conn:
+        conn.execute(delete(a1111_options).where(a1111_options.c.owner == owner,
+                                                 a1111_options.c.key.in_(list(values))))
+        conn.execute(a1111_options.insert(), [{"owner": owner, "key": key, "value": json.dumps(value)}
+                                              for key, value in values.items()])

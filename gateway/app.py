@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway import access_store, errors, images_out
 from gateway.catalogues import load_catalogues
-from gateway.dialects import common, cyberimage, flux, freepik, image_studio, openai_images, shotgun
+from gateway.dialects import a1111, common, cyberimage, flux, freepik, image_studio, openai_images, shotgun
 from gateway.mesh import Mesh
 from gateway.security import RateLimitHeadersMiddleware, Security
 from gateway.settings import GatewaySettings
@@ -65,6 +65,7 @@ DIALECTS: list[tuple[APIRouter, errors.ErrorRenderer, str]] = [
     (shotgun.router, shotgun.render_error, ""),
     (image_studio.router, image_studio.render_error, "/api/image-studio"),
     (cyberimage.router, cyberimage.render_error, "/api"),
+    (a1111.router, a1111.render_error, ""),
     (images_out.router, errors.default_renderer, ""),
 ]
 

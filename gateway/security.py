@@ -1,6 +1,7 @@
 """Auth and rate limits, as one FastAPI dependency per dialect (and per bucket).
 
-`guard("shotgun")` authenticates the caller (Authorization: Bearer or X-API-Key), records the owner on
+`guard("shotgun")` authenticates the caller (Authorization: Bearer or X-API-Key; HTTP Basic with the key as
+password where a dialect asks for it), records the owner on
 `request.state.owner`, then counts the request in the bucket's fixed window in the shared database. Failures
 raise the mesh's errors (Unauthenticated, RateLimited), so each dialect renders them in its own format.
 `RateLimitHeadersMiddleware` puts X-RateLimit-* on every response of a guarded route, errors included.
@@ -20,7 +21,7 @@ from typing import Any
 
 import anyio
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
@@ -165,21 +166,25 @@ def _describe(seconds: int) -> str:
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+# Only for dialects whose clients speak HTTP Basic (A1111's --api-auth): the password is the API key and the user
+# name is ignored, so a key is still the one credential; Bearer and X-API-Key work there too.
+_basic = HTTPBasic(auto_error=False, description="API key as the password (any user name)")
 _BEARER = Depends(_bearer)
 _API_KEY = Depends(_api_key)
+_BASIC = Depends(_basic)
 
 
 def client_ip(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-def guard(bucket: str, anonymous_bucket: str | None = None) -> Callable[..., Any]:
-    """A dependency: authenticate, then count the request in `bucket` (or `anonymous_bucket` when anonymous)."""
+def guard(bucket: str, anonymous_bucket: str | None = None, *, basic: bool = False) -> Callable[..., Any]:
+    """A dependency: authenticate, then count the request in `bucket` (or `anonymous_bucket` when anonymous).
+    `basic` also accepts HTTP Basic credentials whose password is an API key."""
 
-    async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = _BEARER,
-                         api_key: str | None = _API_KEY) -> str:
+    async def check(request: Request, key: str | None) -> str:
         security: Security = request.app.state.security
-        owner = await security.owner_for(api_key or (bearer.credentials if bearer else None))
+        owner = await security.owner_for(key)
         request.state.owner = owner
         try:
             request.state.ratelimit = await admit(security, owner, client_ip(request), bucket, anonymous_bucket)
@@ -189,7 +194,17 @@ def guard(bucket: str, anonymous_bucket: str | None = None) -> Callable[..., Any
             raise
         return owner
 
-    return dependency
+    async def dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = _BEARER,
+                         api_key: str | None = _API_KEY) -> str:
+        return await check(request, api_key or (bearer.credentials if bearer else None))
+
+    async def basic_dependency(request: Request, bearer: HTTPAuthorizationCredentials | None = _BEARER,
+                               api_key: str | None = _API_KEY,
+                               credentials: HTTPBasicCredentials | None = _BASIC) -> str:
+        return await check(request, api_key or (bearer.credentials if bearer else None)
+                           or (credentials.password if credentials else None))
+
+    return basic_dependency if basic else dependency
 
 
 async def admit(security: Security, owner: str, ip: str, bucket: str,

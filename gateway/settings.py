@@ -22,6 +22,9 @@ DEFAULT_RATE_LIMITS = {
     "cyberimage_read": "720/hour",
     # OpenAI Images API: OpenAI's limits depend on the account's tier; one request a second on average.
     "openai": "60/minute",
+    # A1111 web UI API: generation and edits; its UIs poll /progress about once a second, so reads count apart.
+    "a1111": "60/minute",
+    "a1111_read": "600/minute",
     # Downloads of stored results through /images/{ref}, whichever dialect's response linked them.
     "images": "600/minute",
 }

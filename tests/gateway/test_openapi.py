@@ -23,6 +23,10 @@ DOCUMENTED = {
     ("get", "/api/models"), ("post", "/api/generate"), ("get", "/api/status/{job_id}"),
     ("get", "/api/get_image/{image_id}"), ("get", "/api/image/{image_id}/metadata"), ("delete", "/api/image/{image_id}"),
     ("get", "/api/queue"), ("post", "/api/reset_queue"), ("get", "/api/gallery"), ("post", "/api/enrich"),
+    # AUTOMATIC1111 web UI API (and the rembg extension)
+    *(("post", f"/sdapi/v1/{p}") for p in ("txt2img", "img2img", "extra-single-image", "interrupt", "skip", "options")),
+    *(("get", f"/sdapi/v1/{p}") for p in ("progress", "sd-models", "samplers", "upscalers", "options", "scripts")),
+    ("post", "/rembg"),
 }
 
 
