@@ -24,7 +24,7 @@ from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from shared.images import format_from_name
-from shared.mesh_client import MeshClient
+from shared.mesh_client import MeshClient, is_terminal, job_images, status_name  # noqa: F401
 
 
 def client(request: HTTPConnection) -> MeshClient:
@@ -90,10 +90,6 @@ async def models_for(request: Request, operation: int) -> list[gen_pb.ModelInfo]
 # ---- jobs ---------------------------------------------------------------------------------------------------
 
 
-def status_name(status: int) -> str:
-    return common_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()
-
-
 def iso(stamp) -> str | None:
     if stamp is None or (stamp.seconds == 0 and stamp.nanos == 0):
         return None
@@ -146,9 +142,8 @@ def percent(done: int, total: int) -> int:
     return round(100 * done / total) if total > 0 else 0
 
 
-def terminal(status: int) -> bool:
-    return status in (common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELLED,
-                      common_pb2.JOB_STATUS_PARTIAL)
+# One spelling of job states and results for every surface (the CLI reads them through the mesh client too).
+terminal = is_terminal
 
 
 async def webhook(request: Request, url: str | None, secret: str | None = None) -> orch_pb.Webhook | None:
@@ -192,23 +187,6 @@ async def image_bytes(request: HTTPConnection, image: common_pb2.Image) -> tuple
     return image.data, image.media_type or "image/png"
 
 
-def job_images(job: orch_pb.Job) -> list[common_pb2.Image]:
-    """The images a terminal job produced, whatever kind it was."""
-    result = job.result
-    kind = result.WhichOneof("result")
-    if kind == "generate":
-        return [item.image for item in result.generate.images]
-    if kind in ("upscale", "remove_background", "relight"):
-        return [getattr(result, kind).image]
-    if kind == "optimize_social":
-        return [item.image for item in result.optimize_social.images]
-    if kind == "shotgun":
-        return [item.image for item in result.shotgun.results if item.image.ByteSize()]
-    if kind == "workflow":
-        return list(result.workflow.images)
-    return []
-
-
 def output_format(name: str | None, field: str = "output_format") -> int:
     if not name:
         return common_pb2.IMAGE_FORMAT_PNG
@@ -246,8 +224,9 @@ def generate_parameters(*, model: gen_pb.ModelInfo | None, prompt: str, negative
 
 def upscale_request(image: common_pb2.Image, *, scale_factor: int = 0, mode: str = "", target_width: int = 0,
                     target_height: int = 0, preset: str = "", preserve_alpha: bool | None = None,
-                    output_format: int = common_pb2.IMAGE_FORMAT_PNG) -> up_pb.UpscaleRequest:
-    request = up_pb.UpscaleRequest(image=image, scale_factor=scale_factor, mode=mode, target_width=target_width or 0,
+                    output_format: int = common_pb2.IMAGE_FORMAT_PNG, method: str = "") -> up_pb.UpscaleRequest:
+    request = up_pb.UpscaleRequest(image=image, scale_factor=scale_factor, mode=mode, method=method,
+                                   target_width=target_width or 0,
                                    target_height=target_height or 0, preset=preset or "", output_format=output_format)
     if preserve_alpha is not None:
         request.preserve_alpha = preserve_alpha

@@ -18,8 +18,38 @@ import grpc
 
 from shared.clients import create_channel
 from shared.errors import error_from_rpc
+from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as pb_grpc
+
+TERMINAL_STATUSES = frozenset({common_pb2.JOB_STATUS_COMPLETED, common_pb2.JOB_STATUS_FAILED,
+                               common_pb2.JOB_STATUS_CANCELLED, common_pb2.JOB_STATUS_PARTIAL})
+
+
+def status_name(status: int) -> str:
+    """A JobStatus as the surfaces spell it: completed, failed, pending, ..."""
+    return common_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()
+
+
+def is_terminal(status: int) -> bool:
+    return status in TERMINAL_STATUSES
+
+
+def job_images(job: pb.Job) -> list[common_pb2.Image]:
+    """The images a terminal job produced, whatever kind it was."""
+    result = job.result
+    kind = result.WhichOneof("result")
+    if kind == "generate":
+        return [item.image for item in result.generate.images]
+    if kind in ("upscale", "remove_background", "relight"):
+        return [getattr(result, kind).image]
+    if kind == "optimize_social":
+        return [item.image for item in result.optimize_social.images]
+    if kind == "shotgun":
+        return [item.image for item in result.shotgun.results if item.image.ByteSize()]
+    if kind == "workflow":
+        return list(result.workflow.images)
+    return []
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from gateway import errors, translate
 from gateway.images_in import data_uri, image_from_request
 from gateway.security import guard
-from shared.errors import ImageMeshError, NotFound, PromptTooLong
+from shared.errors import ImageMeshError, InvalidArgument, NotFound, PromptTooLong
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
@@ -41,6 +41,12 @@ class GenerateBody(BaseModel):
     aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$", description="e.g. 16:9")
     quality_level: int = Field(5, ge=1, le=10, description="1 (fastest) to 10 (most steps)")
     webhook_url: str | None = Field(None, description="POSTed generation.completed / generation.failed")
+    # imagemesh extensions (not in seed 000), for the CLI and SDKs; Generate checks and applies them.
+    width: int | None = Field(None, ge=1, description="imagemesh: exact output width (with height)")
+    height: int | None = Field(None, ge=1, description="imagemesh: exact output height (with width)")
+    steps: int | None = Field(None, ge=1, description="imagemesh: denoising steps (wins over quality_level)")
+    seed: int | None = Field(None, ge=-1, description="imagemesh: seed; -1 or absent = random")
+    num_images: int = Field(1, ge=1, description="imagemesh: images to generate (Generate's limit applies)")
 
 
 class GenerateReply(BaseModel):
@@ -61,6 +67,19 @@ class TaskReply(BaseModel):
     created_at: str | None = None
     completed_at: str | None = None
     error: dict[str, Any] | None = None
+    # imagemesh extensions (not in seed 000): the job's kind, progress, and every result image.
+    kind: str | None = None
+    progress: float | None = Field(None, description="imagemesh: percentage done")
+    images: list[str] = Field(default_factory=list, description="imagemesh: every result image's URL")
+    message: str | None = Field(None, description="imagemesh: what the job is doing, as the orchestrator recorded it")
+
+
+class JobList(BaseModel):
+    """imagemesh extension: the caller's jobs, newest first."""
+
+    jobs: list[TaskReply]
+    next_page_token: str | None = None
+    total: int
 
 
 class WorkflowBody(BaseModel):
@@ -103,6 +122,7 @@ class UpscaleBody(BaseModel):
     image: str | None = Field(None, description="Base64 image, instead of image_url")
     scale_factor: Literal[2, 4] = 4
     webhook_url: str | None = None
+    method: str | None = Field(None, description="imagemesh: an Upscale method id (e.g. lanczos); default auto")
 
 
 class RelightBody(BaseModel):
@@ -189,7 +209,8 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
     hook = await translate.webhook(request, body.webhook_url)
     params = translate.generate_parameters(
         model=model, prompt=body.prompt, style_preset=body.style or "", aspect_ratio=body.aspect_ratio or "",
-        owner=translate.owner_of(request))
+        width=body.width or 0, height=body.height or 0, steps=body.steps or 0, seed=body.seed,
+        num_images=body.num_images, owner=translate.owner_of(request))
     # Generate maps quality levels 1..10 onto the model's steps.
     params.quality = str(body.quality_level)
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT, webhook=hook,
@@ -204,8 +225,16 @@ async def _task(request: Request, task_id: str) -> TaskReply:
         job = await translate.get_job(request, task_id)
     except NotFound as exc:
         raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{task_id}' does not exist") from None
-    images = translate.job_images(job) if job.status == common_pb2.JOB_STATUS_COMPLETED else []
-    url = await _result_url(request, images[0]) if images else None
+    return await _task_reply(request, job)
+
+
+async def _task_reply(request: Request, job: orch_pb.Job, inline: bool = True) -> TaskReply:
+    """A job as the seed's task; `inline` False leaves out results that are not stored (a listing stays small)."""
+    images = translate.job_images(job) if job.status in (common_pb2.JOB_STATUS_COMPLETED,
+                                                         common_pb2.JOB_STATUS_PARTIAL) else []
+    urls = [await _result_url(request, image) if inline else image_url(request, image) for image in images]
+    urls = [url for url in urls if url]
+    url = urls[0] if urls and job.status == common_pb2.JOB_STATUS_COMPLETED else None
     thumbnail = image_url(request, images[0], thumbnail=True) if images else None
     seconds = translate.seconds_between(job.started_at or job.created_at, job.finished_at)
     error = None
@@ -216,7 +245,8 @@ async def _task(request: Request, task_id: str) -> TaskReply:
                      thumbnail_url=thumbnail or url, model_used=job.model_id or job.labels.get("model_requested") or None,
                      processing_time=round(seconds, 3) if seconds is not None else None,
                      created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
-                     error=error)
+                     error=error, kind=job.kind or None, progress=round(job.progress.fraction * 100, 1),
+                     images=urls, message=job.progress.message or None)
 
 
 @router.get("/generate/{task_id}", response_model=TaskReply, dependencies=[GUARD],
@@ -225,52 +255,34 @@ async def task_status(task_id: str, request: Request) -> TaskReply:
     return await _task(request, task_id)
 
 
-@router.get("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Any job's status")
-async def job_status(job_id: str, request: Request) -> TaskReply:
-    return await _task(request, job_id)
+@router.get("/jobs", response_model=JobList, dependencies=[GUARD],
+            summary="imagemesh extension: the caller's jobs, newest first (seed 000 has no listing)")
+async def list_jobs(request: Request, status: list[str] = Query(default_factory=list), kind: str = "",
+                    page_size: int = Query(20, ge=1, le=500), page_token: str = "") -> JobList:
+    statuses = []
+    for name in status:
+        value = common_pb2.JobStatus.DESCRIPTOR.values_by_name.get("JOB_STATUS_" + name.upper())
+        if value is None or value.number == common_pb2.JOB_STATUS_UNSPECIFIED:
+            raise InvalidArgument(f"unknown status '{name[:50]}'", field="status")
+        statuses.append(value.number)
+    reply = await translate.client(request).list_jobs(statuses=statuses, kind=kind, page_size=page_size,
+                                                      page_token=page_token)
+    return JobList(jobs=[await _task_reply(request, job, inline=False) for job in reply.jobs],
+                   next_page_token=reply.next_page_token or None, total=reply.total_size)
 
 
-class JobSummary(BaseModel):
-    task_id: str
-    kind: str
-    status: str
-    progress: float = Field(description="Percent done, as the orchestrator recorded it")
-    message: str
-    model_used: str | None = None
-    created_at: str | None = None
-    completed_at: str | None = None
-    error: str | None = None
-
-
-class JobList(BaseModel):
-    jobs: list[JobSummary]
-    total: int
-    next_page_token: str | None = None
-
-
-@router.get("/jobs", response_model=JobList, dependencies=[GUARD], summary="The caller's jobs, newest first")
-async def list_jobs(request: Request, page_size: int = Query(20, ge=1, le=100), page_token: str | None = None,
-                    status: Literal["pending", "running", "completed", "failed", "cancelled", "partial"] | None = None
-                    ) -> JobList:
-    statuses = [common_pb2.JobStatus.Value("JOB_STATUS_" + status.upper())] if status else []
-    reply = await translate.client(request).list_jobs(statuses=statuses, page_size=page_size,
-                                                      page_token=page_token or "")
-    return JobList(jobs=[JobSummary(
-        task_id=job.id, kind=job.kind, status=translate.status_name(job.status),
-        progress=round(job.progress.fraction * 100, 1), message=job.progress.message,
-        model_used=job.model_id or job.labels.get("model_requested") or None,
-        created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
-        error=job.error.message or None) for job in reply.jobs],
-        total=reply.total_size, next_page_token=reply.next_page_token or None)
-
-
-# DELETE cancels (CancelJob): the record stays, with status cancelled, so the job list still shows it.
-@router.delete("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Cancel a job")
+@router.post("/jobs/{job_id}/cancel", response_model=TaskReply, dependencies=[GUARD],
+             summary="imagemesh extension: cancel a job of the caller (a terminal job is returned as it is)")
 async def cancel_job(job_id: str, request: Request) -> TaskReply:
     try:
-        await translate.cancel_job(request, job_id)
+        job = await translate.cancel_job(request, job_id)
     except NotFound as exc:
         raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{job_id}' does not exist") from None
+    return await _task_reply(request, job)
+
+
+@router.get("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Any job's status")
+async def job_status(job_id: str, request: Request) -> TaskReply:
     return await _task(request, job_id)
 
 
@@ -366,7 +378,8 @@ async def _post_process(request: Request, spec: orch_pb.JobSpec, webhook_url: st
              summary="Upscale an existing image (async: poll /v1/generate/{task_id} or use the webhook)")
 async def post_upscale(body: UpscaleBody, request: Request) -> PostProcessReply:
     image = await image_from_request(body.image, body.image_url, request.app.state.settings)
-    spec = orch_pb.JobSpec(upscale=translate.upscale_request(image, scale_factor=body.scale_factor, mode="auto"))
+    spec = orch_pb.JobSpec(upscale=translate.upscale_request(image, scale_factor=body.scale_factor, mode="auto",
+                                                             method=body.method or ""))
     return await _post_process(request, spec, body.webhook_url)
 
 

@@ -1,5 +1,5 @@
 // Gallery (CyberImage's stored images), queue figures and the caller's jobs with progress and cancel.
-import { del, get, imageUrl } from "./api.js";
+import { del, get, imageUrl, post } from "./api.js";
 import { busy, downloadLink, el, showError } from "./ui.js";
 
 const ACTIVE = new Set(["pending", "running"]);
@@ -126,7 +126,7 @@ export function mount(section) {
           cancel.addEventListener("click", async () => {
             busy(cancel, true, "Cancelling…");
             try {
-              await del(`/v1/jobs/${encodeURIComponent(job.task_id)}`);
+              await post(`/v1/jobs/${encodeURIComponent(job.task_id)}/cancel`);
             } catch (err) {
               showError(error, err);
             }
@@ -135,9 +135,9 @@ export function mount(section) {
         }
         return el("tr", { "data-testid": "job", "data-id": job.task_id, "data-status": job.status },
           el("td", {}, el("code", { title: job.task_id }, job.task_id.slice(0, 12))), el("td", {}, job.kind),
-          el("td", {}, job.error ? `${job.status}: ${job.error}` : job.status),
-          el("td", {}, el("progress", { max: "100", value: String(job.progress),
-            "aria-label": `Progress of job ${job.task_id}` }), ` ${job.progress}% ${job.message}`),
+          el("td", {}, job.error ? `${job.status}: ${job.error.message}` : job.status),
+          el("td", {}, el("progress", { max: "100", value: String(job.progress ?? 0),
+            "aria-label": `Progress of job ${job.task_id}` }), ` ${job.progress ?? 0}% ${job.message || ""}`),
           el("td", {}, job.model_used || ""), el("td", {}, job.created_at || ""), el("td", {}, cancel));
       }));
       if (reply.jobs.some((job) => ACTIVE.has(job.status)) && !section.hidden) timer = setTimeout(loadJobs, 1500);

@@ -440,8 +440,11 @@ class OrchestratorCore:
 
     async def watch(self, job_id: str, owner: str) -> AsyncIterator[tuple[int, pb.Job, str]]:
         """(event type, job, step name) until the terminal status event."""
-        job = await self.store.get_job(job_id, owner)
+        await self.store.get_job(job_id, owner)  # the owner's check, before anything is read
+        # The version first, then the job: a job read before its version can be older than that version, and a
+        # change made between the two reads (a fast job finishing) would never be seen as a change.
         version = await self.store.version(job_id)
+        job = await self.store.get_job(job_id, owner)
         yield pb.JOB_EVENT_TYPE_STATUS, job, ""
         while STATUS_NAME[job.status] not in TERMINAL:
             await self.pulse.wait(self.settings.watch_poll_s)

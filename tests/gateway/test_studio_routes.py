@@ -28,9 +28,9 @@ async def test_job_list_is_the_callers_and_cancel_stops_a_job(secured):
     assert mine["total"] >= 1 and 0 <= mine["jobs"][0]["progress"] <= 100
     theirs = (await secured.get("/v1/jobs", headers=bob())).json()
     assert job_id not in [job["task_id"] for job in theirs["jobs"]]
-    assert_error_format("freepik", await secured.delete(f"/v1/jobs/{job_id}", headers=bob()), 404, "TASK_NOT_FOUND")
+    assert_error_format("freepik", await secured.post(f"/v1/jobs/{job_id}/cancel", headers=bob()), 404, "TASK_NOT_FOUND")
 
-    cancelled = await secured.delete(f"/v1/jobs/{job_id}", headers=alice())
+    cancelled = await secured.post(f"/v1/jobs/{job_id}/cancel", headers=alice())
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
     listed = (await secured.get("/v1/jobs", params={"status": "cancelled"}, headers=alice())).json()
@@ -40,7 +40,7 @@ async def test_job_list_is_the_callers_and_cancel_stops_a_job(secured):
 
 
 async def test_cancel_of_an_unknown_job_is_task_not_found(http):
-    assert_error_format("freepik", await http.delete("/v1/jobs/job_nope"), 404, "TASK_NOT_FOUND")
+    assert_error_format("freepik", await http.post("/v1/jobs/job_nope/cancel"), 404, "TASK_NOT_FOUND")
 
 
 async def test_ranking_of_an_unseen_category_is_empty(http):

@@ -1,0 +1,5 @@
+import sys
+
+from imagemesh.cli import main
+
+sys.exit(main())
