@@ -5,7 +5,7 @@ per request) shows what the cache saves. Load as in gateway_throughput: `hey` at
 installs Debian's hey where it can), else an httpx asyncio load generator, named in the notes.
 
 The four backends are stand-ins served from this process (the mesh's own health servicer, every service
-SERVING, and a Generate that answers ListModels): /health reads only their health and Generate's listing, and
+SERVING, and an orchestrator whose catalogue lists Generate's models): /health reads only their health and that listing, and
 no model has to load for it.
 """
 
@@ -21,7 +21,12 @@ from grpc_health.v1 import health_pb2_grpc
 
 from bench.gateway_throughput import CONCURRENCY, REPEATS, REQUESTS, Server, _load, _load_with
 from bench.harness import Comparison
-from shared.gen.imagemesh.v1 import generate_service_pb2, generate_service_pb2_grpc
+from shared.gen.imagemesh.v1 import (
+    generate_service_pb2,
+    generate_service_pb2_grpc,
+    orchestrator_service_pb2,
+    orchestrator_service_pb2_grpc,
+)
 from shared.health_servicer import HealthServicer
 
 PATH = "/health"
@@ -89,6 +94,14 @@ class _Generate(generate_service_pb2_grpc.GenerateServiceServicer):
         return generate_service_pb2.ListModelsResponse(default_model=MODEL, device=DEVICE)
 
 
+class _Orchestrator(orchestrator_service_pb2_grpc.OrchestratorServiceServicer):
+    """The gateway reads Generate's listing through the orchestrator's catalogue."""
+
+    async def GetCatalog(self, request, context):
+        return orchestrator_service_pb2.GetCatalogResponse(
+            generation_models=generate_service_pb2.ListModelsResponse(default_model=MODEL, device=DEVICE))
+
+
 async def _backends() -> tuple[list[grpc.aio.Server], dict[str, str]]:
     servers, env = [], {}
     for name in SERVICES:
@@ -96,6 +109,8 @@ async def _backends() -> tuple[list[grpc.aio.Server], dict[str, str]]:
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
         if name == "generate":
             generate_service_pb2_grpc.add_GenerateServiceServicer_to_server(_Generate(), server)
+        if name == "orchestrator":
+            orchestrator_service_pb2_grpc.add_OrchestratorServiceServicer_to_server(_Orchestrator(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)

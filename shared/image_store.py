@@ -6,8 +6,9 @@
 
 References are opaque ids (`img_<hex>`); records keep the owner so one API key never reads another's images:
 a read that names an owner answers NOT_FOUND for anyone else's image (never a 403 that leaks that it exists).
-`put` also writes a WebP thumbnail (longest side 256) when the bytes decode within the pixel limit; a thumbnail
-is a convenience, so bytes that do not decode are still stored (the service that decodes them reports why).
+A WebP thumbnail (longest side 256) is made the first time it is asked for and kept beside the image: a write
+never pays for one (most stored images are never shown small). Bytes that do not decode within the pixel limit
+have no thumbnail (THUMBNAIL_NOT_FOUND); they are still stored, and the service that decodes them says why.
 """
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ def _new_record(data: bytes, media_type: str, width: int, height: int, owner: st
                        dict(metadata or {}), kind)
 
 
+def _thumbnail_of(data: bytes, record: StoredImage, max_pixels: int) -> bytes:
+    thumbnail = make_thumbnail(data, record.media_type, record.width, record.height, max_pixels)
+    if thumbnail is None:
+        raise NotFound(f"image {record.ref!r} has no thumbnail (its bytes do not decode within the limits)",
+                       reason="THUMBNAIL_NOT_FOUND")
+    return thumbnail
+
+
 def make_thumbnail(data: bytes, media_type: str, width: int, height: int,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | None:
     """A WebP whose longest side is at most THUMBNAIL_SIDE; None when the bytes do not decode or are too large.
@@ -168,12 +177,9 @@ class LocalImageStore:
     def put(self, data: bytes, media_type: str, width: int, height: int, *, owner: str = "",
             job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage:
         record = _new_record(data, media_type, width, height, owner, job_id, metadata, kind)
-        blob, meta_path, thumb_path = self._paths(record.ref)
+        blob, meta_path, _thumb = self._paths(record.ref)
         blob.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(blob, data)
-        thumbnail = make_thumbnail(data, media_type, width, height, self.max_pixels)
-        if thumbnail is not None:
-            _atomic_write(thumb_path, thumbnail)
         _atomic_write(meta_path, json.dumps(asdict(record)).encode())
         return record
 
@@ -194,12 +200,16 @@ class LocalImageStore:
             raise _not_found(ref) from None
 
     def get_thumbnail(self, ref: str, owner: str | None = None) -> bytes:
-        self.record(ref, owner)
+        record = self.record(ref, owner)
         _, _, thumb_path = self._paths(ref)
         try:
             return thumb_path.read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"image {ref!r} has no thumbnail", reason="THUMBNAIL_NOT_FOUND") from None
+            pass
+        data, _ = self.get(ref)
+        thumbnail = _thumbnail_of(data, record, self.max_pixels)
+        _atomic_write(thumb_path, thumbnail)
+        return thumbnail
 
     def delete(self, ref: str, owner: str | None = None) -> None:
         self.record(ref, owner)
@@ -304,9 +314,6 @@ class S3ImageStore:
             job_id: str = "", metadata: dict[str, str] | None = None, kind: str = "") -> StoredImage:
         record = _new_record(data, media_type, width, height, owner, job_id, metadata, kind)
         self._put_object(self._blob_key(record.ref), data, media_type)
-        thumbnail = make_thumbnail(data, media_type, width, height, self.max_pixels)
-        if thumbnail is not None:
-            self._put_object(self._thumb_key(record.ref), thumbnail, THUMBNAIL_MEDIA_TYPE)
         self._put_object(self._record_key(record.ref), json.dumps(asdict(record)).encode(), "application/json")
         self._put_object(self._owner_prefix(owner) + record.ref, b"", "application/octet-stream")
         return record
@@ -320,9 +327,17 @@ class S3ImageStore:
         return self._get_object(self._blob_key(ref), _not_found(ref)), record
 
     def get_thumbnail(self, ref: str, owner: str | None = None) -> bytes:
-        self.record(ref, owner)
-        missing = NotFound(f"image {ref!r} has no thumbnail", reason="THUMBNAIL_NOT_FOUND")
-        return self._get_object(self._thumb_key(ref), missing)
+        record = self.record(ref, owner)
+        try:
+            return self._get_object(self._thumb_key(ref), _not_found(ref))
+        except NotFound:
+            return self._make_thumbnail(record)
+
+    def _make_thumbnail(self, record: StoredImage) -> bytes:
+        thumbnail = _thumbnail_of(self._get_object(self._blob_key(record.ref), _not_found(record.ref)), record,
+                                  self.max_pixels)
+        self._put_object(self._thumb_key(record.ref), thumbnail, THUMBNAIL_MEDIA_TYPE)
+        return thumbnail
 
     def delete(self, ref: str, owner: str | None = None) -> None:
         record = self.record(ref, owner)
@@ -355,12 +370,15 @@ class S3ImageStore:
 
     def url_for(self, ref: str, owner: str | None, expires_s: int = DEFAULT_URL_EXPIRES_S, *,
                 thumbnail: bool = False) -> str | None:
-        self.record(ref, owner)
+        record = self.record(ref, owner)
         key = self._blob_key(ref)
         if thumbnail:
             key = self._thumb_key(ref)
-            with _s3_errors(key, NotFound(f"image {ref!r} has no thumbnail", reason="THUMBNAIL_NOT_FOUND")):
-                self.client.head_object(Bucket=self.bucket, Key=key)
+            try:
+                with _s3_errors(key, _not_found(ref)):
+                    self.client.head_object(Bucket=self.bucket, Key=key)
+            except NotFound:
+                self._make_thumbnail(record)  # first asked for: made now, kept
         return self.presign_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(expires_s))
 

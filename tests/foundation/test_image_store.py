@@ -90,7 +90,7 @@ def test_unknown_and_malformed_refs_are_not_found_and_unknown_media_types_refuse
         store.put(b"GIF89a", "image/gif", 1, 1, owner="alice")
 
 
-def test_put_writes_a_bounded_webp_thumbnail(store) -> None:
+def test_a_bounded_webp_thumbnail_is_made_when_first_asked_for(store) -> None:
     wide = store.put(png_bytes(gradient_rgb(600, 300)), "image/png", 600, 300, owner="alice")
     assert _size(store.get_thumbnail(wide.ref, "alice")) == ("WEBP", (THUMBNAIL_SIDE, THUMBNAIL_SIDE // 2))
 
@@ -160,8 +160,12 @@ def test_s3_layout_indexes_owners_by_prefix_and_delete_leaves_nothing(s3_server)
     record = store.put(png_bytes(disc_rgba(8)), "image/png", 8, 8, owner="key_alice")
     keys = s3_server.keys(bucket)
     assert all(k.startswith("tenant-a/") for k in keys), keys
-    assert {f"tenant-a/images/{record.ref}", f"tenant-a/images/{record.ref}.json",
-            f"tenant-a/images/{record.ref}.thumb.webp"} < set(keys)
+    # A write pays for no thumbnail; the first request makes it and keeps it beside the image.
+    assert {f"tenant-a/images/{record.ref}", f"tenant-a/images/{record.ref}.json"} < set(keys)
+    assert f"tenant-a/images/{record.ref}.thumb.webp" not in keys
+    store.get_thumbnail(record.ref, "key_alice")
+    keys = s3_server.keys(bucket)
+    assert f"tenant-a/images/{record.ref}.thumb.webp" in keys
     (marker,) = s3_server.keys(bucket, "tenant-a/owners/")
     assert marker.endswith("/" + record.ref) and "key_alice" not in marker
     store.delete(record.ref, "key_alice")
