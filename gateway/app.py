@@ -84,7 +84,8 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
         app.state.engine.dispose()
 
     app = FastAPI(title="imagemesh gateway", version=settings.version, lifespan=lifespan,
-                  description="Five documented JSON APIs over the imagemesh gRPC mesh.")
+                  description="The five seed JSON APIs, the OpenAI Images API and AUTOMATIC1111's API over the "
+                              "imagemesh gRPC mesh.")
     app.state.settings = settings
     app.state.mesh = mesh
     app.state.engine = access_store.create_store_engine(settings.resolved_database_url)
