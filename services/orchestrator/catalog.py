@@ -1,7 +1,8 @@
 """The mesh's catalogues, as the services that own them list them, cached for a few seconds.
 
 Surfaces (the gateway's dialects, the CLI, the SDKs) resolve names on nearly every request; asking the owning
-service each time would put a backend hop on every call, so each section is remembered briefly. The orchestrator adds no rule here: what a model or method means stays with its service.
+service each time would put a backend hop on every call, so each section is remembered briefly. The orchestrator
+adds no rule here: what a model or method means stays with its service.
 """
 
 from __future__ import annotations
