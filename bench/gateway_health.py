@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import statistics
 import tempfile
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
-from bench.gateway_throughput import CONCURRENCY, REPEATS, REQUESTS, Server, _load, _load_with
+from bench.gateway_throughput import CONCURRENCY, REPEATS, REQUESTS, Server, _load, _load_with, rows_against_bare
 from bench.harness import Comparison
 from shared.gen.imagemesh.v1 import (
     generate_service_pb2,
@@ -144,22 +143,9 @@ async def run() -> list[Comparison]:
             for grpc_server in grpc_servers:
                 await grpc_server.stop(0)
 
-    def median(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
-
     notes = (f"{tool}, {REQUESTS} GETs x {REPEATS} at {CONCURRENCY} clients, loopback, 1 uvicorn worker each, "
              "stand-in backends")
-    rows = []
-    for subject, label in (("gateway", "gateway /health (watch cache)"),
-                           ("fanout", "per-request fan-out (4 Checks + ListModels)")):
-        extra = {"subject_rps": round(median(subject, "rps"), 1), "baseline_rps": round(median("bare", "rps"), 1),
-                 "rps_ratio": round(median(subject, "rps") / median("bare", "rps"), 3)}
-        rows.append(Comparison("GET /health: time per request (1/throughput)", label, "bare FastAPI, same JSON",
-                               1 / median(subject, "rps"), 1 / median("bare", "rps"), REPEATS, notes=notes,
-                               extra=extra))
-        for key in ("p50", "p99"):
-            rows.append(Comparison(f"GET /health: {key} latency at {CONCURRENCY} clients", label,
-                                   "bare FastAPI, same JSON", median(subject, key), median("bare", key), REPEATS,
-                                   notes=notes))
-    return rows
+    return rows_against_bare(results, "GET /health", [("gateway", "gateway /health (watch cache)"),
+                                                      ("fanout", "per-request fan-out (4 Checks + ListModels)")],
+                             notes, rps_ratio=True)
 

@@ -154,19 +154,29 @@ async def run() -> list[Comparison]:
             for server in servers.values():
                 server.stop()
 
+    notes = f"{tool}, {REQUESTS} GETs x {REPEATS} at {CONCURRENCY} clients, loopback, 1 uvicorn worker each"
+    return rows_against_bare(results, "light endpoint", [("gateway", "gateway (auth off, rate limit in SQLite)"),
+                                                         ("gateway_no_rl", "gateway (rate limits off)")], notes)
+
+
+def rows_against_bare(results: dict[str, list[dict]], title: str, subjects: list[tuple[str, str]], notes: str,
+                      rps_ratio: bool = False) -> list[Comparison]:
+    """Time per request (1/throughput), p50 and p99 of each subject against the bare app ("bare" in `results`),
+    medians over the repeats."""
+
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
     rows = []
-    notes = f"{tool}, {REQUESTS} GETs x {REPEATS} at {CONCURRENCY} clients, loopback, 1 uvicorn worker each"
-    for subject, label in (("gateway", "gateway (auth off, rate limit in SQLite)"),
-                           ("gateway_no_rl", "gateway (rate limits off)")):
+    for subject, label in subjects:
         extra = {"subject_rps": round(median(subject, "rps"), 1), "baseline_rps": round(median("bare", "rps"), 1)}
-        rows.append(Comparison("light endpoint: time per request (1/throughput)", label, "bare FastAPI, same JSON",
+        if rps_ratio:
+            extra["rps_ratio"] = round(median(subject, "rps") / median("bare", "rps"), 3)
+        rows.append(Comparison(f"{title}: time per request (1/throughput)", label, "bare FastAPI, same JSON",
                                1 / median(subject, "rps"), 1 / median("bare", "rps"), REPEATS, notes=notes,
                                extra=extra))
         for key in ("p50", "p99"):
-            rows.append(Comparison(f"light endpoint: {key} latency at {CONCURRENCY} clients", label,
+            rows.append(Comparison(f"{title}: {key} latency at {CONCURRENCY} clients", label,
                                    "bare FastAPI, same JSON", median(subject, key), median("bare", key), REPEATS,
                                    notes=notes))
     return rows
