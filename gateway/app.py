@@ -18,7 +18,7 @@ from gateway import access_store, errors, images_out
 from gateway.catalogues import load_catalogues
 from gateway.dialects import a1111, common, cyberimage, flux, freepik, image_studio, openai_images, shotgun
 from gateway.mesh import Mesh
-from gateway.security import RateLimitHeadersMiddleware, Security
+from gateway.security import Security, ratelimit_headers
 from gateway.settings import GatewaySettings
 from shared.errors import ImageMeshError, ImageTooLarge, Internal
 
@@ -31,28 +31,6 @@ class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(status_code=413)
         self.limit = limit
-
-
-class BodyLimitMiddleware:
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 # (router, its error renderer, mount prefix) for every dialect; a dialect joins the gateway by a line here.
@@ -81,6 +59,7 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
         app.state.mesh.start()
         yield
         await app.state.mesh.close()
+        await app.state.security.close()
         app.state.engine.dispose()
 
     app = FastAPI(title="imagemesh gateway", version=settings.version, lifespan=lifespan,
@@ -118,37 +97,77 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
 
     app.add_exception_handler(Exception, unexpected)
     app.state.metrics_registry = CollectorRegistry()
-    app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, registry=app.state.metrics_registry, max_body_bytes=settings.max_body_bytes)
     return app
 
 
-class MetricsMiddleware:
-    """Counts requests by matched route and status (pure ASGI: BaseHTTPMiddleware would re-wrap body errors)."""
+class GatewayMiddleware:
+    """The gateway's one middleware (pure ASGI; BaseHTTPMiddleware would re-wrap body errors), on every request:
 
-    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+    - the body limit: an upload past `max_body_bytes` raises BodyTooLarge while it streams in, before it is
+      buffered whole (only requests that carry a body have their `receive` wrapped);
+    - metrics: requests by matched route and status, and latency by route;
+    - X-RateLimit-Limit/Remaining/Reset from the guard's count (security.py), on every response of a guarded
+      route, errors included.
+
+    One layer instead of three: each ASGI layer costs a wrapper per message on every request (bench/README.md).
+    """
+
+    def __init__(self, app: Any, registry: CollectorRegistry, max_body_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_body_bytes
         self.requests = Counter("imagemesh_http_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=registry)
         self.latency = Histogram("imagemesh_http_request_duration_seconds", "HTTP latency by route", ["route"],
                                  registry=registry)
+        # Label lookups take a lock and hash the label tuple; the children are few (routes x statuses), so kept.
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
+    def _limited(self, receive: Any) -> Any:
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        return limited_receive
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         errors.REQUEST_STARTED.set(started)
-        status = {"code": 500}
+        state = scope.setdefault("state", {})
+        status = 500
+        for name, value in scope["headers"]:
+            if name in (b"content-length", b"transfer-encoding") and value != b"0":
+                receive = self._limited(receive)
+                break
 
         async def observed_send(message: dict) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status = message["status"]
+                counted = state.get("ratelimit")
+                if counted:
+                    message = {**message, "headers": [*message.get("headers", []), *ratelimit_headers(counted)]}
             await send(message)
 
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            name = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(name, str(status["code"])).inc()
-            self.latency.labels(name).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            counter = self._counters.get((route, status))
+            if counter is None:
+                counter = self._counters[(route, status)] = self.requests.labels(route, str(status))
+            histogram = self._histograms.get(route)
+            if histogram is None:
+                histogram = self._histograms[route] = self.latency.labels(route)
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)

@@ -65,6 +65,9 @@ class GatewaySettings(ClientSettings):
     # Limits by bucket, "N/period"; a JSON object in IMAGEMESH_RATE_LIMITS overrides single buckets.
     rate_limits: dict[str, str] = Field(default_factory=dict)
     rate_limit_enabled: bool = True
+    # Count the windows in Redis ("redis://host:6379/0") instead of the job store's database: exact across every
+    # replica using it, and cheaper than PostgreSQL per request. Empty: the database (embedded SQLite by default).
+    rate_limit_redis_url: str = ""
 
     # image_url fetching: a bound on time and bytes, and the SSRF rules of shared/ssrf.py.
     fetch_timeout_s: float = 20.0
