@@ -99,6 +99,7 @@ class MeshProcesses:
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES
+    gateway: bool = True
     procs: dict[str, Proc] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     url: str = ""
@@ -119,6 +120,8 @@ class MeshProcesses:
                 address = f"127.0.0.1:{ports[name]}"
                 self.procs[name] = Proc([sys.executable, "-m", f"services.{name}"], env,
                                         ready=lambda address=address: _grpc_serving(address), name=name)
+            if not self.gateway:
+                return self
             http_port = free_port()
             self.url = f"http://127.0.0.1:{http_port}"
             env = {**base, **self.addresses, "IMAGEMESH_HTTP_PORT": str(http_port),
