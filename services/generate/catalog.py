@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from services.generate.families import FAMILIES, FamilyName
 from shared.errors import InvalidModel
 
 Operation = Literal["text_to_image", "image_to_image", "inpaint"]
@@ -39,6 +40,9 @@ class ModelEntry(BaseModel):
     revision: str | None = None
     # Pipeline class name from diffusers, or "auto" (DiffusionPipeline reads model_index.json).
     pipeline: str = "auto"
+    # The model family (families.py): how it is called and what its latents look like. A loaded pipeline of
+    # another family makes the entry FAILED.
+    family: FamilyName = "sd1"
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "auto"
     operations: tuple[Operation, ...] = ("text_to_image", "image_to_image")
     preload: bool = False
@@ -56,10 +60,42 @@ class ModelEntry(BaseModel):
     # Hard cap on width * height (0 = max_size squared). Sizes derived from an aspect ratio keep the default
     # size's pixel count instead, as real checkpoints are trained at about one pixel count.
     max_pixels: int = 0
-    supports_negative_prompt: bool = True
+    # Default: the family's (FLUX takes none; the request's negative prompt is dropped with a note).
+    supports_negative_prompt: bool = None  # type: ignore[assignment]  # filled in from the family
+    # T5 tokens the text encoder reads (families with T5: sd3, flux); 0 = the family's default (256, 512).
+    max_sequence_length: int = 0
+    # False: the model takes no guidance (guidance-distilled, like FLUX.1-schnell); a requested guidance_scale
+    # is ignored with a note and the model runs with `default_guidance`.
+    uses_guidance: bool = True
+    # What a steps or guidance_scale value outside the limits gets: "refuse" (INVALID_ARGUMENT) or "clamp" to
+    # the nearest limit with a note (models whose limits are tighter than the dialects' documented defaults,
+    # e.g. schnell's 1 to 4 steps against a dialect's default of 30).
+    out_of_range: Literal["refuse", "clamp"] = "refuse"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data):
+        if isinstance(data, dict):
+            fam = FAMILIES.get(data.get("family", "sd1"))
+            if fam is not None:
+                data = dict(data)
+                if data.get("supports_negative_prompt") is None:
+                    data["supports_negative_prompt"] = fam.negative_prompt
+                if not data.get("max_sequence_length"):
+                    data["max_sequence_length"] = fam.default_max_sequence_length
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
+        fam = FAMILIES[self.family]
+        if self.size_multiple % fam.size_multiple:
+            raise ValueError(f"model {self.id!r}: {self.family} sizes are multiples of {fam.size_multiple}; "
+                             f"size_multiple {self.size_multiple} is not")
+        if self.max_sequence_length and fam.t5_tokenizer is None:
+            raise ValueError(f"model {self.id!r}: max_sequence_length applies to families with a T5 encoder "
+                             f"(sd3, flux), not {self.family}")
+        if self.supports_negative_prompt and not fam.negative_prompt:
+            raise ValueError(f"model {self.id!r}: {self.family} pipelines take no negative prompt")
         if (self.path is None) == (self.hub is None):
             raise ValueError(f"model {self.id!r}: give exactly one of `path` or `hub`")
         if not (1 <= self.min_steps <= self.default_steps <= self.max_steps):

@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from services.generate import families
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
 from shared.errors import ModelUnavailable
@@ -64,6 +65,15 @@ def _folder_weight_bytes(path: Path) -> int:
 def _version(text: str) -> tuple[int, int]:
     parts = text.split(".")
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _operation_of(pipe: Any) -> str:
@@ -149,8 +159,15 @@ class ModelManager:
             pipe = self._from_pretrained(entry, source)
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model FAILED with its reason
             self._fail(slot, f"load failed: {type(exc).__name__}: {exc}")
-            gc.collect()
+            self._release()
             raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id) from None
+        loaded_family = families.family_of_pipeline(pipe)
+        if loaded_family != entry.family:
+            del pipe
+            self._release()
+            self._fail(slot, f"the registry says family {entry.family}, the checkpoint loads as a {loaded_family} "
+                             "pipeline: set `family:` in the registry")
+            raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id)
         size = pipeline_bytes(pipe)
         with self._lock:
             slot.pipe, slot.derived, slot.bytes, slot.loads = pipe, {}, size, slot.loads + 1
@@ -224,11 +241,17 @@ class ModelManager:
             slot.pipe, slot.derived, slot.bytes = None, {}, 0
             if slot.state == LoadState.READY:
                 slot.state = LoadState.NOT_LOADED
+        self._release()
+
+    def _release(self) -> None:
+        """Give freed pipeline memory back: collect cycles, empty the CUDA cache, and on glibc trim the heap
+        (freed tensors leave malloc arenas holding pages, so RSS would creep up as families are swapped)."""
         gc.collect()
         if self.device.kind == "cuda":
             import torch
 
             torch.cuda.empty_cache()
+        _malloc_trim()
 
     def unload_all(self) -> None:
         for entry_id in self.slots:
