@@ -60,13 +60,17 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def family_of_pipeline(pipe: Any) -> str:
-    """The family a loaded diffusers pipeline belongs to, from its class name (longest prefix wins)."""
-    name = type(pipe).__name__
+def family_of_class(name: str) -> str:
+    """The family of a diffusers pipeline class name (FluxImg2ImgPipeline -> flux); SD 1.x for any other."""
     for key in ("flux", "sd3", "sdxl"):
         if name.startswith(FAMILIES[key].pipeline_prefix):
             return key
     return "sd1"
+
+
+def family_of_pipeline(pipe: Any) -> str:
+    """The family a loaded diffusers pipeline belongs to, from its class name."""
+    return family_of_class(type(pipe).__name__)
 
 
 def unpack_latents(family_name: str, latents: Any, height: int, width: int) -> Any:

@@ -17,14 +17,14 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from services.generate.catalog import ModelEntry
+from services.generate.catalog import Catalog, ModelEntry
 from services.generate.families import unpack_latents
 from services.generate.settings import DEFAULT_MODELS_FILE
 from shared.clients import call
 from shared.errors import ImageMeshError
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
-from tests.generate.conftest import MODELS_DIR, params, pixels, start_generate, tiny_entry
+from tests.generate.conftest import MODELS_DIR, params, pixels, start_generate, tiny_entry, write_registry
 
 # The seed names each family answers to (services/generate/models.yaml), and the pipelines it must run.
 FAMILIES = {
@@ -272,8 +272,24 @@ def test_registry_checks_family_rules():
         ModelEntry(id="s", path="s", family="sd3", size_multiple=8)
     with pytest.raises(ValueError, match="max_sequence_length applies"):
         ModelEntry(id="x", path="x", family="sdxl", max_sequence_length=77)
-    flux = ModelEntry(id="f", path="f", family="flux", size_multiple=16, min_size=64, max_size=1024)
-    assert (flux.supports_negative_prompt, flux.max_sequence_length) == (False, 512)
+    flux = ModelEntry(id="f", path="f", family="flux", min_size=64, max_size=1024)
+    assert (flux.supports_negative_prompt, flux.max_sequence_length, flux.size_multiple) == (False, 512, 16)
+
+
+def test_an_entry_without_family_gets_it_from_the_checkpoint(tmp_path):
+    # Registries written before families (helm's SDXL entry, say) keep working: model_index.json names the class.
+    entries = [tiny_entry(name, name) for name in ("tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-flux-schnell")]
+    for entry in entries:
+        del entry["size_multiple"]  # the family's
+    entries.append(tiny_entry("by-class", "nowhere", pipeline="StableDiffusion3Pipeline", size_multiple=16))
+    catalog = Catalog.from_file(write_registry(tmp_path, entries), MODELS_DIR)
+    found = {e.id: (e.family, e.size_multiple, e.supports_negative_prompt, e.max_sequence_length)
+             for e in catalog.entries.values()}
+    assert found == {"tiny-sd": ("sd1", 8, True, 0), "tiny-sdxl": ("sdxl", 8, True, 0),
+                     "tiny-sd3": ("sd3", 16, True, 256), "tiny-flux-schnell": ("flux", 16, False, 512),
+                     "by-class": ("sd3", 16, True, 256)}
+    with pytest.raises(ValueError, match="'bad' is a flux model .* sizes are multiples of 16"):
+        Catalog.from_file(write_registry(tmp_path, [tiny_entry("bad", "tiny-flux-dev")]), MODELS_DIR)
 
 
 async def test_a_checkpoint_of_another_family_than_the_registry_says_is_failed(tmp_path):
