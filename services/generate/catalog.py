@@ -114,6 +114,8 @@ class ModelEntry(BaseModel):
         if self.max_sequence_length and fam.t5_tokenizer is None:
             raise ValueError(f"model {self.id!r}: max_sequence_length applies to families with a T5 encoder "
                              f"(sd3, flux), not {self.family}")
+        if not 0 <= self.max_sequence_length <= 512:  # diffusers' SD3 and FLUX pipelines refuse more
+            raise ValueError(f"model {self.id!r}: max_sequence_length must be 1 to 512")
         if self.supports_negative_prompt and not fam.negative_prompt:
             raise ValueError(f"model {self.id!r}: {self.family} pipelines take no negative prompt")
         return self

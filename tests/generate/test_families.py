@@ -141,7 +141,7 @@ async def test_batched_requests_give_the_images_of_separate_runs(fam, name):
     worker = fam.core.worker
     alone = [await generate(fam, model=name, **kw) for kw in BATCH]
     assert [r.metadata.batch_size for r in alone] == [1, 1, 1, 1]
-    worker.window_s = 5.0  # long enough that the four always meet; a full batch starts at once
+    worker.window_s = 3.0  # long enough that the four always meet; a full batch starts at once
     try:
         together = await asyncio.gather(*(generate(fam, model=name, **kw) for kw in BATCH))
     finally:
@@ -272,6 +272,8 @@ def test_registry_checks_family_rules():
         ModelEntry(id="s", path="s", family="sd3", size_multiple=8)
     with pytest.raises(ValueError, match="max_sequence_length applies"):
         ModelEntry(id="x", path="x", family="sdxl", max_sequence_length=77)
+    with pytest.raises(ValueError, match="max_sequence_length must be 1 to 512"):
+        ModelEntry(id="x", path="x", family="flux", max_sequence_length=1024)
     flux = ModelEntry(id="f", path="f", family="flux", min_size=64, max_size=1024)
     assert (flux.supports_negative_prompt, flux.max_sequence_length, flux.size_multiple) == (False, 512, 16)
 
