@@ -44,6 +44,8 @@ class Family:
     empty_negative_is_zeros: bool = False
     # Class-name prefix of its diffusers pipelines (FluxImg2ImgPipeline, StableDiffusionXLInpaintPipeline, ...).
     pipeline_prefix: str = ""
+    # What `dtype: auto` loads as on CUDA (FLUX's activations overflow float16; its checkpoints ship bfloat16).
+    cuda_dtype: str = "float16"
 
 
 FAMILIES: dict[str, Family] = {
@@ -52,7 +54,7 @@ FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", 16, 8, 1, 16, True, t5_tokenizer="tokenizer_3", default_max_sequence_length=256,
                   pipeline_prefix="StableDiffusion3"),
     "flux": Family("flux", 16, 8, 2, 16, False, t5_tokenizer="tokenizer_2", default_max_sequence_length=512,
-                   pipeline_prefix="Flux"),
+                   pipeline_prefix="Flux", cuda_dtype="bfloat16"),
 }
 
 

@@ -67,6 +67,16 @@ def _version(text: str) -> tuple[int, int]:
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
 
 
+def load_dtype(entry: ModelEntry, device_kind: str) -> str:
+    """The torch dtype an entry loads as: its own, or for `auto` half precision on CUDA (what GPUs are fast at;
+    bfloat16 for FLUX, whose activations overflow float16) and float32 elsewhere (CPUs compute half precision
+    slowly or not at all)."""
+    if entry.dtype != "auto":
+        return entry.dtype
+    family = families.FAMILIES.get(entry.family, families.FAMILIES["sd1"])
+    return family.cuda_dtype if device_kind == "cuda" else "float32"
+
+
 def _malloc_trim() -> None:
     try:
         import ctypes
@@ -188,10 +198,7 @@ class ModelManager:
         cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
         if cls is None:
             raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
-        dtype = entry.dtype
-        if dtype == "auto":
-            # Half precision is what GPUs are fast at; CPUs compute float16 slowly or not at all.
-            dtype = "float16" if self.device.kind == "cuda" else "float32"
+        dtype = load_dtype(entry, self.device.kind)
         # diffusers renamed torch_dtype to dtype (0.36); give whichever this version takes without a warning.
         dtype_key = "dtype" if _version(diffusers.__version__) >= (0, 36) else "torch_dtype"
         kwargs: dict[str, Any] = {dtype_key: getattr(torch, dtype)}

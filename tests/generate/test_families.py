@@ -19,6 +19,7 @@ from PIL import Image
 
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.families import unpack_latents
+from services.generate.loaded import load_dtype
 from services.generate.settings import DEFAULT_MODELS_FILE
 from shared.clients import call
 from shared.errors import ImageMeshError
@@ -276,6 +277,14 @@ def test_registry_checks_family_rules():
         ModelEntry(id="x", path="x", family="flux", max_sequence_length=1024)
     flux = ModelEntry(id="f", path="f", family="flux", min_size=64, max_size=1024)
     assert (flux.supports_negative_prompt, flux.max_sequence_length, flux.size_multiple) == (False, 512, 16)
+
+
+def test_auto_dtype_is_half_precision_on_cuda_bfloat16_for_flux():
+    entries = {f: ModelEntry(id=f, path=f, family=f, dtype="auto") for f in ("sd1", "sdxl", "sd3", "flux")}
+    assert {f: load_dtype(e, "cuda") for f, e in entries.items()} == {
+        "sd1": "float16", "sdxl": "float16", "sd3": "float16", "flux": "bfloat16"}
+    assert {load_dtype(e, "cpu") for e in entries.values()} == {"float32"}
+    assert load_dtype(ModelEntry(id="x", path="x", family="flux", dtype="float16"), "cuda") == "float16"
 
 
 def test_an_entry_without_family_gets_it_from_the_checkpoint(tmp_path):
