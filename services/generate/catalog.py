@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import InvalidModel
 
-Operation = Literal["text_to_image", "image_to_image", "inpaint"]
+# control, instruct_edit, style, style_transfer and segment: services/generate/control.py.
+Operation = Literal["text_to_image", "image_to_image", "inpaint", "control", "instruct_edit", "style",
+                    "style_transfer", "segment"]
 # Names that mean "whatever the default model is".
 DEFAULT_NAMES = frozenset({"", "auto", "default"})
 
@@ -57,6 +59,9 @@ class ModelEntry(BaseModel):
     # size's pixel count instead, as real checkpoints are trained at about one pixel count.
     max_pixels: int = 0
     supports_negative_prompt: bool = True
+    # An IP-Adapter folder (ip-adapter.safetensors + image_encoder/, relative to the models dir or absolute) loaded
+    # onto the pipeline with load_ip_adapter: what the style and style_transfer operations need.
+    ip_adapter: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
@@ -68,6 +73,10 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model {self.id!r}: min_size and max_size must be multiples of size_multiple")
         if not self.operations:
             raise ValueError(f"model {self.id!r}: list at least one operation")
+        if {"style", "style_transfer"} & set(self.operations) and not self.ip_adapter:
+            raise ValueError(f"model {self.id!r}: style operations need `ip_adapter`")
+        if "segment" in self.operations and len(self.operations) > 1:
+            raise ValueError(f"model {self.id!r}: a segmentation model does nothing else")
         return self
 
     @property
@@ -148,6 +157,11 @@ class Catalog:
                 f"The specified model {name!r} is not supported; supported: {', '.join(supported)}",
                 field="model", supported_models=supported,
             ) from None
+
+    def local_path(self, path: str) -> Path:
+        """A registry path: relative to the models dir, or absolute."""
+        resolved = Path(path).expanduser()
+        return resolved if resolved.is_absolute() else self.models_dir / resolved
 
     def source_of(self, entry: ModelEntry) -> ResolvedSource:
         if entry.hub is not None:

@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from services.generate import control
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
 from shared.errors import ModelUnavailable
@@ -184,7 +185,13 @@ class ModelManager:
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
+        if control.SEGMENT in entry.operations:
+            from services.generate import segmentation
+
+            return segmentation.load(source.location, self.device.name, getattr(torch, dtype))
         pipe = cls.from_pretrained(source.location, **kwargs)
+        if entry.ip_adapter:
+            control.load_ip_adapter(pipe, self.registry.local_path(entry.ip_adapter))
         pipe.to(self.device.name)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -193,12 +200,13 @@ class ModelManager:
         if operation in slot.derived:
             return slot.derived[operation]
         pipe = slot.pipe
-        if _operation_of(pipe) != operation:
+        base = control.DERIVED.get(operation, operation)
+        if operation not in control.NATIVE and _operation_of(pipe) != base:
             import diffusers
 
             auto = {"text_to_image": diffusers.AutoPipelineForText2Image,
                     "image_to_image": diffusers.AutoPipelineForImage2Image,
-                    "inpaint": diffusers.AutoPipelineForInpainting}[operation]
+                    "inpaint": diffusers.AutoPipelineForInpainting}[base]
             # from_pipe shares the loaded modules: image-to-image costs no extra memory.
             pipe = auto.from_pipe(pipe)
             pipe.set_progress_bar_config(disable=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate import control
 from services.generate.request import Plan
 
 
@@ -71,12 +72,13 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
     )
     if first.operation == "text_to_image":
         kwargs.update(width=first.width, height=first.height)
-    else:
+    elif init_images:
         kwargs["image"] = init_images
     if first.operation == "image_to_image":
         kwargs["strength"] = first.strength
     if first.operation == "inpaint":
         kwargs.update(mask_image=masks, width=first.width, height=first.height)
+    control.update_kwargs(pipe, kwargs, list(plans))
 
     original = _swap_scheduler(pipe, first.scheduler)
     try:
@@ -86,7 +88,7 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
             pipe.scheduler = original
     out, offset = [], 0
     for plan in plans:
-        out.append(list(images[offset:offset + plan.num_images]))
+        out.append(control.finish(plan, list(images[offset:offset + plan.num_images])))
         offset += plan.num_images
     return out
 

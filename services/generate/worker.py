@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate import control
 from services.generate.loaded import ModelManager
 from services.generate.metrics import GenerateMetrics
 from services.generate.pipeline_call import Interrupted, run_batch, scheduler_name, truncation_notes
@@ -206,6 +207,17 @@ class DeviceWorker:
             for job in live:
                 job.emit(common_pb2.Progress(stage=common_pb2.STAGE_LOADING, message=f"Loading model {plan.entry.id}"))
 
+        # Search edits find their region first (a segmentation model); a request whose search finds nothing fails
+        # alone.
+        refused: dict[int, BaseException] = {}
+        for job in live:
+            try:
+                control.resolve_region(self.manager, job.plan)
+            except ImageMeshError as exc:
+                refused[id(job)] = exc
+        live = [job for job in live if id(job) not in refused]
+        if not live:
+            return {id(job): refused.get(id(job), Cancelled("generation cancelled by the client")) for job in batch}
         try:
             pipe, load_s = self.manager.acquire(plan.entry, plan.operation, loading)
         except ImageMeshError as exc:
@@ -247,7 +259,7 @@ class DeviceWorker:
             self.metrics.observe_batch(plan.entry.id, len(live), n_images, inference_s)
         used_scheduler = scheduler_name(pipe, plan.scheduler)
         outcomes: dict[int, Outcome | BaseException] = {
-            id(job): Cancelled("generation cancelled by the client") for job in batch
+            id(job): refused.get(id(job), Cancelled("generation cancelled by the client")) for job in batch
         }
         for job, job_images in zip(live, images):
             outcomes[id(job)] = Outcome(
