@@ -169,13 +169,18 @@ class ModelManager:
         import diffusers
         import torch
 
-        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
-        if cls is None:
-            raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
         dtype = entry.dtype
         if dtype == "auto":
             # Half precision is what GPUs are fast at; CPUs compute float16 slowly or not at all.
             dtype = "float16" if self.device.kind == "cuda" else "float32"
+        if control.SEGMENT in entry.operations:
+            # A segmentation model (CLIPSeg) is a transformers model, not a diffusers pipeline.
+            from services.generate import segmentation
+
+            return segmentation.load(source.location, self.device.name, getattr(torch, dtype))
+        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
+        if cls is None:
+            raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
         # diffusers renamed torch_dtype to dtype (0.36); give whichever this version takes without a warning.
         dtype_key = "dtype" if _version(diffusers.__version__) >= (0, 36) else "torch_dtype"
         kwargs: dict[str, Any] = {dtype_key: getattr(torch, dtype)}
@@ -185,10 +190,6 @@ class ModelManager:
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-        if control.SEGMENT in entry.operations:
-            from services.generate import segmentation
-
-            return segmentation.load(source.location, self.device.name, getattr(torch, dtype))
         pipe = cls.from_pretrained(source.location, **kwargs)
         if entry.ip_adapter:
             control.load_ip_adapter(pipe, self.registry.local_path(entry.ip_adapter))

@@ -48,7 +48,16 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
-from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
+from shared.errors import (
+    Cancelled,
+    ImageMeshError,
+    Internal,
+    InvalidArgument,
+    NotImplementedYet,
+    SubjectMaskRequired,
+    from_detail,
+)
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -260,6 +269,25 @@ class OrchestratorCore:
 
     async def _generate(self, parameters: gen_pb.GenerateParameters,
                         on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
+        """Generate, chaining BackgroundRemoval when Generate asks for the image's subject mask (an inpaint whose
+        search prompt names the main subject: Generate's rule, docs/generate.md)."""
+        try:
+            return await self._generate_batches(parameters, on_progress)
+        except SubjectMaskRequired:
+            if parameters.HasField("subject_mask") or not parameters.HasField("init_image"):
+                raise
+        cut = await clients.call(self.backends.background_removal.RemoveBackground, br_pb.RemoveBackgroundRequest(
+            image=parameters.init_image, output_format=common_pb2.IMAGE_FORMAT_PNG,
+            options=br_pb.RemovalOptions(only_mask=True)), timeout=self.settings.backend_timeout_s)
+        with_mask = gen_pb.GenerateParameters()
+        with_mask.CopyFrom(parameters)
+        with_mask.subject_mask.CopyFrom(cut.image)
+        reply = await self._generate_batches(with_mask, on_progress)
+        reply.notes.append(f"subject mask by background removal ({cut.model_id})")
+        return reply
+
+    async def _generate_batches(self, parameters: gen_pb.GenerateParameters,
+                                on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
         """One Generate request, or, past the model's per-request image limit, consecutive requests of at most
         that many images whose seeds continue image by image, merged into one response."""
         total = parameters.num_images or 1

@@ -27,7 +27,7 @@ def entries() -> list[dict]:
         tiny_entry("tiny-sd-instruct", "tiny-sd-instruct", pipeline="StableDiffusionInstructPix2PixPipeline",
                    operations=["instruct_edit"]),
         tiny_entry("tiny-sd-style", "tiny-sd", ip_adapter="tiny-ip-adapter", operations=["style", "style_transfer"]),
-        tiny_entry("tiny-clipseg", "tiny-clipseg", operations=["segment"]),
+        tiny_entry("tiny-clipseg", "tiny-clipseg", pipeline="CLIPSegForImageSegmentation", operations=["segment"]),
     ]
 
 
