@@ -197,16 +197,31 @@ async def test_bad_values_are_http_errors_in_a1111_shape(live_gateway):
         assert reply.status_code in (400, 404) and "nonexistent" in reply.json()["detail"]
 
 
-async def test_controlnet_is_refused_with_a_clear_message(client):
-    unit = webuiapi.ControlNetUnit(image=gradient_rgb(64, 64), module="canny", model="control_canny")
+@pytest.mark.parametrize("module,path", [("canny", "controlnet:canny"), ("lineart_realistic", "controlnet:lineart")])
+async def test_controlnet_units_run_generates_controlnet(client, module, path):
+    unit = webuiapi.ControlNetUnit(image=disc_rgba(64).convert("RGB"), module=module, model="control_canny",
+                                   weight=0.7)
+    # A fresh alwayson_scripts: webuiapi adds ControlNet to the dict it is given, its default included.
+    result = await asyncio.to_thread(client.txt2img, prompt="x", controlnet_units=[unit], alwayson_scripts={},
+                                     width=72, height=64, steps=2)
+    assert result.images[0].size == (72, 64)
+    assert result.info["sd_model_name"] == "tiny-sd-controlnet"
+    assert result.info["extra_generation_params"]["ControlNet"] == path
+
+
+async def test_controlnet_refusals_say_why(client):
+    unit = webuiapi.ControlNetUnit(image=gradient_rgb(64, 64), module="depth_midas", model="control_depth")
     with pytest.raises(RuntimeError) as caught:
-        # A fresh alwayson_scripts: webuiapi adds ControlNet to the dict it is given, its default included.
         await asyncio.to_thread(client.txt2img, prompt="x", controlnet_units=[unit], alwayson_scripts={}, **SMALL)
     status, text = caught.value.args
+    assert status == 400 and "depth_midas" in json.loads(text)["detail"] and "canny" in json.loads(text)["detail"]
+    unit = webuiapi.ControlNetUnit(image=gradient_rgb(64, 64), module="canny", model="control_canny")
+    with pytest.raises(RuntimeError) as caught:
+        await asyncio.to_thread(client.img2img, images=[gradient_rgb(64, 64)], prompt="x", controlnet_units=[unit],
+                                alwayson_scripts={}, **SMALL)
+    status, text = caught.value.args
     body = json.loads(text)
-    assert status == 501 and body["detail"] == \
-        "ControlNet is not available on this deployment (Generate has no ControlNet pipeline yet)"
-    assert body["reason"] == "NOT_IMPLEMENTED"
+    assert status == 501 and body["reason"] == "NOT_IMPLEMENTED" and "txt2img" in body["detail"]
 
 
 async def test_progress_of_a_running_job_and_interrupt_cancels_it(client):
