@@ -147,11 +147,11 @@ def build_clipseg(dest: str | Path, clip_vocab_path: str | Path, seed: int = 13)
     import torch
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
 
-    text = dict(vocab_size=tiny.VOCAB_SIZE, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=tiny.MAX_TOKENS, bos_token_id=tiny.BOS_ID,
-                eos_token_id=tiny.EOS_ID, pad_token_id=tiny.EOS_ID)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=CLIPSEG_SIZE, patch_size=8)
+    text = {"vocab_size": tiny.VOCAB_SIZE, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": tiny.MAX_TOKENS, "bos_token_id": tiny.BOS_ID,
+            "eos_token_id": tiny.EOS_ID, "pad_token_id": tiny.EOS_ID}
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": CLIPSEG_SIZE, "patch_size": 8}
     config = CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=32, extract_layers=[0, 1],
                            reduce_dim=16, decoder_num_attention_heads=4, decoder_intermediate_size=32)
     torch.manual_seed(seed)

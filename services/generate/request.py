@@ -246,9 +246,8 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
 
     strength = None
     init_image = mask_image = None
-    if operation in control.NEEDS_INIT_IMAGE:
-        if inp.init_image is None:
-            raise MissingImage(f"{operation} needs init_image", field="init_image")
+    if operation in control.NEEDS_INIT_IMAGE and inp.init_image is None:
+        raise MissingImage(f"{operation} needs init_image", field="init_image")
     control.check_inputs(inp, operation)
     search = control.search_region(inp, registry, notes) if operation == "inpaint" else None
     if inp.mask_from_alpha:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from shared import clients
 from shared.clients import create_channel
@@ -11,6 +13,7 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc
 from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
 from tests.gateway.helpers import decode_image
 from tests.images import b64, disc_rgba, gradient_rgb
+from tests.mesh import MODELS_DIR
 
 SEED = SEEDS["003"]
 BASE = "/api/image-studio"
@@ -224,18 +227,12 @@ async def test_edit_search_without_search_text_or_mask_says_what_is_missing(http
 
 
 def _changed(before, after):
-    import numpy as np
-
     return np.abs(np.asarray(before, dtype=np.int16) - np.asarray(after, dtype=np.int16)).max(axis=2) > 0
 
 
 async def test_search_replace_finds_the_region_with_clipseg(http):
     """A search text that is not the main subject: Generate's segmentation model finds the region and only that
     region is repainted."""
-    from tests.mesh import MODELS_DIR
-
-    from PIL import Image
-
     source = Image.open(MODELS_DIR / "testdata" / "astronaut.png").convert("RGB").resize((64, 64))
     reply = await http.post(f"{BASE}/edit/process", json={
         "image_base64": data_url(source), "operation": "search_replace", "prompt": "a golden helmet",
@@ -253,9 +250,6 @@ async def test_search_replace_finds_the_region_with_clipseg(http):
 async def test_search_recolor_of_the_subject_uses_the_subject_mask(http):
     """A select text naming the main subject: the orchestrator chains BackgroundRemoval's subject mask into
     Generate, and only the subject (a red disc on grey) changes colour."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
     source = Image.new("RGB", (128, 128), (128, 128, 128))
     ImageDraw.Draw(source).ellipse((40, 40, 88, 88), fill=(220, 20, 20))
     reply = await http.post(f"{BASE}/edit/process", json={

@@ -67,7 +67,7 @@ MODEL_FOR = {pb.GENERATE_OPERATION_CONTROL: "tiny-sd-controlnet", pb.GENERATE_OP
 
 
 async def run(gen, **kwargs) -> pb.GenerateResponse:
-    base = dict(prompt="a house", steps=STEPS, seed=7, model=MODEL_FOR.get(kwargs.get("operation"), ""))
+    base = {"prompt": "a house", "steps": STEPS, "seed": 7, "model": MODEL_FOR.get(kwargs.get("operation"), "")}
     base.update(kwargs)
     return await gen.stub.Generate(pb.GenerateRequest(parameters=pb.GenerateParameters(**base)))
 
