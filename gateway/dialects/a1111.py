@@ -4,8 +4,9 @@ txt2img and img2img run one Generate job each (batch_size x n_iter images; the o
 extra-single-image runs Upscale, /rembg runs BackgroundRemoval. /progress, /interrupt and /skip act on the caller's
 running A1111 jobs, found through the orchestrator (ListJobs, label dialect=a1111), so any replica answers them.
 Options (sd_model_checkpoint, samples_format, and anything else a client stores) are kept per owner in the
-gateway's database. What A1111 does and this deployment cannot (ControlNet, hires fix, face restoration, styles,
-scripts) is refused with a message that says so; docs/a1111.md lists it all.
+gateway's database. A ControlNet unit in alwayson_scripts runs Generate's ControlNet (txt2img). What A1111 does and
+this deployment cannot (ControlNet with img2img, hires fix, face restoration, styles, scripts) is refused with a
+message that says so; docs/a1111.md lists it all.
 
 Errors: 422 validation failures in FastAPI's shape {"detail": [{"loc", "msg", "type"}]}; every other error as A1111's
 api_middleware renders one: {"error": type, "detail": message, "body": "", "errors": "status: message"} plus the
