@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from services.generate import segmentation
 from shared import clients
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
@@ -243,8 +244,11 @@ async def test_search_replace_finds_the_region_with_clipseg(http):
     assert body["metadata"]["path"] == "search:clipseg"
     out = decode_image(body["image_base64"]).convert("RGB")
     assert out.size == (64, 64)
+    # The same segmentation model, run here, selects the region: the edit happened there and nowhere else.
+    region = np.asarray(segmentation.load(str(MODELS_DIR / "tiny-clipseg"), "cpu", None).region(source, "helmet")) > 0
+    assert 0 < region.mean() < 1
     changed = _changed(source, out)
-    assert 0 < changed.mean() < 1  # part of the image, not all of it
+    assert not changed[~region].any() and changed[region].mean() > 0.9
 
 
 async def test_search_recolor_of_the_subject_uses_the_subject_mask(http):
