@@ -550,6 +550,22 @@ def _catalogue_operation(request: Request, kind: str, name: str) -> dict:
     return operations[name]
 
 
+def _option_number(options: dict[str, Any], name: str) -> float | None:
+    """A number from the free-form `options` object; anything else is the client's error, named."""
+    value = options.get(name)
+    if value is None:
+        return None
+    number = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None:
+        raise InvalidArgument(f"options.{name} must be a number", field=f"options.{name}")
+    return number
+
+
 @router.post("/edit/process", response_model=ImageReply, dependencies=[GUARD], summary="Edit Studio operations")
 async def edit_process(body: EditBody, request: Request) -> ImageReply:
     settings = request.app.state.settings
@@ -568,7 +584,7 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
         label = {"inpaint": "inpainting", "outpaint": "outpainting"}.get(body.operation, body.operation)
         raise InvalidArgument(f"Prompt is required for {label}", field="prompt")
     mask = decode_base64_image(body.mask_base64, "mask_base64", settings.max_image_bytes) if body.mask_base64 else None
-    strength = body.options.get("strength")
+    strength = _option_number(body.options, "strength")
     outpaint = None
     search_prompt = None
     mask_msg = common_pb2.Image(data=mask) if mask else None
@@ -585,14 +601,14 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
             raise InvalidArgument(f"{field} is required for {body.operation} (or give mask_base64)", field=field)
     elif body.operation != "inpaint":
         mask_msg = None  # an inpaint without a mask is Generate's whole-image repaint
-    image_guidance = body.options.get("image_guidance_scale") if body.operation == "general_edit" else None
+    image_guidance = _option_number(body.options, "image_guidance_scale") if body.operation == "general_edit" else None
     job, model = await _generative(
         request, operation=body.operation, mesh_op=mesh_op, model_name=body.model, prompt=prompt,
         negative_prompt=body.negative_prompt, image=image, mask=mask_msg,
-        strength=float(strength) if strength is not None else None, steps=body.steps,
+        strength=strength, steps=body.steps,
         guidance_scale=body.guidance_scale, seed=body.seed, style_preset=body.style_preset,
         output_format=body.output_format, outpaint=outpaint, search_prompt=search_prompt,
-        image_guidance_scale=float(image_guidance) if image_guidance is not None else None)
+        image_guidance_scale=image_guidance)
     return await _image_reply(request, job, body.operation, "imagemesh", {"model": model.id})
 
 

@@ -213,6 +213,8 @@ async def test_generative_edits_run_their_models(http, operation, path):
     ({"operation": "inpaint"}, "Prompt is required for inpainting"),
     ({"operation": "teleport"}, "Unsupported operation"),
     ({"operation": "remove_background", "image_base64": "!!!"}, "not valid base64"),
+    ({"operation": "general_edit", "prompt": "x", "options": {"image_guidance_scale": [1]}},
+     "options.image_guidance_scale must be a number"),
 ])
 async def test_edit_errors(http, payload, detail):
     body = {"image_base64": data_url(gradient_rgb(16, 16)), **payload}
