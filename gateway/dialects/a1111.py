@@ -4,9 +4,9 @@ txt2img and img2img run one Generate job each (batch_size x n_iter images; the o
 extra-single-image runs Upscale, /rembg runs BackgroundRemoval. /progress, /interrupt and /skip act on the caller's
 running A1111 jobs, found through the orchestrator (ListJobs, label dialect=a1111), so any replica answers them.
 Options (sd_model_checkpoint, samples_format, and anything else a client stores) are kept per owner in the
-gateway's database. A ControlNet unit in alwayson_scripts runs Generate's ControlNet (txt2img). What A1111 does and
-this deployment cannot (ControlNet with img2img, hires fix, face restoration, styles, scripts) is refused with a
-message that says so; docs/a1111.md lists it all.
+gateway's database. A ControlNet unit in alwayson_scripts runs Generate's ControlNet. What A1111 does and this
+deployment cannot (ControlNet with an inpainting mask, hires fix, face restoration, styles, scripts) is refused with
+a message that says so; docs/a1111.md lists it all.
 
 Errors: 422 validation failures in FastAPI's shape {"detail": [{"loc", "msg", "type"}]}; every other error as A1111's
 api_middleware renders one: {"error": type, "detail": message, "body": "", "errors": "status: message"} plus the
@@ -382,14 +382,20 @@ async def _generate(request: Request, body: _Processing, operation: int, endpoin
                     strength: float | None = None) -> dict[str, Any]:
     _refuse_unsupported(body)
     unit = _control_unit(body)
+    control_image = None
     if unit is not None:
-        if operation != gen_pb.GENERATE_OPERATION_TEXT_TO_IMAGE:
-            raise NotImplementedYet("ControlNet is available with txt2img on this deployment, not with img2img",
+        if operation == gen_pb.GENERATE_OPERATION_INPAINT:
+            raise NotImplementedYet("ControlNet with an inpainting mask is not available on this deployment",
                                     field="alwayson_scripts.ControlNet")
-        # ControlNet over txt2img: Generate preprocesses the unit's image and runs its ControlNet pipeline.
-        operation = gen_pb.GENERATE_OPERATION_CONTROL
-        init_image = common_pb2.Image(data=decode_base64_image(
+        # Generate preprocesses the unit's image and runs its ControlNet pipeline: over txt2img the unit's image is
+        # the control image; over img2img the init image is repainted (denoising_strength) under it.
+        unit_image = common_pb2.Image(data=decode_base64_image(
             unit.image, "alwayson_scripts.ControlNet.image", request.app.state.settings.max_image_bytes))
+        if operation == gen_pb.GENERATE_OPERATION_TEXT_TO_IMAGE:
+            init_image = unit_image
+        else:
+            control_image = unit_image
+        operation = gen_pb.GENERATE_OPERATION_CONTROL
     sampler_name, scheduler = _sampler(body)
     options = await _stored_options(request)
     model = await _model(request, body, options, operation)
@@ -402,6 +408,8 @@ async def _generate(request: Request, body: _Processing, operation: int, endpoin
     params.scheduler = scheduler
     if unit is not None:
         params.control_preprocessor, params.control_strength = unit.preprocessor, unit.weight
+    if control_image is not None:
+        params.control_image.CopyFrom(control_image)
     job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT, endpoint=endpoint)
     result = job.result.generate
     images = []

@@ -30,6 +30,8 @@ GENERATION_OPERATIONS = (CONTROL, INSTRUCT, STYLE, STYLE_TRANSFER)
 # Operations whose loaded pipeline is used as it is; the others derive from it (AutoPipeline.from_pipe).
 NATIVE = (CONTROL, INSTRUCT, SEGMENT)
 DERIVED = {STYLE: "text_to_image", STYLE_TRANSFER: "image_to_image"}
+# The pipeline key of ControlNet image-to-image (a control_image given): derived from the ControlNet pipeline.
+CONTROL_IMG2IMG = "control_img2img"
 NEEDS_INIT_IMAGE = ("image_to_image", "inpaint", CONTROL, INSTRUCT, STYLE_TRANSFER)
 
 PREPROCESSORS = ("canny", "lineart", "scribble", "none")
@@ -54,6 +56,7 @@ class EditPlan:
     search_prompt: str = ""
     segmenter: Any = None  # the registry entry of the segmentation model (search:clipseg)
     batch_token: int = 0  # requests with their own style image never share a call (one IP-Adapter image per call)
+    img2img: bool = False  # control: init_image is repainted (strength) under control_image
 
     def key(self) -> tuple:
         return (self.path, self.control_strength, self.style_strength, self.image_guidance_scale, self.batch_token)
@@ -89,12 +92,23 @@ def _range(name: str, value: float, low: float, high: float) -> float:
 # -- validation (request.validate calls these) -----------------------------------------------------------------
 
 
+def takes_strength(inp: Any, operation: str) -> bool:
+    """Operations that repaint init_image by `strength`."""
+    return operation in ("image_to_image", STYLE_TRANSFER) or (operation == CONTROL and inp.control_image is not None)
+
+
+def pipeline_operation(operation: str, edit: EditPlan | None) -> str:
+    return CONTROL_IMG2IMG if operation == CONTROL and edit is not None and edit.img2img else operation
+
+
 def check_inputs(inp: Any, operation: str) -> None:
     """Images and options an operation needs, and the ones it does not take (before anything is resized)."""
     if operation in (STYLE, STYLE_TRANSFER) and inp.style_image is None:
         raise MissingImage(f"{operation} needs style_image (the style reference)", field="style_image")
     if inp.search_prompt.strip() and operation != "inpaint":
         raise InvalidArgument(f"search_prompt applies to inpaint, not {operation}", field="search_prompt")
+    if inp.control_image is not None and operation != CONTROL:
+        raise InvalidArgument(f"control_image applies to control, not {operation}", field="control_image")
     if inp.control_preprocessor and operation != CONTROL:
         raise InvalidArgument(f"control_preprocessor applies to control, not {operation}",
                               field="control_preprocessor")
@@ -146,11 +160,15 @@ def plan_edit(inp: Any, operation: str, init_image: Image.Image | None, search: 
         name = inp.control_preprocessor or DEFAULT_PREPROCESSOR
         strength = DEFAULT_CONTROL_STRENGTH if inp.control_strength is None else \
             _range("control_strength", inp.control_strength, 0.0, 2.0)
-        control_image = preprocess(init_image, name)
+        img2img = inp.control_image is not None
+        source = inp.control_image.convert("RGB").resize(init_image.size, Image.LANCZOS) if img2img else init_image
+        control_image = preprocess(source, name)
         how = {"canny": "Canny edges (OpenCV {}/{})".format(*CANNY_THRESHOLDS), "lineart": "lineart (PIL)",
                "scribble": "scribble (PIL)", "none": "no preprocessing"}[name]
-        notes.append(f"control: {how} of the control image steer ControlNet at conditioning scale {strength:g}")
-        return EditPlan(path=f"controlnet:{name}", control_image=control_image, control_strength=strength)
+        notes.append(f"control: {how} of the control image steer ControlNet at conditioning scale {strength:g}"
+                     + (", repainting init_image" if img2img else ""))
+        return EditPlan(path=f"controlnet:{name}" + (":img2img" if img2img else ""), control_image=control_image,
+                        control_strength=strength, img2img=img2img)
     if operation == INSTRUCT:
         scale = DEFAULT_IMAGE_GUIDANCE if inp.image_guidance_scale is None else \
             _range("image_guidance_scale", inp.image_guidance_scale, 1.0, 5.0)
@@ -194,7 +212,10 @@ def update_kwargs(pipe: Any, kwargs: dict[str, Any], plans: list[Any]) -> None:
     if edit is None:
         return
     per_image = [(plan, seed) for plan in plans for seed in plan.seeds]
-    if first.operation == CONTROL:
+    if first.operation == CONTROL and edit.img2img:
+        kwargs.update(control_image=[plan.edit.control_image for plan, _ in per_image], strength=first.strength,
+                      width=first.width, height=first.height, controlnet_conditioning_scale=edit.control_strength)
+    elif first.operation == CONTROL:
         kwargs.update(image=[plan.edit.control_image for plan, _ in per_image], width=first.width,
                       height=first.height, controlnet_conditioning_scale=edit.control_strength)
     elif first.operation == INSTRUCT:

@@ -202,6 +202,14 @@ class ModelManager:
             return slot.derived[operation]
         pipe = slot.pipe
         base = control.DERIVED.get(operation, operation)
+        if operation == control.CONTROL_IMG2IMG:
+            # StableDiffusionControlNetImg2ImgPipeline, sharing the loaded ControlNet pipeline's modules.
+            import diffusers
+
+            pipe = diffusers.AutoPipelineForImage2Image.from_pipe(pipe)
+            pipe.set_progress_bar_config(disable=True)
+            slot.derived[operation] = pipe
+            return pipe
         if operation not in control.NATIVE and _operation_of(pipe) != base:
             import diffusers
 

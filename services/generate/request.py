@@ -59,6 +59,7 @@ class GenerateInput:
     image_guidance_scale: float | None = None
     search_prompt: str = ""
     subject_mask: Image.Image | None = None
+    control_image: Image.Image | None = None
 
 
 @dataclass
@@ -94,6 +95,11 @@ class Plan:
     def path(self) -> str:
         """Which model path runs (GenerationMetadata.path)."""
         return self.edit.path if self.edit is not None else self.operation
+
+    @property
+    def pipeline_operation(self) -> str:
+        """Which of the loaded model's pipelines runs (ControlNet image-to-image derives from the ControlNet one)."""
+        return control.pipeline_operation(self.operation, self.edit)
 
     @property
     def num_images(self) -> int:
@@ -264,7 +270,7 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
     elif operation == "inpaint" and inp.mask_image is None and search is None:
         inp.mask_image = full_mask(inp.init_image.size)
         notes.append("no mask_image: the whole image is repainted")
-    if operation in ("image_to_image", control.STYLE_TRANSFER):
+    if control.takes_strength(inp, operation):
         strength = DEFAULT_STRENGTH if inp.strength is None else float(inp.strength)
         _check_range("strength", strength, 0.01, 1.0)
         if int(steps * strength) < 1:

@@ -66,7 +66,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             style_image=image("style_image"),
             style_strength=p.style_strength if p.HasField("style_strength") else None,
             image_guidance_scale=p.image_guidance_scale if p.HasField("image_guidance_scale") else None,
-            search_prompt=p.search_prompt, subject_mask=image("subject_mask"),
+            search_prompt=p.search_prompt, subject_mask=image("subject_mask"), control_image=image("control_image"),
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:

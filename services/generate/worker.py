@@ -219,7 +219,7 @@ class DeviceWorker:
         if not live:
             return {id(job): refused.get(id(job), Cancelled("generation cancelled by the client")) for job in batch}
         try:
-            pipe, load_s = self.manager.acquire(plan.entry, plan.operation, loading)
+            pipe, load_s = self.manager.acquire(plan.entry, plan.pipeline_operation, loading)
         except ImageMeshError as exc:
             return {id(job): exc for job in batch}
         # Callers may have left while the model loaded.

@@ -217,11 +217,20 @@ async def test_controlnet_refusals_say_why(client):
     assert status == 400 and "depth_midas" in json.loads(text)["detail"] and "canny" in json.loads(text)["detail"]
     unit = webuiapi.ControlNetUnit(image=gradient_rgb(64, 64), module="canny", model="control_canny")
     with pytest.raises(RuntimeError) as caught:
-        await asyncio.to_thread(client.img2img, images=[gradient_rgb(64, 64)], prompt="x", controlnet_units=[unit],
-                                alwayson_scripts={}, **SMALL)
+        await asyncio.to_thread(client.img2img, images=[gradient_rgb(64, 64)], mask_image=disc_rgba(64), prompt="x",
+                                controlnet_units=[unit], alwayson_scripts={}, **SMALL)
     status, text = caught.value.args
     body = json.loads(text)
-    assert status == 501 and body["reason"] == "NOT_IMPLEMENTED" and "txt2img" in body["detail"]
+    assert status == 501 and body["reason"] == "NOT_IMPLEMENTED" and "inpainting mask" in body["detail"]
+
+
+async def test_controlnet_with_img2img_repaints_the_init_image_under_control(client):
+    unit = webuiapi.ControlNetUnit(image=disc_rgba(64).convert("RGB"), module="scribble", model="control_scribble")
+    result = await asyncio.to_thread(client.img2img, images=[gradient_rgb(72, 64)], prompt="x", controlnet_units=[unit],
+                                     alwayson_scripts={}, denoising_strength=0.6, steps=4, width=72, height=64)
+    assert result.images[0].size == (72, 64)
+    assert result.info["sd_model_name"] == "tiny-sd-controlnet" and result.info["denoising_strength"] == 0.6
+    assert result.info["extra_generation_params"]["ControlNet"] == "controlnet:scribble:img2img"
 
 
 async def test_progress_of_a_running_job_and_interrupt_cancels_it(client):

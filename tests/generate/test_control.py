@@ -119,6 +119,17 @@ async def test_the_control_image_steers_the_output(gen):
     assert np.abs(first - other).mean() > 1.0
 
 
+async def test_control_with_a_control_image_repaints_init_image_under_it(gen):
+    def call(box):
+        return run(gen, operation=pb.GENERATE_OPERATION_CONTROL, init_image=msg(photo((72, 64))), strength=0.75,
+                   steps=4, control_image=msg(square(box=box)), control_preprocessor="canny")
+    first = await call((16, 16, 48, 48))
+    assert first.metadata.path == "controlnet:canny:img2img"
+    assert pixels(first.images[0].image).shape == (64, 72, 3)
+    other = await call((4, 30, 60, 40))
+    assert np.abs(pixels(first.images[0].image) - pixels(other.images[0].image)).mean() > 1.0
+
+
 async def test_unknown_preprocessor_is_refused(gen):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await run(gen, operation=pb.GENERATE_OPERATION_CONTROL, init_image=msg(square()), control_preprocessor="hed")

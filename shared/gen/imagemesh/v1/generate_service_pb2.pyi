@@ -44,7 +44,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "control_preprocessor", "control_strength", "style_image", "style_strength", "image_guidance_scale", "search_prompt", "subject_mask")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "control_preprocessor", "control_strength", "style_image", "style_strength", "image_guidance_scale", "search_prompt", "subject_mask", "control_image")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class GenerateParameters(_message.Message):
     IMAGE_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_PROMPT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_MASK_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_IMAGE_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -105,7 +106,8 @@ class GenerateParameters(_message.Message):
     image_guidance_scale: float
     search_prompt: str
     subject_mask: _common_pb2.Image
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., control_preprocessor: _Optional[str] = ..., control_strength: _Optional[float] = ..., style_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., style_strength: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., search_prompt: _Optional[str] = ..., subject_mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
+    control_image: _common_pb2.Image
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., control_preprocessor: _Optional[str] = ..., control_strength: _Optional[float] = ..., style_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., style_strength: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., search_prompt: _Optional[str] = ..., subject_mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., control_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
 
 class Outpaint(_message.Message):
     __slots__ = ("left", "right", "up", "down")
