@@ -145,7 +145,7 @@ TINY_MODELS = {
 }
 
 # Control, instruct, IP-Adapter and segmentation models (scripts/tiny_control.py, its BUILDERS).
-CONTROL_MODELS = ("tiny-sd-controlnet", "tiny-sd-instruct", "tiny-ip-adapter", "tiny-clipseg")
+CONTROL_MODELS = ("tiny-sd-controlnet", "tiny-sdxl-controlnet", "tiny-sd-instruct", "tiny-ip-adapter", "tiny-clipseg")
 
 STAMP = ".imagemesh-stamp.json"
 
@@ -370,6 +370,9 @@ def prepare_control_model(name: str, dest: Path) -> tuple[str, str]:
         "vocab": sha256_file(vocab),
         "versions": {d: _dist_version(d) for d in ("torch", "diffusers", "transformers", "safetensors")},
     }
+    if name in tiny_control.BASE_MODELS:
+        # Built from another prepared model: rebuilt when that one is.
+        recipe["base_model"] = sha256_file(dest / tiny_control.BASE_MODELS[name] / STAMP)
     stamp_path = folder / STAMP
     if outputs_match(folder, read_stamp(stamp_path), recipe):
         return "skipped-up-to-date", ""
@@ -471,7 +474,7 @@ def prepare(dest: str | Path = "var/models", cache: str | Path | None = None, lo
     steps += [(f"realesrgan/{n}", lambda n=n, s=s: prepare_sr_onnx(n, s, dest)) for n, s in SR_CONVERSIONS]
     steps += [(n, lambda n=n, o=o: prepare_tiny_model(n, o, dest)) for n, o in TINY_MODELS.items()]
     steps += [(n, lambda n=n, o=o: prepare_family_model(n, o, dest)) for n, o in _family_models().items()]
-    # After tiny-sd: the IP-Adapter's reload check loads it.
+    # After tiny-sd and tiny-sdxl: the SDXL ControlNet is made from tiny-sdxl, the IP-Adapter's check loads tiny-sd.
     steps += [(n, lambda n=n: prepare_control_model(n, dest)) for n in CONTROL_MODELS]
     results = []
     for name, step in steps:

@@ -8,6 +8,8 @@ paths, shapes and file layouts are the real ones.
 - tiny-sd-controlnet: StableDiffusionControlNetPipeline = tiny-sd's VAE, text encoder and UNet + a ControlNetModel
   that matches that UNet. A freshly initialised ControlNet has zero convolutions (so it changes nothing); here
   they get small random weights, so the control image visibly steers the output, as a trained one does.
+- tiny-sdxl-controlnet: StableDiffusionXLControlNetPipeline = the tiny SDXL pipeline (scripts/tiny_families.py,
+  built first) + a ControlNetModel made from its UNet the same way.
 - tiny-sd-instruct: StableDiffusionInstructPix2PixPipeline (UNet with 8 input channels: latents + image latents).
 - tiny-ip-adapter: an IP-Adapter for tiny-sd in the layout of the published ones (`ip-adapter.safetensors` with
   `image_proj.*` and `ip_adapter.*` keys, and `image_encoder/`, a CLIPVisionModelWithProjection).
@@ -77,6 +79,18 @@ def build_controlnet_pipeline(dest: str | Path, clip_vocab_path: str | Path, see
         vae=tiny._vae(seed), text_encoder=tiny._text_encoder(seed + 1),
         tokenizer=tiny.build_clip_tokenizer(clip_vocab_path), unet=unet, controlnet=_controlnet(unet, control_seed),
         scheduler=tiny._scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return _saved(dest, lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True))
+
+
+def build_sdxl_controlnet_pipeline(dest: str | Path, base: str | Path | None = None, control_seed: int = 14) -> Path:
+    """The tiny SDXL pipeline (`base`, default: the tiny-sdxl folder next to dest, built by prepare_models first)
+    with a ControlNet that matches its UNet (text_time added conditioning included)."""
+    from diffusers import StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline
+
+    dest = Path(dest)
+    sdxl = StableDiffusionXLPipeline.from_pretrained(Path(base) if base else dest.parent / "tiny-sdxl")
+    components = {k: v for k, v in sdxl.components.items() if k not in ("image_encoder", "feature_extractor")}
+    pipe = StableDiffusionXLControlNetPipeline(**components, controlnet=_controlnet(sdxl.unet, control_seed))
     return _saved(dest, lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True))
 
 
@@ -169,8 +183,11 @@ def build_clipseg(dest: str | Path, clip_vocab_path: str | Path, seed: int = 13)
 
 
 # name -> (builder, whether it takes the CLIP vocabulary). prepare_models builds each, stamps it, reloads it.
+# Models built from another prepared model: its folder (prepare_models puts that model's stamp in the recipe).
+BASE_MODELS = {"tiny-sdxl-controlnet": "tiny-sdxl", "tiny-ip-adapter": "tiny-sd"}
 BUILDERS: dict[str, tuple[Callable[..., Path], bool]] = {
     "tiny-sd-controlnet": (build_controlnet_pipeline, True),
+    "tiny-sdxl-controlnet": (build_sdxl_controlnet_pipeline, False),
     "tiny-sd-instruct": (build_instruct_pipeline, True),
     "tiny-ip-adapter": (build_ip_adapter, False),
     "tiny-clipseg": (build_clipseg, True),
@@ -190,6 +207,9 @@ def check_reload(name: str, folder: str | Path) -> None:
     if name == "tiny-sd-controlnet":
         pipe = diffusers.StableDiffusionControlNetPipeline.from_pretrained(folder)
         assert pipe.controlnet.config.block_out_channels == list(tiny.UNET_BLOCKS)
+    elif name == "tiny-sdxl-controlnet":
+        pipe = diffusers.StableDiffusionXLControlNetPipeline.from_pretrained(folder)
+        assert pipe.controlnet.config.addition_embed_type == "text_time"
     elif name == "tiny-sd-instruct":
         pipe = diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained(folder)
         assert pipe.unet.config.in_channels == 8

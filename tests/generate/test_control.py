@@ -24,6 +24,8 @@ def entries() -> list[dict]:
                    operations=["inpaint"]),
         tiny_entry("tiny-sd-controlnet", "tiny-sd-controlnet", pipeline="StableDiffusionControlNetPipeline",
                    operations=["control"]),
+        tiny_entry("tiny-sdxl-controlnet", "tiny-sdxl-controlnet", pipeline="StableDiffusionXLControlNetPipeline",
+                   family="sdxl", operations=["control"]),
         tiny_entry("tiny-sd-instruct", "tiny-sd-instruct", pipeline="StableDiffusionInstructPix2PixPipeline",
                    operations=["instruct_edit"]),
         tiny_entry("tiny-sd-style", "tiny-sd", ip_adapter="tiny-ip-adapter", operations=["style", "style_transfer"]),
@@ -125,6 +127,17 @@ async def test_control_with_a_control_image_repaints_init_image_under_it(gen):
                    steps=4, control_image=msg(square(box=box)), control_preprocessor="canny")
     first = await call((16, 16, 48, 48))
     assert first.metadata.path == "controlnet:canny:img2img"
+    assert pixels(first.images[0].image).shape == (64, 72, 3)
+    other = await call((4, 30, 60, 40))
+    assert np.abs(pixels(first.images[0].image) - pixels(other.images[0].image)).mean() > 1.0
+
+
+async def test_sdxl_controlnet(gen):
+    def call(box):
+        return run(gen, model="tiny-sdxl-controlnet", operation=pb.GENERATE_OPERATION_CONTROL,
+                   init_image=msg(square((72, 64), box=box)), negative_prompt="blurry")
+    first = await call((16, 16, 48, 48))
+    assert (first.metadata.model_id, first.metadata.path) == ("tiny-sdxl-controlnet", "controlnet:canny")
     assert pixels(first.images[0].image).shape == (64, 72, 3)
     other = await call((4, 30, 60, 40))
     assert np.abs(pixels(first.images[0].image) - pixels(other.images[0].image)).mean() > 1.0
