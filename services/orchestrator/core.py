@@ -45,6 +45,9 @@ from services.orchestrator.job_store import (
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.pricing import PriceTable, sum_costs
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.webhooks import FORMAT_LABEL as WEBHOOK_FORMAT_LABEL
+from services.orchestrator.webhooks import FORMATS as webhook_formats
+from services.orchestrator.webhooks import FREEPIK as FREEPIK_FORMAT
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
@@ -102,6 +105,19 @@ def _model_of(spec: pb.JobSpec) -> str:
     if kind == "upscale":
         return spec.upscale.method
     return ""
+
+
+def _models_of_job(job: pb.Job) -> list[str] | None:
+    """The model ids a job ran (a shotgun: every model of its results, failed ones included), or those it names
+    before it has run; None when that cannot be told (an "all" shotgun still pending, a job without a model)."""
+    if job.result.WhichOneof("result") == "shotgun":
+        return [r.model_id for r in job.result.shotgun.results]
+    if job.kind == "shotgun":
+        named = [m for m in job.spec.shotgun.models if m]
+        if named and not any(m in ("all", "auto") for m in named) and job.spec.shotgun.top_k <= 0:
+            return named
+        return None
+    return [job.model_id] if job.model_id else None
 
 
 @dataclass
@@ -382,6 +398,7 @@ class OrchestratorCore:
         workflow_id = ""
         if kind == "workflow":
             workflow_id = self.registry.get(spec.workflow.workflow_id).id
+        await self._check_names(spec)
         url, secret, progress = "", "", False
         if webhook is not None and webhook.url:
             await ssrf.resolve_checked(webhook.url, self.policy, "webhook_url")
@@ -391,6 +408,11 @@ class OrchestratorCore:
                 raise WebhookSecretMissing(
                     "no webhook secret: pass one, or configure IMAGEMESH_WEBHOOK_SECRETS for this key",
                     field="webhook_secret")
+            if webhook.format and webhook.format not in webhook_formats:
+                raise InvalidArgument(f"unknown webhook format '{webhook.format[:32]}'; supported: "
+                                      f"{', '.join(webhook_formats)}", field="webhook.format")
+            # The body format rides with the job (webhooks.py shapes each delivery from the job).
+            labels = {**(labels or {}), WEBHOOK_FORMAT_LABEL: webhook.format or FREEPIK_FORMAT}
         # Hashed as submitted (inline images included), before images move to the store under fresh refs.
         digest = spec_hash(spec) if idempotency_key else ""
         if idempotency_key:
@@ -421,6 +443,23 @@ class OrchestratorCore:
         if created:
             self.runner.wake.set()
         return job
+
+    async def _check_names(self, spec: pb.JobSpec) -> None:
+        """A name the owning service does not list is refused at submit (INVALID_ARGUMENT), not accepted and failed
+        later: a relight's lighting_style against Upscale's own list of styles. A catalogue that cannot be read now
+        leaves the check to the service when the job runs."""
+        if spec.WhichOneof("spec") != "relight" or not spec.relight.lighting_style:
+            return
+        try:
+            listing = await self.catalog.section(pb.CATALOG_SECTION_UPSCALE_METHODS)
+        except ImageMeshError as exc:
+            log.warning("upscale's catalogue could not be read (%s): lighting_style checked when the job runs",
+                        exc.reason)
+            return
+        styles = list(listing.lighting_styles)
+        if styles and spec.relight.lighting_style.lower() not in styles:
+            raise InvalidArgument(f"unknown lighting_style '{spec.relight.lighting_style[:64]}'; supported: "
+                                  f"{', '.join(sorted(styles))}", field="lighting_style", supported=sorted(styles))
 
     async def get_job(self, job_id: str, owner: str) -> pb.Job:
         return await self.store.get_job(job_id, owner)
@@ -598,7 +637,14 @@ class OrchestratorCore:
         if not model_id:
             raise InvalidArgument("selected_model_id is required", field="selected_model_id")
         if job_id:
-            await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            job = await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            ran = _models_of_job(job)
+            if ran is not None and model_id not in ran:
+                # Seed 002: a selection names one of the models of that job (validation_error).
+                raise InvalidArgument(
+                    f"selected_model_id '{model_id[:100]}' was not part of job {job_id}; its models: "
+                    f"{', '.join(ran) or 'none'}", field="selected_model_id", reason="VALIDATION_ERROR",
+                    received=model_id[:100], models=ran)
         return await self.store.log_selection(job_id, owner, model_id, category or "general", notes)
 
     async def selection_ranking(self, category: str = "") -> list[tuple[str, int]]:
