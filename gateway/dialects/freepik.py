@@ -55,6 +55,7 @@ class GenerateReply(BaseModel):
     status: str
     estimated_completion: str
     webhook_callback: bool
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for model_used")
 
 
 class TaskReply(BaseModel):
@@ -67,7 +68,8 @@ class TaskReply(BaseModel):
     created_at: str | None = None
     completed_at: str | None = None
     error: dict[str, Any] | None = None
-    # imagemesh extensions (not in seed 000): the job's kind, progress, and every result image.
+    # imagemesh extensions (not in seed 000): the resolved model, the job's kind, progress, every result image.
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that ran for model_used")
     kind: str | None = None
     progress: float | None = Field(None, description="imagemesh: percentage done")
     images: list[str] = Field(default_factory=list, description="imagemesh: every result image's URL")
@@ -217,7 +219,13 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
                                      model_requested=body.model)
     return GenerateReply(task_id=job.id, model_used=body.model if model else (used.id if used else "auto"),
                          status=translate.status_name(job.status), estimated_completion="30-60 seconds",
-                         webhook_callback=hook is not None)
+                         webhook_callback=hook is not None, checkpoint=used.id if used else None)
+
+
+def _model_used(job: orch_pb.Job) -> str | None:
+    """The model as the client asked for it (as the submit answered); "auto" or none asked: the model that ran."""
+    asked = job.labels.get("model_requested", "")
+    return asked if asked and asked.strip().lower() != "auto" else (job.model_id or None)
 
 
 async def _task(request: Request, task_id: str) -> TaskReply:
@@ -242,7 +250,7 @@ async def _task_reply(request: Request, job: orch_pb.Job, inline: bool = True) -
         error = {"code": job.error.reason, "message": job.error.message, "details": dict(job.error.metadata)}
     return TaskReply(task_id=job.id, status=translate.status_name(job.status), image_url=url,
                      # A real thumbnail (WebP, longest side 256) made when the orchestrator stored the image.
-                     thumbnail_url=thumbnail or url, model_used=job.model_id or job.labels.get("model_requested") or None,
+                     thumbnail_url=thumbnail or url, model_used=_model_used(job), checkpoint=job.model_id or None,
                      processing_time=round(seconds) if seconds is not None else None,
                      created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
                      error=error, kind=job.kind or None, progress=round(job.progress.fraction * 100, 1),

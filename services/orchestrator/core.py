@@ -8,6 +8,7 @@ gallery sit beside them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
@@ -58,6 +59,9 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
 
 log = logging.getLogger("imagemesh.orchestrator")
+# Job label holding what Generate said it would run, checked at submit (JSON: model_id, width, height, steps,
+# guidance_scale, notes).
+PLAN_LABEL = "generate_plan"
 COST = common_pb2.Cost.DESCRIPTOR.full_name
 M = TypeVar("M", bound=Message)
 
@@ -399,6 +403,9 @@ class OrchestratorCore:
         if kind == "workflow":
             workflow_id = self.registry.get(spec.workflow.workflow_id).id
         await self._check_names(spec)
+        planned = await self._check_generate(spec)
+        if planned is not None:
+            labels = {**(labels or {}), PLAN_LABEL: planned}
         url, secret, progress = "", "", False
         if webhook is not None and webhook.url:
             await ssrf.resolve_checked(webhook.url, self.policy, "webhook_url")
@@ -443,6 +450,29 @@ class OrchestratorCore:
         if created:
             self.runner.wake.set()
         return job
+
+    async def _check_generate(self, spec: pb.JobSpec) -> str | None:
+        """A generation Generate would refuse (a size, steps or guidance past the model's limits, an unknown
+        model) is refused at submit with Generate's own error, not accepted and failed later. What Generate would
+        run (model, size, steps, guidance, notes) comes back as JSON for the job's `generate_plan` label. Generate
+        away or older (no CheckParameters): None, and Generate answers when the job runs."""
+        if spec.WhichOneof("spec") != "generate":
+            return None
+        parameters = gen_pb.GenerateParameters()
+        parameters.CopyFrom(spec.generate)
+        parameters.num_images = 1  # past Generate's per-request limit the job is split (_generate): not checked here
+        try:
+            plan = await clients.call(self.backends.generate.CheckParameters,
+                                      gen_pb.CheckParametersRequest(parameters=parameters),
+                                      timeout=self.settings.submit_check_timeout_s)
+        except ImageMeshError as exc:
+            if exc.http_status in (400, 413):
+                raise
+            log.warning("generate could not check a submit (%s): checked when the job runs", exc.reason)
+            return None
+        return json.dumps({"model_id": plan.model_id, "width": plan.width, "height": plan.height,
+                           "steps": plan.steps, "guidance_scale": round(plan.guidance_scale, 4),
+                           "notes": list(plan.notes)}, separators=(",", ":"))
 
     async def _check_names(self, spec: pb.JobSpec) -> None:
         """A name the owning service does not list is refused at submit (INVALID_ARGUMENT), not accepted and failed

@@ -87,7 +87,10 @@ def freepik_payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tu
         "image_url": urls[0] if urls else None,
         "thumbnail_url": urls[0] if urls else None,
         "image_urls": urls,
-        "model_used": job.model_id or None,
+        # As the client asked for it (the submit's model_used), "auto" or nothing asked: the model that ran.
+        "model_used": (asked if (asked := job.labels.get("model_requested", "")) and asked.lower() != "auto"
+                       else job.model_id or None),
+        "checkpoint": job.model_id or None,
         "processing_time": round(seconds) if seconds is not None else None,
         "cost_usd": round(job.cost.usd, 6),
         "progress": round(job.progress.fraction, 4),

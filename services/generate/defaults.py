@@ -1,0 +1,54 @@
+"""A surface's documented defaults (GenerateParameters.defaults), fitted into a model's limits.
+
+A value the client gave is checked and refused when the model cannot take it (request.py). A default the client
+never asked for (CyberImage's 1024x1024, 30 steps, guidance 7.5) is the surface's promise, not the client's: it
+fills what the request left unset, fitted into the model's limits, and each change is said in a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.generate import sizing
+from services.generate.catalog import ModelEntry
+from services.generate.request import GenerateInput
+
+
+@dataclass(frozen=True)
+class SurfaceDefaults:
+    width: int = 0
+    height: int = 0
+    steps: int = 0
+    guidance_scale: float | None = None
+
+
+def _within(value: float, low: float, high: float) -> float:
+    return min(high, max(low, value))
+
+
+def fill(inp: GenerateInput, entry: ModelEntry, defaults: SurfaceDefaults) -> list[str]:
+    """Set the unset values of `inp` from `defaults`, within `entry`'s limits; the notes say what was fitted."""
+    notes: list[str] = []
+    sized = inp.width or inp.height or inp.aspect_ratio.strip() or inp.template.strip() or inp.init_image is not None
+    if defaults.width > 0 and defaults.height > 0 and not sized:
+        width, height = defaults.width, defaults.height
+        fitted = sizing.run_size(width, height, entry)
+        if fitted != (width, height):
+            notes.append(f"default size {width}x{height} is outside model {entry.id}'s limits ({entry.min_size} to "
+                         f"{entry.max_size} pixels a side, multiples of {entry.size_multiple}): "
+                         f"{fitted[0]}x{fitted[1]} used")
+            width, height = fitted
+        inp.width, inp.height = width, height
+    if defaults.steps > 0 and not inp.steps and not inp.quality.strip():
+        steps = int(_within(defaults.steps, entry.min_steps, entry.max_steps))
+        if steps != defaults.steps:
+            notes.append(f"default steps {defaults.steps} is outside model {entry.id}'s range {entry.min_steps} to "
+                         f"{entry.max_steps}: {steps} used")
+        inp.steps = steps
+    if defaults.guidance_scale is not None and inp.guidance_scale is None:
+        guidance = _within(defaults.guidance_scale, entry.min_guidance, entry.max_guidance)
+        if guidance != defaults.guidance_scale:
+            notes.append(f"default guidance_scale {defaults.guidance_scale:g} is outside model {entry.id}'s range "
+                         f"{entry.min_guidance:g} to {entry.max_guidance:g}: {guidance:g} used")
+        inp.guidance_scale = guidance
+    return notes
