@@ -29,16 +29,24 @@ def _within(value: float, low: float, high: float) -> float:
 def fill(inp: GenerateInput, entry: ModelEntry, defaults: SurfaceDefaults) -> list[str]:
     """Set the unset values of `inp` from `defaults`, within `entry`'s limits; the notes say what was fitted."""
     notes: list[str] = []
-    sized = inp.width or inp.height or inp.aspect_ratio.strip() or inp.template.strip() or inp.init_image is not None
-    if defaults.width > 0 and defaults.height > 0 and not sized:
-        width, height = defaults.width, defaults.height
-        fitted = sizing.run_size(width, height, entry)
-        if fitted != (width, height):
-            notes.append(f"default size {width}x{height} is outside model {entry.id}'s limits ({entry.min_size} to "
-                         f"{entry.max_size} pixels a side, multiples of {entry.size_multiple}): "
-                         f"{fitted[0]}x{fitted[1]} used")
-            width, height = fitted
-        inp.width, inp.height = width, height
+    shaped = inp.aspect_ratio.strip() or inp.template.strip() or inp.init_image is not None
+    if defaults.width > 0 and defaults.height > 0 and not shaped and not (inp.width and inp.height):
+        if not inp.width and not inp.height:
+            width, height = defaults.width, defaults.height
+            fitted = sizing.run_size(width, height, entry)
+            if fitted != (width, height):
+                notes.append(f"default size {width}x{height} is outside model {entry.id}'s limits ({entry.min_size} "
+                             f"to {entry.max_size} pixels a side, multiples of {entry.size_multiple}): "
+                             f"{fitted[0]}x{fitted[1]} used")
+            inp.width, inp.height = fitted
+        else:
+            # One side given: the other is the surface's default side, within the model's side limits.
+            name, default = ("height", defaults.height) if inp.width else ("width", defaults.width)
+            side = int(_within(default, entry.min_size, entry.max_size))
+            if side != default:
+                notes.append(f"default {name} {default} is outside model {entry.id}'s limits ({entry.min_size} to "
+                             f"{entry.max_size} pixels a side): {side} used")
+            setattr(inp, name, side)
     if defaults.steps > 0 and not inp.steps and not inp.quality.strip():
         steps = int(_within(defaults.steps, entry.min_steps, entry.max_steps))
         if steps != defaults.steps:

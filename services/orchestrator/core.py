@@ -476,9 +476,16 @@ class OrchestratorCore:
 
     async def _check_names(self, spec: pb.JobSpec) -> None:
         """A name the owning service does not list is refused at submit (INVALID_ARGUMENT), not accepted and failed
-        later: a relight's lighting_style against Upscale's own list of styles. A catalogue that cannot be read now
+        later: a relight's lighting_style (or a workflow's lighting_style parameter) against Upscale's own list of
+        styles. A catalogue that cannot be read now
         leaves the check to the service when the job runs."""
-        if spec.WhichOneof("spec") != "relight" or not spec.relight.lighting_style:
+        kind = spec.WhichOneof("spec")
+        style: object = ""
+        if kind == "relight":
+            style = spec.relight.lighting_style
+        elif kind == "workflow" and "lighting_style" in spec.workflow.params:
+            style = spec.workflow.params["lighting_style"]  # a workflow's relight step takes it (000's example)
+        if not style or not isinstance(style, str):
             return
         try:
             listing = await self.catalog.section(pb.CATALOG_SECTION_UPSCALE_METHODS)
@@ -487,8 +494,8 @@ class OrchestratorCore:
                         exc.reason)
             return
         styles = list(listing.lighting_styles)
-        if styles and spec.relight.lighting_style.lower() not in styles:
-            raise InvalidArgument(f"unknown lighting_style '{spec.relight.lighting_style[:64]}'; supported: "
+        if styles and style.lower() not in styles:
+            raise InvalidArgument(f"unknown lighting_style '{style[:64]}'; supported: "
                                   f"{', '.join(sorted(styles))}", field="lighting_style", supported=sorted(styles))
 
     async def get_job(self, job_id: str, owner: str) -> pb.Job:
