@@ -81,8 +81,7 @@ async def test_shotgun_all_runs_the_available_models_and_lists_the_unavailable_o
 
 
 async def test_cyberimage_documented_defaults_apply_and_status_settings_say_so(http):
-    # Steps and guidance omitted: seed 004's 30 and 7.5 run. (The 1024x1024 size default is checked through
-    # Generate's CheckParameters in tests/generate/test_surface_defaults.py: a CPU run at that size is too slow.)
+    # Steps and guidance omitted: seed 004's 30 and 7.5 run.
     reply = await http.post("/api/generate", json={"model_id": "flux-1", "prompt": "a castle on a hill",
                                                    "settings": {"width": 64, "height": 64}})
     assert reply.status_code == 200, reply.text
@@ -97,6 +96,21 @@ async def test_cyberimage_documented_defaults_apply_and_status_settings_say_so(h
     assert status["status"] == "completed" and status["images"][0]["metadata"]["settings"] == documented
     assert (submitted["model_id"], status["model_id"], submitted["checkpoint"], status["checkpoint"]) == (
         "flux-1", "flux-1", "tiny-sd", "tiny-sd")
+
+
+async def test_cyberimage_default_size_is_fitted_to_the_model_and_the_settings_say_so(http):
+    # Nothing but the prompt: 1024x1024 is past tiny-sd's trained 128x128, so Generate fits it and says so.
+    reply = await http.post("/api/generate", json={"model_id": "flux-1", "prompt": "a castle on a hill"})
+    assert reply.status_code == 200, reply.text
+    job_id = reply.json()["job_id"]
+    try:
+        status = (await http.get(f"/api/status/{job_id}")).json()
+    finally:
+        await http.post(f"/v1/jobs/{job_id}/cancel")  # nothing here needs the picture
+    settings = status["settings"]
+    assert (settings["num_inference_steps"], settings["guidance_scale"], settings["width"], settings["height"]) == (
+        30, 7.5, 128, 128)
+    assert any("default size 1024x1024" in note for note in settings["notes"])
 
 
 @pytest.mark.parametrize("settings", [{"width": 4096, "height": 4096}, {"width": 2048, "height": 64}],

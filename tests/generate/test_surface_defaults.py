@@ -20,8 +20,15 @@ SMALL = ModelEntry(id="small", path="small", default_steps=4, max_steps=8, max_g
 def test_defaults_past_the_models_limits_are_fitted_with_notes():
     inp = GenerateInput(prompt="x")
     notes = fill(inp, SMALL, CYBERIMAGE)
-    assert (inp.width, inp.height, inp.steps, inp.guidance_scale) == (512, 512, 8, 5.0)
+    # The size keeps to the checkpoint's trained pixel count (its 256x256 default), as a derived size does.
+    assert (inp.width, inp.height, inp.steps, inp.guidance_scale) == (256, 256, 8, 5.0)
     assert len(notes) == 3 and all("small" in note for note in notes)
+
+
+def test_a_default_size_the_model_was_trained_at_is_used_as_is():
+    inp = GenerateInput(prompt="x")
+    large = SMALL.model_copy(update={"id": "large", "default_width": 1024, "default_height": 1024, "max_size": 2048})
+    assert fill(inp, large, SurfaceDefaults(width=1024, height=1024)) == [] and (inp.width, inp.height) == (1024, 1024)
 
 
 def test_values_the_request_gave_are_left_to_generates_checks():
@@ -33,7 +40,7 @@ def test_values_the_request_gave_are_left_to_generates_checks():
 def test_one_side_given_takes_the_other_default_side():
     inp = GenerateInput(prompt="x", width=100)
     fill(inp, SMALL, CYBERIMAGE)
-    assert (inp.width, inp.height) == (100, 512)
+    assert (inp.width, inp.height) == (100, 256)
 
 
 @pytest.fixture
@@ -46,8 +53,10 @@ async def test_check_parameters_reports_the_plan_with_the_defaults_applied(gener
     reply = await generate.CheckParameters(pb.CheckParametersRequest(parameters=pb.GenerateParameters(
         model="flux-1", prompt="a castle", defaults=pb.GenerateDefaults(width=1024, height=1024, steps=30,
                                                                          guidance_scale=7.5))))
+    # tiny-sd was trained at 128x128: the 1024x1024 default is fitted to it, with a note; 30 and 7.5 fit as is.
     assert (reply.model_id, reply.width, reply.height, reply.steps, reply.guidance_scale) == (
-        "tiny-sd", 1024, 1024, 30, 7.5)
+        "tiny-sd", 128, 128, 30, 7.5)
+    assert [note for note in reply.notes if "default size 1024x1024" in note]
 
 
 async def test_check_parameters_refuses_what_generate_refuses(generate):
