@@ -112,16 +112,17 @@ def _model_of(spec: pb.JobSpec) -> str:
 
 
 def _models_of_job(job: pb.Job) -> list[str] | None:
-    """The model ids a job ran (a shotgun: every model of its results, failed ones included), or those it names
-    before it has run; None when that cannot be told (an "all" shotgun still pending, a job without a model)."""
+    """The models a selection may name for a shotgun job (seed 002): every model of its results, failed ones
+    included, or the ones it names before it has run. None when that cannot be told (an "all" shotgun still
+    pending) or the job is not a shotgun (a selection then only records a preference)."""
     if job.result.WhichOneof("result") == "shotgun":
         return [r.model_id for r in job.result.shotgun.results]
-    if job.kind == "shotgun":
-        named = [m for m in job.spec.shotgun.models if m]
-        if named and not any(m in ("all", "auto") for m in named) and job.spec.shotgun.top_k <= 0:
-            return named
+    if job.kind != "shotgun":
         return None
-    return [job.model_id] if job.model_id else None
+    named = [m for m in job.spec.shotgun.models if m]
+    if named and not any(m in ("all", "auto") for m in named) and job.spec.shotgun.top_k <= 0:
+        return named
+    return None
 
 
 @dataclass
