@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = {k.lower(): v for k, v in self.headers.items()}
             payload = json.loads(body or b"{}")
@@ -59,7 +59,7 @@ def main() -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args) -> None:  # noqa: ANN002
+        def log_message(self, *args) -> None:
             pass
 
     print(f"listening on http://{args.host}:{args.port}/", flush=True)

@@ -22,8 +22,8 @@ SECRET = "whsec_" + base64.b64encode(b"a webhook secret of 32 bytes....").decode
 
 
 # --- the seed's verifier (000_2f2d43bf2ccb8639.txt, "Webhook Security"), copied verbatim ------------------------
-import hashlib  # noqa: E402
-import hmac  # noqa: E402
+import hashlib
+import hmac
 
 
 def verify_webhook(payload, signature, secret):
