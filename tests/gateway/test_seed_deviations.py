@@ -95,11 +95,11 @@ async def test_cyberimage_documented_defaults_apply_and_status_settings_say_so(h
     assert submitted["settings"] == documented and status["settings"] == documented
     assert status["status"] == "completed" and status["images"][0]["metadata"]["settings"] == documented
     assert (submitted["model_id"], status["model_id"], submitted["checkpoint"], status["checkpoint"]) == (
-        "flux-1", "flux-1", "tiny-sd", "tiny-sd")
+        "flux-1", "flux-1", "tiny-flux-dev", "tiny-flux-dev")
 
 
 async def test_cyberimage_default_size_is_fitted_to_the_model_and_the_settings_say_so(http):
-    # Nothing but the prompt: 1024x1024 is past tiny-sd's trained 128x128, so Generate fits it and says so.
+    # Nothing but the prompt: 1024x1024 is past tiny-flux-dev's trained 128x128, so Generate fits it and says so.
     reply = await http.post("/api/generate", json={"model_id": "flux-1", "prompt": "a castle on a hill"})
     assert reply.status_code == 200, reply.text
     job_id = reply.json()["job_id"]
@@ -113,8 +113,8 @@ async def test_cyberimage_default_size_is_fitted_to_the_model_and_the_settings_s
     assert any("default size 1024x1024" in note for note in settings["notes"])
 
 
-@pytest.mark.parametrize("settings", [{"width": 4096, "height": 4096}, {"width": 2048, "height": 64}],
-                         ids=["4096x4096", "2048-wide"])
+@pytest.mark.parametrize("settings", [{"width": 4096, "height": 4096}, {"width": 4096, "height": 64}],
+                         ids=["4096x4096", "4096-wide"])
 async def test_cyberimage_size_the_model_cannot_take_is_400_at_submit(http, settings):
     before = (await http.get("/api/queue")).json()["total"]
     reply = await http.post("/api/generate", json={"model_id": "flux-1", "prompt": "x", "settings": settings})

@@ -53,9 +53,10 @@ async def test_check_parameters_reports_the_plan_with_the_defaults_applied(gener
     reply = await generate.CheckParameters(pb.CheckParametersRequest(parameters=pb.GenerateParameters(
         model="flux-1", prompt="a castle", defaults=pb.GenerateDefaults(width=1024, height=1024, steps=30,
                                                                          guidance_scale=7.5))))
-    # tiny-sd was trained at 128x128: the 1024x1024 default is fitted to it, with a note; 30 and 7.5 fit as is.
+    # tiny-flux-dev was trained at 128x128: the 1024x1024 default is fitted to it, with a note; 30 steps and
+    # guidance 7.5 are within its limits.
     assert (reply.model_id, reply.width, reply.height, reply.steps, reply.guidance_scale) == (
-        "tiny-sd", 128, 128, 30, 7.5)
+        "tiny-flux-dev", 128, 128, 30, 7.5)
     assert [note for note in reply.notes if "default size 1024x1024" in note]
 
 
