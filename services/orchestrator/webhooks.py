@@ -85,7 +85,8 @@ def freepik_payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tu
     data = {
         "status": status,
         "image_url": urls[0] if urls else None,
-        "thumbnail_url": urls[0] if urls else None,
+        # The stored thumbnail (the gateway's image routes serve it with ?thumbnail=true) once URLs are public.
+        "thumbnail_url": (f"{urls[0]}?thumbnail=true" if image_base_url else urls[0]) if urls else None,
         "image_urls": urls,
         # As the client asked for it (the submit's model_used), "auto" or nothing asked: the model that ran.
         "model_used": (asked if (asked := job.labels.get("model_requested", "")) and asked.lower() != "auto"

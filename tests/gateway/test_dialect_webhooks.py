@@ -79,6 +79,8 @@ async def test_freepik_generation_webhook_is_the_documented_payload(hooked, webh
         "generation.completed", reply.json()["task_id"], "completed", "mystic")
     assert isinstance(data["processing_time"], int)
     assert data["image_url"].startswith("http://gateway/images/")
+    thumbnail = await hooked.get(data["thumbnail_url"].removeprefix("http://gateway"))
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
     assert {"event", "task_id", "timestamp", "data"} <= set(payload)
     assert {"status", "image_url", "thumbnail_url", "model_used", "processing_time"} <= set(data)
 
