@@ -44,7 +44,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "control_preprocessor", "control_strength", "style_image", "style_strength", "image_guidance_scale", "search_prompt", "subject_mask", "control_image")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "defaults", "control_preprocessor", "control_strength", "style_image", "style_strength", "image_guidance_scale", "search_prompt", "subject_mask", "control_image")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class GenerateParameters(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
     MASK_FROM_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
     CONTROL_STRENGTH_FIELD_NUMBER: _ClassVar[int]
     STYLE_IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +100,7 @@ class GenerateParameters(_message.Message):
     quality: str
     outpaint: Outpaint
     mask_from_alpha: bool
+    defaults: GenerateDefaults
     control_preprocessor: str
     control_strength: float
     style_image: _common_pb2.Image
@@ -107,7 +109,41 @@ class GenerateParameters(_message.Message):
     search_prompt: str
     subject_mask: _common_pb2.Image
     control_image: _common_pb2.Image
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., control_preprocessor: _Optional[str] = ..., control_strength: _Optional[float] = ..., style_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., style_strength: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., search_prompt: _Optional[str] = ..., subject_mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., control_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., defaults: _Optional[_Union[GenerateDefaults, _Mapping]] = ..., control_preprocessor: _Optional[str] = ..., control_strength: _Optional[float] = ..., style_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., style_strength: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., search_prompt: _Optional[str] = ..., subject_mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., control_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
+
+class GenerateDefaults(_message.Message):
+    __slots__ = ("width", "height", "steps", "guidance_scale")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
+
+class CheckParametersRequest(_message.Message):
+    __slots__ = ("parameters",)
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    parameters: GenerateParameters
+    def __init__(self, parameters: _Optional[_Union[GenerateParameters, _Mapping]] = ...) -> None: ...
+
+class CheckParametersResponse(_message.Message):
+    __slots__ = ("model_id", "width", "height", "steps", "guidance_scale", "notes")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outpaint(_message.Message):
     __slots__ = ("left", "right", "up", "down")
