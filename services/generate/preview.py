@@ -24,6 +24,7 @@ import io
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,11 @@ def family_of(pipe: Any, entry: Any = None) -> str:
     declared = str(getattr(entry, "family", "") or "").lower()
     if declared in FAMILIES:
         return declared
-    name = type(pipe).__name__
+    return family_of_class(type(pipe).__name__)
+
+
+def family_of_class(name: str) -> str:
+    """The family of a diffusers pipeline class name (FluxPipeline, StableDiffusionXLInpaintPipeline, ...)."""
     if name.startswith("Flux"):
         return "flux"
     if name.startswith("StableDiffusion3"):
@@ -191,11 +196,20 @@ class PreviewConfig:
         return self.enabled and step > 0 and step % self.every_steps == 0
 
 
+@dataclass
+class PreviewStats:
+    """What previews cost so far: how many were decoded and the device-thread seconds spent on them."""
+
+    previews: int = 0
+    seconds: float = 0.0
+
+
 class Previewer:
     """Decodes previews for one device; TAESD decoders are loaded once per family, on first use."""
 
     def __init__(self, config: PreviewConfig) -> None:
         self.config = config
+        self.stats = PreviewStats()
         self._taesd: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -205,6 +219,15 @@ class Previewer:
     def decode(self, latents: Any, indexes: list[int], *, family: str, width: int, height: int,
                vae_scale_factor: int = 8) -> list[common_pb2.Image]:
         """Previews of the images at `indexes` in a batch of step-callback `latents`, as PNG `Image` messages."""
+        started = time.perf_counter()
+        try:
+            return self._decode(latents, indexes, family, width, height, vae_scale_factor)
+        finally:
+            self.stats.previews += len(indexes)
+            self.stats.seconds += time.perf_counter() - started
+
+    def _decode(self, latents: Any, indexes: list[int], family: str, width: int, height: int,
+                vae_scale_factor: int) -> list[common_pb2.Image]:
         import torch
         import torch.nn.functional as F
 
