@@ -23,7 +23,7 @@ REPEATS = 3
 def entry_family(catalog, entry) -> str | None:
     """The family of a registry entry without loading it: its `family`, its pipeline class, or the class named in
     its local model_index.json; None when its files are not there (it is left out)."""
-    from services.generate.preview import FAMILIES, family_of_class
+    from services.generate.families import FAMILIES, family_of_class
 
     declared = str(getattr(entry, "family", "") or "").lower()
     if declared in FAMILIES:

@@ -13,7 +13,7 @@ host, so a preview costs one small matmul, one small resize, one device->host co
 encode of at most `max_side` pixels a side. Latents at step t are still noisy (x_t, not the x0 estimate ComfyUI
 shows), so early previews are noisy too; they sharpen as denoising goes on.
 
-Families are named "sd1", "sdxl", "sd3" and "flux". A latent whose channel count does not match its family's
+Families are named "sd1", "sdxl", "sd3" and "flux" (services/generate/families.py). A latent whose channel count does not match its family's
 table (the tiny random test pipelines have few channels) falls back to the table with that many channels, and
 to a neutral grey mapping of the first channels when there is none: a preview is never an error.
 """
@@ -32,11 +32,13 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate.families import FAMILIES as FAMILY_TRAITS
+from services.generate.families import family_of_class, unpack_latents
 from shared.gen.imagemesh.v1 import common_pb2
 
 log = logging.getLogger("imagemesh.generate.preview")
 
-FAMILIES = ("sd1", "sdxl", "sd3", "flux")
+FAMILIES = tuple(FAMILY_TRAITS)
 
 # (channels x RGB) factors and RGB bias per family, from ComfyUI's comfy/latent_formats.py.
 LATENT_RGB: dict[str, tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]]] = {
@@ -94,22 +96,11 @@ _BY_CHANNELS = {4: "sd1", 16: "sd3"}
 
 
 def family_of(pipe: Any, entry: Any = None) -> str:
-    """The latent family of a pipeline: the catalog entry's `family` when it has one, else the pipeline class."""
+    """The latent family of a pipeline: the catalog entry's `family` when it names one, else the pipeline class."""
     declared = str(getattr(entry, "family", "") or "").lower()
     if declared in FAMILIES:
         return declared
     return family_of_class(type(pipe).__name__)
-
-
-def family_of_class(name: str) -> str:
-    """The family of a diffusers pipeline class name (FluxPipeline, StableDiffusionXLInpaintPipeline, ...)."""
-    if name.startswith("Flux"):
-        return "flux"
-    if name.startswith("StableDiffusion3"):
-        return "sd3"
-    if name.startswith("StableDiffusionXL"):
-        return "sdxl"
-    return "sd1"
 
 
 def preview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -121,20 +112,20 @@ def preview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def unpack_flux(latents: Any, width: int, height: int, vae_scale_factor: int = 8) -> Any:
-    """FLUX's packed latents (B, (h/2)*(w/2), 4C) back to (B, C, h, w), as FluxPipeline._unpack_latents does.
+    """FLUX's packed latents (B, (h/2)*(w/2), 4C) back to (B, C, h, w) (families.unpack_latents).
 
     h and w come from the image size and the VAE's scale factor; when they do not match the token count (a
     pipeline with another scale factor), the grid is derived from the token count and the image's aspect."""
-    batch, tokens, packed = latents.shape
-    channels = packed // 4
+    tokens = latents.shape[1]
     h2, w2 = height // (vae_scale_factor * 2), width // (vae_scale_factor * 2)
     if h2 * w2 != tokens:
         h2 = max(1, round(math.sqrt(tokens * height / max(width, 1))))
         w2 = tokens // h2
         if h2 * w2 != tokens:
             raise ValueError(f"cannot unpack {tokens} FLUX tokens for a {width}x{height} image")
-    unpacked = latents.reshape(batch, h2, w2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return unpacked.reshape(batch, channels, h2 * 2, w2 * 2)
+    flux = FAMILY_TRAITS["flux"]
+    side = flux.vae_scale_factor * 2
+    return unpack_latents("flux", latents, h2 * side, w2 * side)
 
 
 def to_spatial(latents: Any, family: str, width: int, height: int, vae_scale_factor: int = 8) -> Any:

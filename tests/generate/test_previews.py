@@ -209,3 +209,25 @@ async def test_previews_off_and_unary_calls_carry_none(tmp_path, previewing):
     streamed = (await _events(previewing, steps=2, seed=5))[-1].result
     assert reply.images[0].image.data == streamed.images[0].image.data
     assert (reply.images[0].image.width, reply.images[0].image.height) == (SIZE, SIZE)
+
+
+# ---- every family's tiny pipeline (the shipped registry) ----------------------------------------------------------
+
+@pytest_asyncio.fixture(scope="module")
+async def families_previewing(tmp_path_factory):
+    from services.generate.settings import DEFAULT_MODELS_FILE
+
+    server = await start_generate(tmp_path_factory.mktemp("family-previews"), models_file=DEFAULT_MODELS_FILE,
+                                  preview_every_steps=1, preview_max_side=PREVIEW_SIDE)
+    yield server
+    await server.close()
+
+
+@pytest.mark.parametrize("model,family", [("tiny-sdxl", "sdxl"), ("tiny-sd3", "sd3"), ("tiny-flux-dev", "flux")])
+async def test_every_family_streams_previews(families_previewing, model, family):
+    entry = families_previewing.core.registry.resolve(model)
+    assert entry.family == family
+    previews = _previews(await _events(families_previewing, model=model, steps=2, width=128, height=64))
+    assert [step for step, _ in previews] == [1, 2]
+    assert [decoded(image).size for _, image in previews] == [(PREVIEW_SIDE, PREVIEW_SIDE // 2)] * 2
+    assert previews[0][1].data != previews[1][1].data
