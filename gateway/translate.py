@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from google.protobuf import struct_pb2
 from starlette.requests import HTTPConnection
 
+from gateway.images_in import data_uri
 from gateway.security import owner_of
 from shared import ssrf
 from shared.errors import InvalidArgument, InvalidModel
@@ -140,6 +141,13 @@ async def cancel_job(request: HTTPConnection, job_id: str) -> orch_pb.Job:
 def percent(done: int, total: int) -> int:
     """A progress count as a whole percentage (0 when the total is unknown)."""
     return round(100 * done / total) if total > 0 else 0
+
+
+def preview_uri(progress: common_pb2.Progress) -> str | None:
+    """The latest live preview of a running generation as a data URI (the bytes as Generate made them), or None."""
+    if not progress.HasField("preview") or not progress.preview.data:
+        return None
+    return data_uri(progress.preview.data, progress.preview.media_type or "image/png")
 
 
 # One spelling of job states and results for every surface (the CLI reads them through the mesh client too).

@@ -190,7 +190,8 @@ class ProgressResponse(BaseModel):
     progress: float = Field(description="0 to 1")
     eta_relative: float = Field(description="Estimated seconds left")
     state: ProgressState
-    current_image: str | None = Field(None, description="Always null: Generate sends no previews yet")
+    current_image: str | None = Field(None, description="The latest live preview of the running generation (base64 "
+                                      "PNG, small), null before the first one or with skip_current_image")
     textinfo: str | None = None
 
 
@@ -515,7 +516,10 @@ async def progress(request: Request, skip_current_image: bool = Query(False)) ->
                           job=job.labels.get("endpoint", "txt2img"), job_count=len(jobs),
                           job_timestamp=(translate.iso(job.created_at) or "0"), job_no=done.image_index,
                           sampling_step=done.step, sampling_steps=done.total_steps)
-    return ProgressResponse(progress=fraction, eta_relative=eta, state=state, current_image=None,
+    preview = None
+    if not skip_current_image and done.HasField("preview") and done.preview.data:
+        preview = encode_base64(done.preview.data)
+    return ProgressResponse(progress=fraction, eta_relative=eta, state=state, current_image=preview,
                             textinfo=done.message or translate.status_name(job.status))
 
 

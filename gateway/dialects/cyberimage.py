@@ -86,6 +86,8 @@ class Progress(BaseModel):
     failed: bool
     step: int | None
     total_steps: int | None
+    preview: str | None = Field(None, description="imagemesh: the latest live preview of the image being "
+                                "generated (a small PNG data URL) while the job runs")
 
 
 class ImageInfo(BaseModel):
@@ -240,7 +242,7 @@ def _progress(job: orch_pb.Job) -> Progress:
                     loading_model=running and stage == common_pb2.STAGE_LOADING,
                     generating=running and stage == common_pb2.STAGE_GENERATING,
                     saving=running and stage == common_pb2.STAGE_ENCODING, completed=done, failed=failed,
-                    step=step, total_steps=total)
+                    step=step, total_steps=total, preview=translate.preview_uri(p) if running else None)
 
 
 def _number(value: str | None, kind: type = int) -> Any:

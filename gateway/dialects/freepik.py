@@ -305,13 +305,22 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
         raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{job_id}' does not exist") from None
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("status", _event_body(first, "status"))
+        opening = _event_body(first, "status")
+        last_preview = translate.preview_uri(first.progress)
+        if last_preview is not None:
+            opening["progress"]["preview"] = last_preview
+        yield _sse("status", opening)
         if translate.terminal(first.status):
             return
         try:
             async for event in translate.watch_job(request, job_id):
                 kind = orch_pb.JobEventType.Name(event.type).removeprefix("JOB_EVENT_TYPE_").lower()
-                yield _sse(kind, _event_body(event.job, kind, event.step_name))
+                body = _event_body(event.job, kind, event.step_name)
+                # A live preview (PNG data URL) rides on the first event after Generate made it, not on every one.
+                preview = translate.preview_uri(event.job.progress)
+                if preview is not None and preview != last_preview:
+                    body["progress"]["preview"] = last_preview = preview
+                yield _sse(kind, body)
                 if translate.terminal(event.job.status):
                     return
         except ImageMeshError as exc:

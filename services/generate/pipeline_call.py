@@ -39,9 +39,10 @@ def _swap_scheduler(pipe: Any, name: str) -> Any | None:
     return original
 
 
-def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int], None],
+def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int, Any], None],
               should_stop: Callable[[], bool]) -> list[list[Image.Image]]:
-    """Run `plans` (compatible: same batch_key) as one call; returns the images of each plan, in order."""
+    """Run `plans` (compatible: same batch_key) as one call; returns the images of each plan, in order.
+    `on_step(step, total, latents)` sees the batch's latents after each step (previews decode them)."""
     import torch
 
     first = plans[0]
@@ -64,7 +65,7 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
 
     def callback(p: Any, step: int, _timestep: Any, tensors: dict) -> dict:
         total = int(getattr(p, "num_timesteps", 0) or first.steps)
-        on_step(step + 1, total)
+        on_step(step + 1, total, tensors.get("latents"))
         if should_stop():
             raise Interrupted(step + 1, total)
         return tensors

@@ -532,7 +532,12 @@ class OrchestratorCore:
 
     async def list_jobs(self, owner: str | None, statuses: list[str], kind: str, model_id: str, page_size: int,
                         page_token: str) -> tuple[list[pb.Job], str, int]:
-        return await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        jobs, token, total = await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        # A listing carries no previews (a page of running jobs would carry one picture each): GetJob and
+        # WatchJob do.
+        for job in jobs:
+            job.progress.ClearField("preview")
+        return jobs, token, total
 
     async def cancel_job(self, job_id: str, owner: str) -> pb.Job:
         job = await self.store.request_cancel(job_id, owner)

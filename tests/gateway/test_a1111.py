@@ -258,7 +258,7 @@ async def test_progress_of_a_running_job_and_interrupt_cancels_it(client):
     assert seen is not None, f"the running job never showed in /progress: {outcome}"
     assert 0 < seen["progress"] <= 1 or seen["state"]["sampling_step"] > 0
     assert seen["state"]["sampling_steps"] in (0, 50) and seen["state"]["job"] == "txt2img"
-    assert seen["current_image"] is None and seen["eta_relative"] >= 0
+    assert seen["eta_relative"] >= 0  # current_image: tests/gateway/test_preview_channels.py
 
     assert await asyncio.to_thread(client.interrupt) == {}
     await asyncio.to_thread(worker.join, 120)
