@@ -19,6 +19,7 @@ from typing import Any
 from services.generate import control, families
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
+from services.generate.diffusers_lookup import diffusers_class
 from shared.errors import ModelUnavailable
 
 log = logging.getLogger("imagemesh.generate.models")
@@ -201,7 +202,7 @@ class ModelManager:
 
             dtype = getattr(torch, load_dtype(entry, self.device.kind))
             return segmentation.load(source.location, self.device.name, dtype)
-        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
+        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else diffusers_class(entry.pipeline)
         if cls is None:
             raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
         dtype = load_dtype(entry, self.device.kind)

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from services.generate import control, families
+from services.generate.diffusers_lookup import diffusers_class
 from services.generate.request import Plan
 
 
@@ -32,10 +33,8 @@ def _swap_scheduler(pipe: Any, name: str) -> Any | None:
     """Install the asked scheduler for this call; returns the one to put back afterwards."""
     if not name or type(pipe.scheduler).__name__ == name:
         return None
-    import diffusers
-
     original = pipe.scheduler
-    pipe.scheduler = getattr(diffusers, name).from_config(original.config)
+    pipe.scheduler = diffusers_class(name).from_config(original.config)
     return original
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from services.generate import control, families, presets, sizing
 from services.generate.catalog import Catalog, ModelEntry
+from services.generate.diffusers_lookup import diffusers_class
 from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
@@ -190,9 +191,7 @@ def _output_size(inp: GenerateInput, entry: ModelEntry, templates: dict[str, tup
 def _scheduler_name(name: str) -> str:
     if not name:
         return ""
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
+    cls = diffusers_class(name)
     if cls is None or not name.endswith("Scheduler") or not isinstance(cls, type):
         raise InvalidArgument(f"unknown scheduler {name!r}; give a diffusers scheduler class name such as "
                               "DDIMScheduler or EulerDiscreteScheduler", field="scheduler")
