@@ -108,6 +108,9 @@ def inspect_header(data: bytes, media_type: str = "", width: int = 0, height: in
             warnings.simplefilter("ignore")
             with PILImage.open(io.BytesIO(data)) as img:
                 found, size = img.format, img.size
+    except PILImage.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image declares more pixels than the limit of {limits.max_pixels} pixels",
+                            field="image", max_pixels=limits.max_pixels) from exc
     except Exception as exc:
         raise InvalidFormat("unsupported or unreadable image; supported: PNG, JPEG, WEBP", field="image",
                             received="unknown") from exc
