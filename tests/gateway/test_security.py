@@ -50,7 +50,7 @@ async def test_a_good_key_in_either_header_passes(secured, dialect, headers):
 async def test_health_and_docs_need_no_key(secured):
     assert (await secured.get("/openapi.json")).status_code == 200
     assert (await secured.get("/docs")).status_code == 200
-    assert (await secured.get("/health")).status_code in (200, 503)
+    assert (await secured.get("/health")).status_code == 200  # the session mesh is up
     assert (await secured.get("/api/image-studio/health")).status_code == 200
 
 
