@@ -44,6 +44,8 @@ class GatewaySettings(ClientSettings):
     max_image_bytes: int = 50 * MIB
     # Deadline of one synchronous call into the mesh.
     request_timeout_s: float = 300.0
+    # Retry-After (seconds) on a 429 or 503 that carries no window of its own: a full queue, a service down.
+    retry_after_s: int = Field(5, ge=1)
 
     # The gateway's own HTTP server (gateway/server.py; docs/gateway.md, "Slow clients"). A request's headers must
     # be complete this long after its connection opens (or after the previous response on a keep-alive
