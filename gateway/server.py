@@ -116,14 +116,14 @@ def protocol_class(settings: GatewaySettings) -> type[GuardedHttpToolsProtocol]:
 
 def uvicorn_config(app: Any, settings: GatewaySettings, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn configuration of the gateway (`python -m gateway` and the tests that run it live)."""
-    values: dict[str, Any] = dict(
-        host=settings.host, port=settings.http_port, log_level=settings.log_level.lower(),
-        http=protocol_class(settings),
-        timeout_keep_alive=settings.http_keep_alive_timeout_s,
+    values: dict[str, Any] = {
+        "host": settings.host, "port": settings.http_port, "log_level": settings.log_level.lower(),
+        "http": protocol_class(settings),
+        "timeout_keep_alive": settings.http_keep_alive_timeout_s,
         # Connections plus requests in flight; past it uvicorn answers 503 at once instead of queueing.
-        limit_concurrency=settings.http_max_connections or None,
-        backlog=settings.http_backlog,
-        timeout_graceful_shutdown=10,
-    )
+        "limit_concurrency": settings.http_max_connections or None,
+        "backlog": settings.http_backlog,
+        "timeout_graceful_shutdown": 10,
+    }
     values.update(overrides)
     return uvicorn.Config(app, **values)

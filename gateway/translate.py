@@ -29,7 +29,6 @@ from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from shared.images import format_from_name
 from shared.mesh_client import MeshClient, is_terminal, job_images, status_name  # noqa: F401
 
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 

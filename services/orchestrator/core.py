@@ -49,12 +49,12 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
-from shared.images import ImageLimits
 from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
+from shared.images import ImageLimits
 
 log = logging.getLogger("imagemesh.orchestrator")
 COST = common_pb2.Cost.DESCRIPTOR.full_name

@@ -34,7 +34,7 @@ class RetentionSweeper:
         while True:
             try:
                 await self.sweep_once()
-            except Exception:  # noqa: BLE001 - a failed sweep (store unreachable) is retried next interval
+            except Exception:  # a failed sweep (store unreachable) is retried next interval
                 log.exception("image retention sweep failed")
             await asyncio.sleep(self.interval_s)
 

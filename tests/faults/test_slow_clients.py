@@ -48,8 +48,8 @@ async def hello(scope, receive, send):
 
 @contextlib.asynccontextmanager
 async def served(**settings):
-    values = dict(http_header_timeout_s=BOUND, http_body_timeout_s=BOUND, http_keep_alive_timeout_s=1,
-                  log_level="warning")
+    values = {"http_header_timeout_s": BOUND, "http_body_timeout_s": BOUND, "http_keep_alive_timeout_s": 1,
+              "log_level": "warning"}
     values.update(settings)
     config = uvicorn_config(hello, GatewaySettings(**values), port=0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

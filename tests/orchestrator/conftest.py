@@ -23,8 +23,8 @@ from services.upscale.settings import UpscaleSettings
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
 from tests.mesh import service_kwargs
-
 from tests.pg import PG_SERVER, create_database, drop_database, require_server
+
 WORKFLOWS = Path(__file__).parent / "workflows"
 
 
