@@ -21,6 +21,7 @@ import asyncio
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.settings import GatewaySettings
@@ -34,6 +35,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    retry_after_s: int = 5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -105,12 +107,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    # --- past the connection limit -----------------------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if app is httptools_impl.service_unavailable:
+            app = self._overloaded  # uvicorn's own 503, with the Retry-After every 503 of the gateway carries
+        super()._start_asgi_task(cycle, app)
+
+    async def _overloaded(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b"Service Unavailable: too many connections\n"
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(self.retry_after_s).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
 
 def protocol_class(settings: GatewaySettings) -> type[GuardedHttpToolsProtocol]:
     """The protocol with this gateway's timeouts (a subclass per server, so two servers in one process differ)."""
     return type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), {
         "header_timeout_s": settings.http_header_timeout_s,
         "body_timeout_s": settings.http_body_timeout_s,
+        "retry_after_s": settings.retry_after_s,
     })
 
 

@@ -103,7 +103,7 @@ async def test_a_steady_body_is_not_cut_and_an_idle_keep_alive_connection_is_clo
 
 async def test_past_the_connection_limit_the_answer_is_503():
     # uvicorn counts open connections (and requests in flight): two busy ones, and the third reaches the limit.
-    async with served(http_max_connections=3) as port:
+    async with served(http_max_connections=3, retry_after_s=7) as port:
         busy = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
         for _, writer in busy:
             writer.write(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
@@ -112,8 +112,9 @@ async def test_past_the_connection_limit_the_answer_is_503():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")
         await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n"), WAIT)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         writer.close()
         for _, w in busy:
             w.close()
     assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nretry-after: 7\r\n" in head.lower()
