@@ -31,14 +31,14 @@ _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain;
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header timeout and a body (inactivity) timeout."""
+    """uvicorn's httptools protocol with a header timeout and a body (inactivity) timeout. The bounds travel on
+    uvicorn's Config (`uvicorn_config` sets them), so the class stays importable by name (uvicorn workers)."""
 
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    retry_after_s: int = 5
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.header_timeout_s: float = getattr(config, "imagemesh_header_timeout_s", 10.0)
+        self.body_timeout_s: float = getattr(config, "imagemesh_body_timeout_s", 30.0)
+        self.retry_after_s: int = getattr(config, "imagemesh_retry_after_s", 5)
         self._guard: asyncio.TimerHandle | None = None
         self._awaiting_body = False
 
@@ -122,20 +122,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         await send({"type": "http.response.body", "body": body})
 
 
-def protocol_class(settings: GatewaySettings) -> type[GuardedHttpToolsProtocol]:
-    """The protocol with this gateway's timeouts (a subclass per server, so two servers in one process differ)."""
-    return type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), {
-        "header_timeout_s": settings.http_header_timeout_s,
-        "body_timeout_s": settings.http_body_timeout_s,
-        "retry_after_s": settings.retry_after_s,
-    })
-
-
 def uvicorn_config(app: Any, settings: GatewaySettings, **overrides: Any) -> uvicorn.Config:
     """The one uvicorn configuration of the gateway (`python -m gateway` and the tests that run it live)."""
     values: dict[str, Any] = {
         "host": settings.host, "port": settings.http_port, "log_level": settings.log_level.lower(),
-        "http": protocol_class(settings),
+        "http": GuardedHttpToolsProtocol,
         "timeout_keep_alive": settings.http_keep_alive_timeout_s,
         # Connections plus requests in flight; past it uvicorn answers 503 at once instead of queueing.
         "limit_concurrency": settings.http_max_connections or None,
@@ -143,4 +134,8 @@ def uvicorn_config(app: Any, settings: GatewaySettings, **overrides: Any) -> uvi
         "timeout_graceful_shutdown": 10,
     }
     values.update(overrides)
-    return uvicorn.Config(app, **values)
+    config = uvicorn.Config(app, **values)
+    config.imagemesh_header_timeout_s = settings.http_header_timeout_s  # type: ignore[attr-defined]
+    config.imagemesh_body_timeout_s = settings.http_body_timeout_s  # type: ignore[attr-defined]
+    config.imagemesh_retry_after_s = settings.retry_after_s  # type: ignore[attr-defined]
+    return config
