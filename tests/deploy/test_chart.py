@@ -439,3 +439,16 @@ def test_gateway_server_bounds_and_a_matching_nginx_ingress() -> None:
         "nginx.ingress.kubernetes.io/proxy-send-timeout": "30",
         "nginx.ingress.kubernetes.io/limit-connections": "100",
     }
+
+
+def test_image_retention_reaches_the_orchestrator() -> None:
+    from services.orchestrator.settings import OrchestratorSettings
+
+    docs = render("default", "imageStore.retention.maxTotalGiB=5")
+    env = env_of(container(by_component(docs, "Deployment")["orchestrator"]))
+    retention = {k: e["value"] for k, e in env.items() if k.startswith("IMAGEMESH_IMAGE_RETENTION_")}
+    assert retention == {"IMAGEMESH_IMAGE_RETENTION_MAX_AGE_S": str(30 * 86400),
+                         "IMAGEMESH_IMAGE_RETENTION_MAX_TOTAL_BYTES": str(5 * 1024**3),
+                         "IMAGEMESH_IMAGE_RETENTION_MIN_AGE_S": "3600",
+                         "IMAGEMESH_IMAGE_RETENTION_SWEEP_INTERVAL_S": "3600"}
+    assert set(retention) <= {f"IMAGEMESH_{f.upper()}" for f in OrchestratorSettings.model_fields}
