@@ -57,16 +57,21 @@ def renderer_for(request: Request) -> ErrorRenderer:
     return getattr(route, "imagemesh_error_renderer", None) or request.app.state.default_error_renderer
 
 
-def with_headers(error: ImageMeshError, response: JSONResponse) -> JSONResponse:
+def with_headers(error: ImageMeshError, response: JSONResponse, retry_after_s: int = 5) -> JSONResponse:
+    """Headers every dialect's error carries: Retry-After on every 429 and 503 (a rate limit's own window, else
+    `retry_after_s`: a full queue, a service down or restarting), WWW-Authenticate on a 401."""
     if isinstance(error, RateLimited) and "retry_after" in error.metadata:
         response.headers["Retry-After"] = error.metadata["retry_after"]
+    elif response.status_code in (429, 503):
+        response.headers["Retry-After"] = error.metadata.get("retry_after") or str(retry_after_s)
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 
 async def handle_mesh_error(request: Request, exc: ImageMeshError) -> JSONResponse:
-    return with_headers(exc, renderer_for(request)(exc))
+    settings = getattr(request.app.state, "settings", None)
+    return with_headers(exc, renderer_for(request)(exc), getattr(settings, "retry_after_s", 5))
 
 
 # pydantic error types that mean "value out of its documented range" rather than "missing or wrong type".

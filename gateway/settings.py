@@ -44,6 +44,20 @@ class GatewaySettings(ClientSettings):
     max_image_bytes: int = 50 * MIB
     # Deadline of one synchronous call into the mesh.
     request_timeout_s: float = 300.0
+    # Retry-After (seconds) on a 429 or 503 that carries no window of its own: a full queue, a service down.
+    retry_after_s: int = Field(5, ge=1)
+
+    # The gateway's own HTTP server (gateway/server.py; docs/gateway.md, "Slow clients"). A request's headers must
+    # be complete this long after its connection opens (or after the previous response on a keep-alive
+    # connection); a request body may pause at most this long between two pieces; past either: 408 and close.
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    # An idle keep-alive connection is closed after this many seconds.
+    http_keep_alive_timeout_s: int = Field(5, ge=1)
+    # Connections plus requests in flight; past it the answer is 503 at once (0 = unbounded, not recommended).
+    http_max_connections: int = Field(1000, ge=0)
+    # Connections the kernel queues before the server accepts them.
+    http_backlog: int = Field(2048, ge=1)
     health_timeout_s: float = 2.0
     # /health answers from cached health watches; Generate's model listing is re-read this often and whenever
     # Generate turns SERVING.

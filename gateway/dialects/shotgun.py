@@ -183,7 +183,7 @@ async def _shotgun(request: Request, body: ImageInput, models: list[str], output
     if body.webhook_url:
         hook = await translate.webhook(request, body.webhook_url, body.webhook_secret, WEBHOOK_FORMAT)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
-    summary = await translate.client(request).run_shotgun(spec)
+    summary = await translate.while_connected(request, translate.client(request).run_shotgun(spec))
     if summary.results and not any(_success(r) for r in summary.results):
         raise ProcessingError("all models failed", job_id=summary.job_id,
                               errors="; ".join(f"{r.model_id}: {r.error}" for r in summary.results))
