@@ -204,6 +204,26 @@ async def test_ids_past_their_cap_are_400(hostile, dialect, method, path):
     assert LONG_ID not in reply.text
 
 
+ENCODED_CASES = [
+    ("freepik", "/v1/generate/%FF%FE%00", 404),
+    ("cyberimage", "/api/status/%ED%A0%80", 404),
+    ("cyberimage", "/api/gallery?page=%FF", 400),
+    ("cyberimage", "/api/gallery?search=%FF%FE%00", 200),
+    ("cyberimage", "/api/gallery?model=%00", 400),
+    ("image_studio", "/api/image-studio/templates/search?query=%FF", 200),
+    ("freepik", "/v1/jobs?status=%FF", 400),
+]
+
+
+@pytest.mark.parametrize("dialect,path,status", ENCODED_CASES, ids=[c[1] for c in ENCODED_CASES])
+async def test_percent_encoded_invalid_utf8_in_paths_and_queries(hostile, dialect, path, status):
+    reply = await hostile.get(path)
+    if status == 200:
+        assert reply.status_code == 200, reply.text
+    else:
+        assert_format(dialect, reply, status)
+
+
 async def test_log_selection_job_id_past_its_cap_is_400(hostile):
     reply = await hostile.post("/log-selection", json={"job_id": LONG_ID, "selected_model_id": "u2netp"})
     assert_format("shotgun", reply, 400)
