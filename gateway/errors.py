@@ -122,10 +122,14 @@ def from_http_exception(request: Request, exc: StarletteHTTPException) -> ImageM
         return MethodNotAllowed(f"method {bounded(request.method, 20)} is not allowed on {path}"
                                 + (f"; allowed: {allowed}" if allowed else ""), allowed=allowed or None)
     if exc.status_code == 400:
-        # FastAPI's "There was an error parsing the body": invalid UTF-8, nesting past the parser's depth, ...
-        return ValidationFailed("invalid request body: not a JSON document this API can read (check the encoding "
-                                "is UTF-8 and the nesting is shallow)", status=400, field="body",
-                                error_type="json_invalid")
+        if exc.detail == "There was an error parsing the body":
+            # FastAPI's words for a JSON body that does not decode: invalid UTF-8, nesting past the parser's depth.
+            return ValidationFailed("invalid request body: not a JSON document this API can read (check the "
+                                    "encoding is UTF-8 and the nesting is shallow)", status=400, field="body",
+                                    error_type="json_invalid")
+        # Starlette's multipart parser (too many files or fields, a broken boundary) and the like.
+        return ValidationFailed(f"invalid request body: {bounded(str(exc.detail), 300)}", status=400, field="body",
+                                error_type="body_invalid")
     error = ImageMeshError(bounded(str(exc.detail), 500))
     error.http_status = exc.status_code
     error.reason = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 413: "IMAGE_TOO_LARGE",

@@ -169,6 +169,27 @@ async def test_job_list_status_filter_past_its_cap_is_400(hostile):
     assert_format("freepik", reply, 400)
 
 
+MULTIPART_CASES = {
+    "files_1500": lambda: {"files": [("image", (f"{i}.png", b"x", "image/png")) for i in range(1500)],
+                           "data": {"prompt": "x"}},
+    "fields_1500": lambda: {"files": [("image", ("a.png", b"x", "image/png"))],
+                            "data": {"prompt": "x", **{f"f{i}": "v" for i in range(1500)}}},
+    "images_2": lambda: {"files": [("image", ("a.png", b"x", "image/png")), ("image", ("b.png", b"y", "image/png"))],
+                         "data": {"prompt": "x"}},
+}
+
+
+@pytest.mark.parametrize("name", list(MULTIPART_CASES))
+async def test_openai_multipart_past_its_caps_is_400(hostile, name):
+    assert_format("openai", await hostile.post("/v1/images/edits", **MULTIPART_CASES[name]()), 400)
+
+
+async def test_openai_broken_multipart_is_400(hostile):
+    reply = await hostile.post("/v1/images/edits", content=b"--nope\r\ngarbage",
+                               headers={"Content-Type": "multipart/form-data; boundary=other"})
+    assert_format("openai", reply, 400)
+
+
 async def test_repeated_platforms_are_optimized_once(hostile):
     body = {"image_base64": b64(disc_rgba(64)), "platforms": ["instagram"] * 5, "crop_mode": "center"}
     reply = await hostile.post("/api/image-studio/social/optimize", json=body)
