@@ -15,7 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import ImageMeshError, InvalidArgument, NotFound, PromptTooLong, RateLimited, Unauthenticated, bounded
+from shared.errors import (
+    ImageMeshError,
+    InvalidArgument,
+    NotFound,
+    PromptTooLong,
+    RateLimited,
+    Unauthenticated,
+    bounded,
+)
 
 # When the current request started (perf_counter), set by the app's outermost middleware: renderers that report
 # "time until the error occurred" (FLUX Krea's `duration`) read it.

@@ -23,8 +23,8 @@ from gateway.limits import (
     SEED_MAX,
     FreeForm,
     Name,
-    Names,
     NamePath,
+    Names,
     deduplicated,
 )
 from gateway.security import guard

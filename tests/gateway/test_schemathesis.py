@@ -84,11 +84,43 @@ def _operations(schema: dict[str, Any], dialect: str) -> list[tuple[str, str]]:
     return out
 
 
+def _check(case: Any, url: str, problems: list[str], label: str) -> None:
+    """Send one case and hold the answer to the document; a failure is collected (never shrunk)."""
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+    response = case.call(base_url=url, headers=HEADERS, timeout=120)
+    TALLY["cases"] += 1
+    checks = [status_code_conformance, response_schema_conformance]
+    if response.status_code == 501:
+        # "Not available on this deployment" (an A1111 option or an Image Studio operation no model here serves):
+        # documented per operation, and the only 5xx a healthy mesh may give.
+        TALLY["501"] += 1
+    else:
+        checks.append(not_a_server_error)
+        TALLY["5xx"] += response.status_code >= 500
+    try:
+        case.validate_response(response, headers=HEADERS, checks=checks)
+    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected, never shrunk
+        failures = getattr(exc, "exceptions", [exc])
+        names = ", ".join(sorted({type(f).__name__ for f in failures}))
+        problems.append(f"{label} -> {response.status_code} ({names}): {str(failures[0]).strip()[:300]} | "
+                        f"{response.text[:300]}")
+
+
+def _runner(strategy: Any, url: str, problems: list[str], label: str) -> Any:
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        _check(case, url, problems, label)
+
+    return run
+
+
 def _fuzz(url: str, raw: dict[str, Any], dialect: str) -> list[str]:
     """Runs in a worker thread (the mesh and the server keep serving on the test's event loop)."""
     import schemathesis
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
     schema = schemathesis.openapi.from_dict(raw)
     wanted = set(_operations(raw, dialect))
@@ -98,36 +130,15 @@ def _fuzz(url: str, raw: dict[str, Any], dialect: str) -> list[str]:
         if (operation.method.upper(), operation.path) not in wanted:
             continue
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case) -> None:
-                response = case.call(base_url=url, headers=HEADERS, timeout=120)
-                TALLY["cases"] += 1
-                checks = [status_code_conformance, response_schema_conformance]
-                if response.status_code == 501:
-                    # "Not available on this deployment" (an A1111 option or an Image Studio operation no model
-                    # here serves): documented per operation, and the only 5xx a healthy mesh may give.
-                    TALLY["501"] += 1
-                else:
-                    checks.append(not_a_server_error)
-                    TALLY["5xx"] += response.status_code >= 500
-                try:
-                    case.validate_response(response, headers=HEADERS, checks=checks)
-                except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected, never shrunk
-                    failures = getattr(exc, "exceptions", [exc])
-                    names = ", ".join(sorted({type(f).__name__ for f in failures}))
-                    problems.append(f"{operation.label} [{mode.value}] -> {response.status_code} ({names}): "
-                                    f"{str(failures[0]).strip()[:300]} | {response.text[:300]}")
-
+            label = f"{operation.label} [{mode.value}]"
+            run = _runner(operation.as_strategy(generation_mode=mode), url, problems, label)
             started = time.perf_counter()
             try:
                 run()
             except Unsatisfiable:
                 # An operation without parameters has no invalid case to make (negative mode): nothing to send.
                 continue
-            TIMES[f"{operation.label} [{mode.value}]"] = time.perf_counter() - started
+            TIMES[label] = time.perf_counter() - started
     return problems
 
 
