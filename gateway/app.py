@@ -54,12 +54,23 @@ async def _no_body() -> dict:  # pragma: no cover - a rendered JSONResponse neve
 
 
 def matched_route(app: Any, scope: dict) -> Any:
-    """The dialect route that fully matches this request (path and method), or None; routing happens later."""
+    """The dialect route that fully matches this request (path and method), or None; routing happens later.
+    Remembered per (method, path) in a bounded map: the hot paths (/health, listings) skip the scan."""
     path, method = scope.get("path", ""), scope.get("method", "GET")
+    cache: dict[tuple[str, str], Any] = app.state.route_cache
+    key = (method, path)
+    if key in cache:
+        return cache[key]
+    found = None
     for pattern, methods, _, route in app.state.route_table:
         if (method in methods or (method == "HEAD" and "GET" in methods)) and pattern.match(path):
-            return route
-    return None
+            found = route
+            break
+    if len(path) <= 256:
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = found
+    return found
 
 
 class BodyLimitMiddleware:
@@ -166,6 +177,7 @@ def create_app(settings: GatewaySettings | None = None, mesh: Mesh | None = None
     # (path regex, methods, path as OpenAPI shows it, route) of every dialect HTTP route, for the middlewares that
     # act before routing (auth, body limit) and for the OpenAPI error responses.
     app.state.route_table = []
+    app.state.route_cache = {}
     for router, renderer, prefix in DIALECTS:
         # The matched route is the dialect router's own object, so the tag goes there.
         for route in router.routes:

@@ -266,6 +266,15 @@ async def test_orchestrator_does_not_echo_a_long_image_ref(mesh):
     assert caught.value.reason == "IMAGE_NOT_FOUND" and "rrrrrrrrrr" not in caught.value.message
 
 
+def test_error_messages_and_metadata_are_bounded_on_the_wire():
+    """Whatever a service puts in an error, its gRPC status (message + ErrorInfo) stays far below gRPC's 8 KiB."""
+    from shared.errors import InvalidArgument, to_rpc_status
+
+    error = InvalidArgument("é" * 100_000, field="x" * 100_000, **{f"k{i}": "v" * 1000 for i in range(50)})
+    status = to_rpc_status(error)
+    assert len(status.message.encode()) * 3 + status.ByteSize() < 4096
+
+
 async def test_result_urls_come_from_the_public_base_url_not_the_host_header(hostile):
     body = {"prompt": "a lighthouse", "size": "64x64", "response_format": "url"}
     reply = await hostile.post("/v1/images/generations", json=body, headers={"Host": "evil.example"})
