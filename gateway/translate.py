@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from google.protobuf import struct_pb2
 from starlette.requests import HTTPConnection
 
+from gateway.images_in import data_uri
 from gateway.security import owner_of
 from shared import ssrf
 from shared.errors import InvalidArgument, InvalidModel
@@ -142,13 +143,22 @@ def percent(done: int, total: int) -> int:
     return round(100 * done / total) if total > 0 else 0
 
 
+def preview_uri(progress: common_pb2.Progress) -> str | None:
+    """The latest live preview of a running generation as a data URI (the bytes as Generate made them), or None."""
+    if not progress.HasField("preview") or not progress.preview.data:
+        return None
+    return data_uri(progress.preview.data, progress.preview.media_type or "image/png")
+
+
 # One spelling of job states and results for every surface (the CLI reads them through the mesh client too).
 terminal = is_terminal
 
 
-async def webhook(request: Request, url: str | None, secret: str | None = None) -> orch_pb.Webhook | None:
+async def webhook(request: Request, url: str | None, secret: str | None = None,
+                  body_format: str = "") -> orch_pb.Webhook | None:
     """The Webhook message for a client's URL, refused early (WEBHOOK_URL_INVALID) when the SSRF rules forbid it;
-    the orchestrator checks again when it delivers."""
+    the orchestrator checks again when it delivers. `body_format` names the document whose webhook body the
+    orchestrator sends ("freepik" when empty, "shotgun")."""
     if not url:
         return None
     policy = ssrf.UrlPolicy.from_setting(request.app.state.settings.url_allow_list)
@@ -157,7 +167,7 @@ async def webhook(request: Request, url: str | None, secret: str | None = None) 
     except InvalidArgument as exc:
         raise InvalidArgument(f"webhook_url is not accessible: {exc.message}", field="webhook_url",
                               reason="WEBHOOK_URL_INVALID") from None
-    return orch_pb.Webhook(url=url, secret=secret or "")
+    return orch_pb.Webhook(url=url, secret=secret or "", format=body_format)
 
 
 def struct(values: dict[str, Any] | None) -> struct_pb2.Struct:

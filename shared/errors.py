@@ -97,6 +97,13 @@ class IdempotencyKeyReused(FailedPrecondition):
     reason = "IDEMPOTENCY_KEY_REUSED"
 
 
+class SubjectMaskRequired(FailedPrecondition):
+    """Generate needs the background-removal subject mask of the image (a search prompt naming the subject); the
+    orchestrator, which chains services, fetches it and asks again."""
+
+    reason = "SUBJECT_MASK_REQUIRED"
+
+
 class Unauthenticated(ImageMeshError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401

@@ -167,15 +167,19 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
 async def _ws_follow(ws: WebSocket, job: orch_pb.Job) -> orch_pb.Job:
     """WatchJob until the job is terminal, sending the denoising steps the orchestrator recorded as `progress`
     (it writes at most one per IMAGEMESH_PROGRESS_INTERVAL_S; a watcher sees the latest, so steps may be skipped,
-    never invented)."""
-    last_step = 0
+    never invented). A progress message carries `preview` (a PNG data URL) when Generate made a new preview since
+    the last message."""
+    last_step, last_preview = 0, None
     async for event in translate.watch_job(ws, job.id):
         job = event.job
         progress = job.progress
         if (event.type == orch_pb.JOB_EVENT_TYPE_PROGRESS and progress.stage == common_pb2.STAGE_GENERATING
                 and progress.total_steps and progress.step > last_step):
             last_step = progress.step
-            await ws.send_json({"type": "progress", "data": {
-                "step": progress.step, "total_steps": progress.total_steps,
-                "percentage": translate.percent(progress.step, progress.total_steps)}})
+            data = {"step": progress.step, "total_steps": progress.total_steps,
+                    "percentage": translate.percent(progress.step, progress.total_steps)}
+            preview = translate.preview_uri(progress)
+            if preview is not None and preview != last_preview:
+                data["preview"] = last_preview = preview
+            await ws.send_json({"type": "progress", "data": data})
     return job
