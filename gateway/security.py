@@ -10,6 +10,8 @@ raise the mesh's errors (Unauthenticated, RateLimited), so each dialect renders 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import logging
 import math
@@ -204,7 +206,28 @@ def guard(bucket: str, anonymous_bucket: str | None = None, *, basic: bool = Fal
         return await check(request, api_key or (bearer.credentials if bearer else None)
                            or (credentials.password if credentials else None))
 
-    return basic_dependency if basic else dependency
+    chosen = basic_dependency if basic else dependency
+    # The app checks credentials before it reads a guarded route's body (gateway/app.py AuthFirstMiddleware).
+    chosen.imagemesh_guard_basic = basic  # type: ignore[attr-defined]
+    return chosen
+
+
+def key_from_request_headers(headers: Mapping[str, str], basic: bool) -> str | None:
+    """The API key an HTTP request carries, read the way `guard` reads it (X-API-Key, Bearer, and HTTP Basic's
+    password where the dialect takes Basic)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if basic and scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
 
 
 async def admit(security: Security, owner: str, ip: str, bucket: str,

@@ -89,6 +89,10 @@ class GatewaySettings(ClientSettings):
     # Longest prompt accepted by dialects whose seed gives no number (FLUX Krea says 1000, CyberImage 500); the
     # Generate service's own default limit, so an asynchronous job is refused at submit rather than failing later.
     max_prompt_chars: int = 1000
+    # The scheme://host[:port][/prefix] clients reach this gateway at; result URLs (image_url, result_url) are
+    # built from it, never from the request's Host header. Empty: http://<host>:<http_port> of this process
+    # (127.0.0.1 when bound to every interface), right for `make run`; set it behind an ingress.
+    public_base_url: str = ""
     # Where the catalogues (Image Studio templates, providers, operations, enrichment styles) are read from.
     catalogue_dir: Path | None = None
 
@@ -96,6 +100,14 @@ class GatewaySettings(ClientSettings):
     def resolved_database_url(self) -> str:
         # The orchestrator's default: one SQLite file for jobs, keys and rate-limit windows.
         return self.database_url or f"sqlite:///{(self.var_dir / 'imagemesh.db').resolve()}"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def resolved_rate_limits(self) -> dict[str, str]:

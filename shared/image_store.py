@@ -87,7 +87,7 @@ class ImageStore(Protocol):
 
 
 def _not_found(ref: str) -> NotFound:
-    return NotFound(f"image {ref!r} not found", reason="IMAGE_NOT_FOUND")
+    return NotFound("image not found", reason="IMAGE_NOT_FOUND")  # the ref is client input: not echoed
 
 
 def _check_ref(ref: str) -> None:

@@ -33,7 +33,7 @@ class _Outcome:
 async def _abort_with(context: grpc.aio.ServicerContext, error: ImageMeshError, outcome: _Outcome) -> None:
     outcome.code = error.grpc_code
     status = to_rpc_status(error)
-    await context.abort(error.grpc_code, error.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),))
+    await context.abort(error.grpc_code, status.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),))
 
 
 async def _handle_exception(exc: BaseException, context: grpc.aio.ServicerContext, method: str, outcome: _Outcome) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway import access_store, errors, translate
 from gateway.images_in import decode_base64_image, encode_base64
+from gateway.limits import FreeForm, FreeList, check_json
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -114,12 +115,22 @@ class _Processing(BaseModel):
     height: int = Field(512, ge=64, le=2048)
     restore_faces: bool | None = Field(None, description="Face restoration is not available: false only")
     tiling: bool | None = Field(None, description="Tiling is not available: false only")
-    override_settings: dict[str, Any] = Field(default_factory=dict, description="Options for this request only")
+    override_settings: FreeForm = Field(default_factory=dict, description="Options for this request only")
     script_name: str | None = Field(None, max_length=200, description="No scripts are installed")
-    script_args: list[Any] = Field(default_factory=list)
+    script_args: FreeList = Field(default_factory=list)
     send_images: bool = True
     save_images: bool = False
-    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    alwayson_scripts: FreeForm = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> _Processing:
+        # Unknown fields are echoed in `parameters`: each gets the caps of a free-form value, and 200 at most.
+        extra = self.__pydantic_extra__ or {}
+        if len(extra) > 200:
+            raise ValueError("at most 200 unknown fields")
+        for key, value in extra.items():
+            check_json(value, key[:50])
+        return self
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_Processing):
@@ -600,6 +611,11 @@ async def get_options(request: Request) -> dict[str, Any]:
 @router.post("/sdapi/v1/options", response_model=EmptyReply | None, dependencies=[WRITE],
              summary="Set options (per API key); sd_model_checkpoint and samples_format are checked")
 async def set_options(body: dict[str, Any], request: Request) -> None:
+    try:
+        for key, value in body.items():
+            check_json(value, f"options.{key[:50]}")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="options") from None
     if len(body) > 200 or any(len(key) > 200 for key in body) or len(json.dumps(body)) > 64 * 1024:
         raise InvalidArgument("options: at most 200 keys of up to 200 characters, 64 KiB in all", field="options")
     if "sd_model_checkpoint" in body:

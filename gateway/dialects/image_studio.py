@@ -13,10 +13,22 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gateway import enrich, translate
 from gateway.images_in import data_uri, decode_base64_image, encode_base64
+from gateway.limits import (
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_PROMPT_FIELD_CHARS,
+    SEED_MAX,
+    FreeForm,
+    Name,
+    NamePath,
+    Names,
+    deduplicated,
+)
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet, Unauthenticated
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -67,22 +79,23 @@ class TemplateList(BaseModel):
 
 class CreateBody(BaseModel):
     prompt: str = Field(min_length=1, description="Image generation prompt")
-    template_id: str | None = None
-    provider: str | None = Field("auto", description="auto, stability, wavespeed, huggingface, gemini")
-    model: str | None = None
+    template_id: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    provider: str | None = Field("auto", max_length=MAX_NAME_CHARS,
+                                description="auto, stability, wavespeed, huggingface, gemini")
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
     width: int | None = Field(None, ge=64, le=4096)
     height: int | None = Field(None, ge=64, le=4096)
-    aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")
-    style_preset: str | None = None
+    aspect_ratio: str | None = Field(None, max_length=32, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
     quality: Literal["draft", "standard", "premium"] = "standard"
     negative_prompt: str | None = None
     guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
     steps: int | None = Field(None, ge=1, le=150)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     num_variations: int = Field(1, ge=1, le=10)
     enhance_prompt: bool = True
     use_persona: bool = False
-    persona_id: str | None = None
+    persona_id: str | None = Field(None, max_length=MAX_ID_CHARS)
 
 
 class CreateRequestEcho(BaseModel):
@@ -128,9 +141,9 @@ class ProviderList(BaseModel):
 
 
 class CostBody(BaseModel):
-    provider: str
-    model: str | None = None
-    operation: str = "generate"
+    provider: str = Field(max_length=MAX_NAME_CHARS)
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    operation: str = Field("generate", max_length=MAX_NAME_CHARS)
     num_images: int = Field(1, ge=1, le=100)
     width: int | None = Field(None, ge=1, le=8192)
     height: int | None = Field(None, ge=1, le=8192)
@@ -147,7 +160,8 @@ class CostReply(BaseModel):
 
 class EditBody(BaseModel):
     image_base64: str = Field(description="Primary image (base64 or data URL)")
-    operation: str = Field(description="remove_background, inpaint, outpaint, search_replace, search_recolor, "
+    operation: str = Field(max_length=MAX_NAME_CHARS,
+                           description="remove_background, inpaint, outpaint, search_replace, search_recolor, "
                                        "general_edit")
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -161,14 +175,24 @@ class EditBody(BaseModel):
     expand_right: int = Field(0, ge=0, le=2048)
     expand_up: int = Field(0, ge=0, le=2048)
     expand_down: int = Field(0, ge=0, le=2048)
-    provider: str | None = None
-    model: str | None = None
-    style_preset: str | None = None
+    provider: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
     guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
     steps: int | None = Field(None, ge=1, le=150)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FreeForm = Field(default_factory=dict,
+                              description="Free-form options; `strength` (0 to 1) is how much is repainted")
+
+    @field_validator("options")
+    @classmethod
+    def _strength(cls, options: dict[str, Any]) -> dict[str, Any]:
+        strength = options.get("strength")
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                     or not 0.0 <= strength <= 1.0):
+            raise ValueError("options.strength must be a number from 0 to 1")
+        return options
 
 
 class ImageReply(BaseModel):
@@ -200,7 +224,7 @@ class UpscaleBody(BaseModel):
     target_width: int | None = Field(None, ge=1, le=16384)
     target_height: int | None = Field(None, ge=1, le=16384)
     preset: Literal["web", "print", "social"] | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_FIELD_CHARS)
 
 
 class UpscaleReply(BaseModel):
@@ -214,7 +238,7 @@ class UpscaleReply(BaseModel):
 
 class ControlBody(BaseModel):
     control_image_base64: str
-    operation: str = Field(description="sketch, structure, style, style_transfer")
+    operation: str = Field(max_length=MAX_NAME_CHARS, description="sketch, structure, style, style_transfer")
     prompt: str = Field(min_length=1)
     style_image_base64: str | None = None
     negative_prompt: str | None = None
@@ -223,9 +247,9 @@ class ControlBody(BaseModel):
     style_strength: float | None = Field(None, ge=0.0, le=1.0)
     composition_fidelity: float | None = Field(None, ge=0.0, le=1.0)
     change_strength: float | None = Field(None, ge=0.0, le=1.0)
-    aspect_ratio: str | None = None
-    style_preset: str | None = None
-    seed: int | None = None
+    aspect_ratio: str | None = Field(None, max_length=32)
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
 
 
@@ -236,8 +260,9 @@ class FocalPoint(BaseModel):
 
 class SocialBody(BaseModel):
     image_base64: str
-    platforms: list[str] = Field(min_length=1)
-    format_names: dict[str, str] = Field(default_factory=dict)
+    platforms: Names = Field(min_length=1, description=f"At most {MAX_LIST_ITEMS} platforms; repeats are "
+                                                       "optimized once")
+    format_names: dict[Name, Name] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
     show_safe_zones: bool = False
     crop_mode: Literal["smart", "center", "fit"] = "smart"
     focal_point: FocalPoint | None = None
@@ -397,22 +422,23 @@ async def create(body: CreateBody, request: Request) -> CreateReply:
 
 
 @router.get("/templates", response_model=TemplateList, dependencies=[GUARD], summary="Templates, filtered")
-async def templates(request: Request, platform: str | None = None, category: str | None = None) -> TemplateList:
+async def templates(request: Request, platform: str | None = Query(None, max_length=MAX_NAME_CHARS),
+                    category: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.find_templates(_catalogues(request), platform=platform, category=category),
                         await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
 @router.get("/templates/search", response_model=TemplateList, dependencies=[GUARD], summary="Search templates")
-async def search_templates(request: Request, query: str = Query(min_length=1)) -> TemplateList:
+async def search_templates(request: Request, query: str = Query(min_length=1, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.find_templates(_catalogues(request), query=query), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
 @router.get("/templates/recommend", response_model=TemplateList, dependencies=[GUARD],
             summary="Templates recommended for a use case")
-async def recommend_templates(request: Request, use_case: str = Query(min_length=1),
-                              platform: str | None = None) -> TemplateList:
+async def recommend_templates(request: Request, use_case: str = Query(min_length=1, max_length=MAX_NAME_CHARS),
+                              platform: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.recommend(_catalogues(request), use_case, platform), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
@@ -703,7 +729,7 @@ async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
     data = decode_base64_image(body.image_base64, "image_base64", request.app.state.settings.max_image_bytes)
     chosen: list[tuple[str, str]] = []
     labels: dict[tuple[str, str], str] = {}
-    for platform in body.platforms:
+    for platform in deduplicated(body.platforms):
         formats = await translate.platform_formats(request, platform)
         if not formats:
             raise InvalidArgument(f"Platform '{platform}' has no formats", field="platforms")
@@ -751,7 +777,7 @@ async def _formats(request: Request, platform: str) -> list[up_pb.PlatformFormat
 
 @router.get("/social/platforms/{platform}/formats", response_model=PlatformFormats, dependencies=[GUARD],
             summary="A platform's formats")
-async def platform_formats(platform: str, request: Request) -> PlatformFormats:
+async def platform_formats(platform: NamePath, request: Request) -> PlatformFormats:
     formats = await _formats(request, platform)
     return PlatformFormats(formats=[PlatformFormat(
         name=_label(f), id=f.name, width=f.width, height=f.height, ratio=f.ratio,
@@ -762,7 +788,7 @@ async def platform_formats(platform: str, request: Request) -> PlatformFormats:
 
 @router.get("/platform-specs/{platform}", response_model=PlatformSpecs, dependencies=[GUARD],
             summary="A platform's specifications")
-async def platform_specs(platform: str, request: Request) -> PlatformSpecs:
+async def platform_specs(platform: NamePath, request: Request) -> PlatformSpecs:
     formats = await _formats(request, platform)
     facts = _catalogues(request).platforms.get(platform.lower(), {})
     file_types = facts.get("file_types") or sorted({f.file_type.upper() for f in formats})
