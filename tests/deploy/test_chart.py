@@ -452,3 +452,17 @@ def test_image_retention_reaches_the_orchestrator() -> None:
                          "IMAGEMESH_IMAGE_RETENTION_MIN_AGE_S": "3600",
                          "IMAGEMESH_IMAGE_RETENTION_SWEEP_INTERVAL_S": "3600"}
     assert set(retention) <= {f"IMAGEMESH_{f.upper()}" for f in OrchestratorSettings.model_fields}
+
+
+def test_result_urls_are_built_from_the_public_base_url() -> None:
+    from gateway.settings import GatewaySettings
+
+    assert "IMAGEMESH_PUBLIC_BASE_URL" in {f"IMAGEMESH_{f.upper()}" for f in GatewaySettings.model_fields}
+
+    def public_base(*overrides: str) -> str | None:
+        env = env_of(container(by_component(render("default", *overrides), "Deployment")["gateway"]))
+        return env.get("IMAGEMESH_PUBLIC_BASE_URL", {}).get("value")
+
+    assert public_base() is None  # no ingress: the gateway's own address (gateway.settings)
+    assert public_base("ingress.enabled=true") == "http://imagemesh.local"
+    assert public_base("gateway.publicBaseUrl=https://images.example.com") == "https://images.example.com"
