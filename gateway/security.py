@@ -4,13 +4,14 @@
 password where a dialect asks for it), records the owner on
 `request.state.owner`, then counts the request in the bucket's fixed window in the shared database. Failures
 raise the mesh's errors (Unauthenticated, RateLimited), so each dialect renders them in its own format.
-gateway/app.py's middleware puts X-RateLimit-* (`ratelimit_headers`) on every response of a guarded route, errors
-included.
+`RateLimitHeadersMiddleware` puts X-RateLimit-* on every response of a guarded route, errors included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import logging
 import math
@@ -319,7 +320,28 @@ def guard(bucket: str, anonymous_bucket: str | None = None, *, basic: bool = Fal
         return await check(request, api_key or (bearer.credentials if bearer else None)
                            or (credentials.password if credentials else None))
 
-    return basic_dependency if basic else dependency
+    chosen = basic_dependency if basic else dependency
+    # The app checks credentials before it reads a guarded route's body (gateway/app.py AuthFirstMiddleware).
+    chosen.imagemesh_guard_basic = basic  # type: ignore[attr-defined]
+    return chosen
+
+
+def key_from_request_headers(headers: Mapping[str, str], basic: bool) -> str | None:
+    """The API key an HTTP request carries, read the way `guard` reads it (X-API-Key, Bearer, and HTTP Basic's
+    password where the dialect takes Basic)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if basic and scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
 
 
 async def admit(security: Security, owner: str, ip: str, bucket: str,
@@ -348,7 +370,28 @@ def owner_of(request: Request) -> str:
 
 
 def ratelimit_headers(counted: dict[str, int]) -> list[tuple[bytes, bytes]]:
-    """X-RateLimit-Limit/Remaining/Reset from the guard's count (gateway/app.py's middleware adds them)."""
+    """X-RateLimit-Limit/Remaining/Reset from the guard's count."""
     return [(b"x-ratelimit-limit", str(counted["limit"]).encode()),
             (b"x-ratelimit-remaining", str(counted["remaining"]).encode()),
             (b"x-ratelimit-reset", str(counted["reset"]).encode())]
+
+
+class RateLimitHeadersMiddleware:
+    """Adds X-RateLimit-Limit/Remaining/Reset from the guard's count to the response (pure ASGI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                counted = state.get("ratelimit")
+                if counted:
+                    message = {**message, "headers": [*message.get("headers", []), *ratelimit_headers(counted)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -48,7 +48,7 @@ def start_gateway() -> subprocess.Popen:
 
 async def wait_serving(name: str, proc: subprocess.Popen) -> None:
     address = f"127.0.0.1:{DEFAULT_PORTS[name][0]}"
-    channel = create_channel(address)
+    channel = create_channel(address, token=os.environ.get("IMAGEMESH_INTERNAL_TOKEN", ""))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         while time.monotonic() < deadline:

@@ -15,14 +15,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gateway import enrich, translate
+from gateway.limits import INT32_MAX, MAX_NAME_CHARS, MAX_PROMPT_FIELD_CHARS, SEED_MAX, IdPath
 from gateway.security import guard
 from shared.errors import ImageMeshError, NotFound, RateLimited
 from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 WRITE = Depends(guard("cyberimage"))
 READ = Depends(guard("cyberimage_read"))
 DIALECT = "cyberimage"
+# Seed 004's documented defaults for what a request omits; Generate fits them into the model's limits (with a note).
+DEFAULTS = gen_pb.GenerateDefaults(width=1024, height=1024, steps=30, guidance_scale=7.5)
 router = APIRouter(tags=["CyberImage (seed 004)"])
 
 
@@ -53,11 +57,11 @@ class Settings(BaseModel):
     height: int | None = Field(None, ge=64, le=4096)
     width: int | None = Field(None, ge=64, le=4096)
     max_sequence_length: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=-1, description="Random seed (-1 or absent: random)")
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="Random seed (-1 or absent: random)")
 
 
 class GenerateBody(BaseModel):
-    model_id: str = Field(description="A model id or alias from GET /api/models")
+    model_id: str = Field(max_length=MAX_NAME_CHARS, description="A model id or alias from GET /api/models")
     prompt: str = Field(min_length=1, max_length=500)
     negative_prompt: str | None = Field(None, max_length=500)
     settings: Settings = Field(default_factory=Settings)
@@ -68,6 +72,10 @@ class GenerateReply(BaseModel):
     status: str
     num_images: int
     message: str
+    model_id: str = Field(description="imagemesh: the model as asked (status and image metadata say the same)")
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for it")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="imagemesh: the settings it will run with, defaults filled in")
 
 
 class Progress(BaseModel):
@@ -79,6 +87,8 @@ class Progress(BaseModel):
     failed: bool
     step: int | None
     total_steps: int | None
+    preview: str | None = Field(None, description="imagemesh: the latest live preview of the image being "
+                                "generated (a small PNG data URL) while the job runs")
 
 
 class ImageInfo(BaseModel):
@@ -102,6 +112,7 @@ class StatusReply(BaseModel):
     progress: Progress
     images: list[ImageInfo]
     error_message: str | None = None
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for model_id")
 
 
 class SimpleReply(BaseModel):
@@ -148,8 +159,8 @@ class GalleryReply(BaseModel):
 
 
 class EnrichBody(BaseModel):
-    prompt: str = Field(min_length=1)
-    style: str | None = None
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_FIELD_CHARS)
+    style: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
 class EnrichReply(BaseModel):
@@ -183,11 +194,34 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
         model=model, prompt=body.prompt, negative_prompt=body.negative_prompt or "", width=settings.width or 0,
         height=settings.height or 0, steps=settings.num_inference_steps or 0, guidance_scale=settings.guidance_scale,
         seed=settings.seed, num_images=settings.num_images, owner=translate.owner_of(request))
+    params.defaults.CopyFrom(DEFAULTS)
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT,
                                      model_requested=body.model_id, settings=json.dumps(_settings_dict(body)))
     n = settings.num_images
+    plan = _plan(job)
     return GenerateReply(job_id=job.id, status=translate.status_name(job.status), num_images=n,
-                         message=f"Image generation job submitted successfully for {n} image(s)")
+                         message=f"Image generation job submitted successfully for {n} image(s)",
+                         model_id=body.model_id, checkpoint=plan.get("model_id") or job.model_id or None,
+                         settings=_planned_settings(plan))
+
+
+def _plan(job: orch_pb.Job) -> dict[str, Any]:
+    """What Generate said at submit it will run (the orchestrator's `generate_plan` label)."""
+    try:
+        return json.loads(job.labels.get("generate_plan") or "{}")
+    except ValueError:
+        return {}
+
+
+def _planned_settings(plan: dict[str, Any]) -> dict[str, Any]:
+    """The seed's `settings` object from Generate's plan: the documented defaults where the request omitted a value,
+    fitted into the model's limits, with Generate's notes when it changed anything."""
+    out = {"num_inference_steps": plan.get("steps"), "guidance_scale": plan.get("guidance_scale"),
+           "height": plan.get("height"), "width": plan.get("width")}
+    out = {key: value for key, value in out.items() if value is not None}
+    if plan.get("notes"):
+        out["notes"] = plan["notes"]
+    return out
 
 
 _STATUS = {common_pb2.JOB_STATUS_PENDING: "pending", common_pb2.JOB_STATUS_RUNNING: "processing",
@@ -209,7 +243,7 @@ def _progress(job: orch_pb.Job) -> Progress:
                     loading_model=running and stage == common_pb2.STAGE_LOADING,
                     generating=running and stage == common_pb2.STAGE_GENERATING,
                     saving=running and stage == common_pb2.STAGE_ENCODING, completed=done, failed=failed,
-                    step=step, total_steps=total)
+                    step=step, total_steps=total, preview=translate.preview_uri(p) if running else None)
 
 
 def _number(value: str | None, kind: type = int) -> Any:
@@ -238,10 +272,11 @@ class ImageMetadata(BaseModel):
 
 
 @router.get("/status/{job_id}", response_model=StatusReply, dependencies=[READ], summary="A job's status")
-async def status(job_id: str, request: Request) -> StatusReply:
+async def status(job_id: IdPath, request: Request) -> StatusReply:
     job = await translate.get_job(request, job_id)
     params = job.spec.generate
-    settings = json.loads(job.labels.get("settings") or "{}") or {
+    plan = _plan(job)
+    settings = _planned_settings(plan) or json.loads(job.labels.get("settings") or "{}") or {
         k: v for k, v in (("num_inference_steps", params.steps), ("height", params.height), ("width", params.width))
         if v}
     total = params.num_images or 1
@@ -262,7 +297,8 @@ async def status(job_id: str, request: Request) -> StatusReply:
         model_id=job.labels.get("model_requested") or job.model_id or params.model, prompt=params.prompt,
         negative_prompt=params.negative_prompt or None, settings=settings, created_at=translate.iso(job.created_at),
         started_at=translate.iso(job.started_at), completed_at=translate.iso(job.finished_at), message=message,
-        progress=_progress(job), images=images, error_message=job.error.message or None)
+        progress=_progress(job), images=images, error_message=job.error.message or None,
+        checkpoint=plan.get("model_id") or job.model_id or None)
 
 
 async def _get_image(request: Request, image_id: str) -> orch_pb.GetImageResponse:
@@ -274,14 +310,14 @@ async def _get_image(request: Request, image_id: str) -> orch_pb.GetImageRespons
 
 @router.get("/get_image/{image_id}", dependencies=[READ], name="cyberimage_get_image", response_class=Response,
             summary="Download a generated image", responses={200: {"content": {"image/png": {}}}})
-async def get_image(image_id: str, request: Request) -> Response:
+async def get_image(image_id: IdPath, request: Request) -> Response:
     reply = await _get_image(request, image_id)
     return Response(content=reply.image.data, media_type=reply.image.media_type or reply.record.media_type)
 
 
 @router.get("/image/{image_id}/metadata", response_model=ImageMetadata, dependencies=[READ],
             summary="A generated image's metadata")
-async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
+async def image_metadata(image_id: IdPath, request: Request) -> ImageMetadata:
     record = (await _get_image(request, image_id)).record
     meta = dict(record.metadata)
     # The orchestrator stores each generated image with its recipe and its place in the job (services/orchestrator
@@ -295,7 +331,7 @@ async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
 
 
 @router.delete("/image/{image_id}", response_model=SimpleReply, dependencies=[READ], summary="Delete an image")
-async def delete_image(image_id: str, request: Request) -> SimpleReply:
+async def delete_image(image_id: IdPath, request: Request) -> SimpleReply:
     try:
         await translate.client(request).delete_image(image_id)
     except NotFound:
@@ -335,8 +371,9 @@ async def reset_queue(request: Request) -> ResetReply:
 
 
 @router.get("/gallery", response_model=GalleryReply, dependencies=[READ], summary="Gallery of generated images")
-async def gallery(request: Request, page: int = Query(1, ge=1), limit: int = Query(20, ge=1, le=50),
-                  search: str | None = None, model: str | None = None) -> GalleryReply:
+async def gallery(request: Request, page: int = Query(1, ge=1, le=INT32_MAX), limit: int = Query(20, ge=1, le=50),
+                  search: str | None = Query(None, max_length=MAX_NAME_CHARS),
+                  model: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> GalleryReply:
     model_id = ""
     if model:
         resolved = await translate.resolve_model(request, model, field="model")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gateway import errors, images_out, translate
 from gateway.images_in import encode_base64, image_from_request
+from gateway.limits import MAX_ID_CHARS, MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_URL_CHARS, Names, deduplicated
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
@@ -21,6 +22,8 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 GUARD = Depends(guard("shotgun"))
 DIALECT = "shotgun"
+# Seed 002's webhook body ("event": "job_completed", full results, a `signature` field), shaped by the orchestrator.
+WEBHOOK_FORMAT = "shotgun"
 router = APIRouter(tags=["shotgun (seed 002)"])
 
 # Seed 002's error types by the mesh's reasons; anything else falls back by HTTP status.
@@ -33,8 +36,9 @@ _TYPE_BY_REASON = {
     "VALIDATION_ERROR": "validation_error",
 }
 _TYPE_BY_STATUS = {400: "validation_error", 413: "image_too_large", 422: "processing_error", 503: "service_unavailable",
-                   501: "not_implemented", 401: "unauthorized", 404: "not_found", 429: "rate_limit_exceeded",
-                   504: "service_unavailable"}
+                   501: "not_implemented", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                   405: "method_not_allowed", 409: "conflict", 429: "rate_limit_exceeded", 499: "cancelled",
+                   504: "timeout"}
 
 
 def render_error(error: ImageMeshError) -> JSONResponse:
@@ -60,13 +64,16 @@ class Dimensions(BaseModel):
 class ImageInput(BaseModel):
     image: str | None = Field(None, description="Base64-encoded image data (plain or data URI)")
     image_url: str | None = Field(None, description="URL to fetch the image from")
-    webhook_url: str | None = Field(None, description="Run asynchronously and POST the result here")
-    webhook_secret: str | None = Field(None, description="Secret for the webhook's HMAC-SHA256 signature")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS,
+                                    description="Run asynchronously and POST the result here")
+    webhook_secret: str | None = Field(None, max_length=MAX_NAME_CHARS,
+                                       description="Secret for the webhook's HMAC-SHA256 signature")
 
 
 class RemoveBackgroundBody(ImageInput):
     output_format: Literal["png", "webp"] = Field("png", description="Output format: png (default), webp")
-    include_models: list[str] = Field(["all"], description="Models to run: all (default), or specific model IDs")
+    include_models: Names = Field(["all"], description="Models to run: all (default), or specific "
+                                  f"model IDs (at most {MAX_LIST_ITEMS}; repeats run once)")
 
 
 class ModelResult(BaseModel):
@@ -80,12 +87,19 @@ class ModelResult(BaseModel):
     cost_usd: float
 
 
+class UnavailableModel(BaseModel):
+    model_id: str
+    reason: str = Field(description="Why it cannot run here (no weights file, remote provider not configured)")
+
+
 class RemoveBackgroundReply(BaseModel):
     job_id: str
     status: str = Field(description="completed, partial (some models failed), or pending (webhook given)")
     processing_time_ms: int | None = None
     results: list[ModelResult] = []
     total_cost_usd: float | None = None
+    unavailable_models: list[UnavailableModel] = Field(
+        default_factory=list, description="imagemesh: the models `all` left out because they cannot run here")
 
 
 class UpscaleBody(ImageInput):
@@ -107,7 +121,8 @@ class UpscaleReply(BaseModel):
 
 
 class ProcessBody(ImageInput):
-    bg_models: list[str] = Field(["all"], description="BG models to run")
+    bg_models: Names = Field(["all"],
+                             description=f"BG models to run (at most {MAX_LIST_ITEMS}; repeats run once)")
     upscale_factor: Literal[2, 4] = Field(4, description="Upscale factor: 2 or 4")
     output_format: Literal["png", "webp"] = "png"
 
@@ -131,13 +146,15 @@ class ProcessReply(BaseModel):
     processing_time_ms: int | None = None
     results: list[ProcessResult] = []
     total_cost_usd: float | None = None
+    unavailable_models: list[UnavailableModel] = Field(
+        default_factory=list, description="imagemesh: the models `all` left out because they cannot run here")
 
 
 class LogSelectionBody(BaseModel):
-    job_id: str = Field(description="Job ID from BG removal request")
-    selected_model_id: str = Field(description="Model ID user chose")
-    image_category: str | None = Field(None, description="Optional category tag")
-    notes: str | None = Field(None, description="Optional user notes")
+    job_id: str = Field(max_length=MAX_ID_CHARS, description="Job ID from BG removal request")
+    selected_model_id: str = Field(max_length=MAX_NAME_CHARS, description="Model ID user chose")
+    image_category: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Optional category tag")
+    notes: str | None = Field(None, max_length=2000, description="Optional user notes")
 
 
 class LogSelectionReply(BaseModel):
@@ -155,20 +172,25 @@ def _dims(dims: common_pb2.Dimensions) -> Dimensions | None:
     return Dimensions(width=dims.width, height=dims.height) if dims.width else None
 
 
+def _unavailable(summary: orch_pb.ShotgunSummary) -> list[UnavailableModel]:
+    return [UnavailableModel(model_id=u.model_id, reason=u.reason) for u in summary.unavailable]
+
+
 def _success(result: orch_pb.ShotgunResult) -> bool:
     return result.status == orch_pb.SHOTGUN_RESULT_STATUS_SUCCESS
 
 
 async def _shotgun(request: Request, body: ImageInput, models: list[str], output_format: str,
                    upscale_factor: int = 0) -> orch_pb.ShotgunSummary | orch_pb.Job:
+    models = deduplicated(models)
     models = [] if models == ["all"] else models
     image = await image_from_request(body.image, body.image_url, request.app.state.settings)
     spec = orch_pb.ShotgunSpec(image=image, models=models,
                                output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
     if body.webhook_url:
-        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
+        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret, WEBHOOK_FORMAT)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
-    summary = await translate.client(request).run_shotgun(spec)
+    summary = await translate.while_connected(request, translate.client(request).run_shotgun(spec))
     if summary.results and not any(_success(r) for r in summary.results):
         raise ProcessingError("all models failed", job_id=summary.job_id,
                               errors="; ".join(f"{r.model_id}: {r.error}" for r in summary.results))
@@ -199,7 +221,7 @@ async def remove_background(body: RemoveBackgroundBody, request: Request) -> Any
             error=result.error or None, processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return RemoveBackgroundReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                                  processing_time_ms=outcome.processing_time_ms, results=results,
-                                 total_cost_usd=outcome.total_cost.usd)
+                                 total_cost_usd=outcome.total_cost.usd, unavailable_models=_unavailable(outcome))
 
 
 @router.post("/upscale", response_model=UpscaleReply | AcceptedReply, dependencies=[GUARD],
@@ -211,7 +233,8 @@ async def upscale(body: UpscaleBody, request: Request) -> Any:
         output_format=translate.output_format(body.output_format)))
     if body.webhook_url:
         job = await translate.submit_job(request, spec, DIALECT,
-                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret))
+                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret,
+                                                                         WEBHOOK_FORMAT))
         return AcceptedReply(job_id=job.id, status=translate.status_name(job.status))
     job = await translate.run_job(request, spec, DIALECT)
     result = job.result.upscale
@@ -240,7 +263,7 @@ async def process(body: ProcessBody, request: Request) -> Any:
             processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return ProcessReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                         processing_time_ms=outcome.processing_time_ms, results=results,
-                        total_cost_usd=outcome.total_cost.usd)
+                        total_cost_usd=outcome.total_cost.usd, unavailable_models=_unavailable(outcome))
 
 
 @router.post("/log-selection", response_model=LogSelectionReply, dependencies=[GUARD],
@@ -268,7 +291,8 @@ class RankingReply(BaseModel):
 
 @router.get("/selection-ranking", response_model=RankingReply, dependencies=[GUARD],
             summary="Which models people pick, most picked first (from /log-selection)")
-async def selection_ranking(request: Request, image_category: str | None = None) -> RankingReply:
+async def selection_ranking(request: Request,
+                            image_category: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> RankingReply:
     reply = await translate.client(request).selection_ranking(image_category or "")
     return RankingReply(image_category=image_category or None, auto_model=reply.auto_model,
                         ranking=[ModelRank(model_id=r.model_id, selections=r.selections, share=round(r.share, 4))

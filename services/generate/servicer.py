@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from services.generate import defaults as surface_defaults
 from services.generate.core import GenerateCore, GenerateOutput
 from services.generate.edits import Outpaint
 from services.generate.loaded import LoadState
@@ -20,10 +21,13 @@ _OPERATIONS = {
     pb.GENERATE_OPERATION_TEXT_TO_IMAGE: "text_to_image",
     pb.GENERATE_OPERATION_IMAGE_TO_IMAGE: "image_to_image",
     pb.GENERATE_OPERATION_INPAINT: "inpaint",
+    pb.GENERATE_OPERATION_CONTROL: "control",
+    pb.GENERATE_OPERATION_INSTRUCT_EDIT: "instruct_edit",
+    pb.GENERATE_OPERATION_STYLE: "style",
+    pb.GENERATE_OPERATION_STYLE_TRANSFER: "style_transfer",
+    pb.GENERATE_OPERATION_SEGMENT: "segment",
 }
-_OPERATION_ENUM = {"text_to_image": pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
-                   "image_to_image": pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
-                   "inpaint": pb.GENERATE_OPERATION_INPAINT}
+_OPERATION_ENUM = {name: value for value, name in _OPERATIONS.items() if value != pb.GENERATE_OPERATION_UNSPECIFIED}
 _STATES = {LoadState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, LoadState.LOADING: pb.MODEL_STATE_LOADING,
            LoadState.READY: pb.MODEL_STATE_READY, LoadState.FAILED: pb.MODEL_STATE_FAILED}
 
@@ -32,6 +36,17 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
     def __init__(self, core: GenerateCore, limits: images.ImageLimits) -> None:
         self.core = core
         self.limits = limits
+
+    def _prepared(self, p: pb.GenerateParameters) -> tuple[GenerateInput, list[str]]:
+        """The request's input with the surface's defaults (p.defaults) filled in, and the notes that says."""
+        inp = self._input(p)
+        if not p.HasField("defaults"):
+            return inp, []
+        d = p.defaults
+        wanted = surface_defaults.SurfaceDefaults(
+            width=d.width, height=d.height, steps=d.steps,
+            guidance_scale=d.guidance_scale if d.HasField("guidance_scale") else None)
+        return inp, surface_defaults.fill(inp, self.core.registry.resolve(inp.model), wanted)
 
     def _input(self, p: pb.GenerateParameters) -> GenerateInput:
         outpaint = None
@@ -58,15 +73,30 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             init_image=image("init_image"), mask_image=image("mask_image"),
             strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,
             quality=p.quality, outpaint=outpaint, mask_from_alpha=p.mask_from_alpha,
+            control_preprocessor=p.control_preprocessor.strip().lower(),
+            control_strength=p.control_strength if p.HasField("control_strength") else None,
+            style_image=image("style_image"),
+            style_strength=p.style_strength if p.HasField("style_strength") else None,
+            image_guidance_scale=p.image_guidance_scale if p.HasField("image_guidance_scale") else None,
+            search_prompt=p.search_prompt, subject_mask=image("subject_mask"), control_image=image("control_image"),
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         # Decoding the input images is image work: a worker thread, never the event loop.
-        return _response(await self.core.generate(await asyncio.to_thread(self._input, request.parameters)))
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
+        return _response(await self.core.generate(inp), notes)
+
+    async def CheckParameters(self, request: pb.CheckParametersRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CheckParametersResponse:
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
+        plan = await asyncio.to_thread(self.core.plan, inp)
+        return pb.CheckParametersResponse(model_id=plan.entry.id, width=plan.output_width, height=plan.output_height,
+                                          steps=plan.steps, guidance_scale=plan.guidance_scale,
+                                          notes=[*notes, *plan.notes])
 
     async def GenerateStream(self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext):
         events: asyncio.Queue = asyncio.Queue()
-        inp = await asyncio.to_thread(self._input, request.parameters)
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
         task = asyncio.create_task(self.core.generate(inp, events.put_nowait))
         try:
             while True:
@@ -79,7 +109,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                 break
             while not events.empty():
                 yield pb.GenerateStreamResponse(progress=events.get_nowait())
-            yield pb.GenerateStreamResponse(result=_response(task.result()))
+            yield pb.GenerateStreamResponse(result=_response(task.result(), notes))
         finally:
             # The client went away (or the deadline passed) while we waited: cancelling the core's task
             # cancels the job, which stops the pipeline at its next step.
@@ -106,7 +136,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                                      templates=templates)
 
 
-def _response(out: GenerateOutput) -> pb.GenerateResponse:
+def _response(out: GenerateOutput, notes: list[str] | None = None) -> pb.GenerateResponse:
     plan = out.plan
     return pb.GenerateResponse(
         images=[pb.GeneratedImage(image=img.image, seed=img.seed, index=img.index) for img in out.images],
@@ -116,7 +146,7 @@ def _response(out: GenerateOutput) -> pb.GenerateResponse:
             timings=pb.GenerationTimings(**out.timings_ms),
             # Seconds and class only: the Orchestrator's price table is the one place dollars are made.
             cost=common_pb2.Cost(device_seconds=out.device_seconds, device_class=out.device_class),
-            batch_size=out.batch_size, scheduler=out.scheduler,
+            batch_size=out.batch_size, scheduler=out.scheduler, path=plan.path,
         ),
-        notes=out.notes,
+        notes=[*(notes or []), *out.notes],
     )

@@ -8,6 +8,7 @@ gallery sit beside them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
@@ -25,6 +26,7 @@ from services.orchestrator.execution import (
     CallOutcome,
     JobOutcome,
     OnProgress,
+    StepFailed,
 )
 from services.orchestrator.execution import (
     run_job as run_claimed_job,
@@ -45,16 +47,32 @@ from services.orchestrator.job_store import (
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.pricing import PriceTable, sum_costs
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.webhooks import FORMAT_LABEL as WEBHOOK_FORMAT_LABEL
+from services.orchestrator.webhooks import FORMATS as webhook_formats
+from services.orchestrator.webhooks import FREEPIK as FREEPIK_FORMAT
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
-from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
+from shared.errors import (
+    Cancelled,
+    ImageMeshError,
+    Internal,
+    InvalidArgument,
+    NotImplementedYet,
+    SubjectMaskRequired,
+    from_detail,
+)
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
+from shared.images import ImageLimits
 
 log = logging.getLogger("imagemesh.orchestrator")
+# Job label holding what Generate said it would run, checked at submit (JSON: model_id, width, height, steps,
+# guidance_scale, notes).
+PLAN_LABEL = "generate_plan"
 COST = common_pb2.Cost.DESCRIPTOR.full_name
 M = TypeVar("M", bound=Message)
 
@@ -102,6 +120,20 @@ def _model_of(spec: pb.JobSpec) -> str:
     if kind == "upscale":
         return spec.upscale.method
     return ""
+
+
+def _models_of_job(job: pb.Job) -> list[str] | None:
+    """The models a selection may name for a shotgun job (seed 002): every model of its results, failed ones
+    included, or the ones it names before it has run. None when that cannot be told (an "all" shotgun still
+    pending) or the job is not a shotgun (a selection then only records a preference)."""
+    if job.result.WhichOneof("result") == "shotgun":
+        return [r.model_id for r in job.result.shotgun.results]
+    if job.kind != "shotgun":
+        return None
+    named = [m for m in job.spec.shotgun.models if m]
+    if named and not any(m in ("all", "auto") for m in named) and job.spec.shotgun.top_k <= 0:
+        return named
+    return None
 
 
 @dataclass
@@ -219,6 +251,7 @@ class OrchestratorCore:
             poll_interval_s=settings.webhook_poll_interval_s,
         )
         self.shotgun_runner = shotgun_runner
+        self._upload_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         # Images (uploads, then outputs) of the jobs a synchronous caller (run_job) waits for, by job id then ref:
         # later steps and the answer use the bytes in hand instead of reading back what was just written.
         self._held: dict[str, dict[str, common_pb2.Image]] = {}
@@ -260,6 +293,25 @@ class OrchestratorCore:
 
     async def _generate(self, parameters: gen_pb.GenerateParameters,
                         on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
+        """Generate, chaining BackgroundRemoval when Generate asks for the image's subject mask (an inpaint whose
+        search prompt names the main subject: Generate's rule, docs/generate.md)."""
+        try:
+            return await self._generate_batches(parameters, on_progress)
+        except SubjectMaskRequired:
+            if parameters.HasField("subject_mask") or not parameters.HasField("init_image"):
+                raise
+        cut = await clients.call(self.backends.background_removal.RemoveBackground, br_pb.RemoveBackgroundRequest(
+            image=parameters.init_image, output_format=common_pb2.IMAGE_FORMAT_PNG,
+            options=br_pb.RemovalOptions(only_mask=True)), timeout=self.settings.backend_timeout_s)
+        with_mask = gen_pb.GenerateParameters()
+        with_mask.CopyFrom(parameters)
+        with_mask.subject_mask.CopyFrom(cut.image)
+        reply = await self._generate_batches(with_mask, on_progress)
+        reply.notes.append(f"subject mask by background removal ({cut.model_id})")
+        return reply
+
+    async def _generate_batches(self, parameters: gen_pb.GenerateParameters,
+                                on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
         """One Generate request, or, past the model's per-request image limit, consecutive requests of at most
         that many images whose seeds continue image by image, merged into one response."""
         total = parameters.num_images or 1
@@ -366,7 +418,40 @@ class OrchestratorCore:
         return self.prices.reprice(reported, kind, fallback_seconds=wall_s)
 
     async def _run_claimed(self, job: pb.Job, sink: ClaimSink) -> JobOutcome:
-        return await run_claimed_job(job, sink, self.call_backend, self.registry)
+        try:
+            outcome = await run_claimed_job(job, sink, self.call_backend, self.registry)
+        except StepFailed as exc:
+            await self._drop_refused_inputs(job, exc.error)
+            raise
+        except ImageMeshError as exc:
+            await self._drop_refused_inputs(job, exc)
+            raise
+        if outcome.error is not None:
+            await self._drop_refused_inputs(job, outcome.error)
+        return outcome
+
+    async def _drop_refused_inputs(self, job: pb.Job, error: ImageMeshError) -> None:
+        """A backend refused the job's input (a 400/413/422 error: an image it cannot read, too large for it):
+        the uploads stored for this job are deleted, so rejected input is never kept or served. Only this
+        job's own uploads (kind input, this job id) go; an image the spec names by reference stays."""
+        if error.http_status not in (400, 413, 422):
+            return
+
+        def drop() -> int:
+            dropped = 0
+            for ref in media.refs_in(job.spec):
+                try:
+                    record = self.images.record(ref)
+                    if record.kind == media.INPUT and record.job_id == job.id:
+                        self.images.delete(ref)
+                        dropped += 1
+                except ImageMeshError:
+                    continue
+            return dropped
+
+        dropped = await asyncio.to_thread(drop)
+        if dropped:
+            log.info("job %s: input refused (%s); %d stored upload(s) deleted", job.id, error.reason, dropped)
 
     # --- the job API -------------------------------------------------------------------------------------------
 
@@ -382,6 +467,10 @@ class OrchestratorCore:
         workflow_id = ""
         if kind == "workflow":
             workflow_id = self.registry.get(spec.workflow.workflow_id).id
+        await self._check_names(spec)
+        planned = await self._check_generate(spec)
+        if planned is not None:
+            labels = {**(labels or {}), PLAN_LABEL: planned}
         url, secret, progress = "", "", False
         if webhook is not None and webhook.url:
             await ssrf.resolve_checked(webhook.url, self.policy, "webhook_url")
@@ -391,6 +480,11 @@ class OrchestratorCore:
                 raise WebhookSecretMissing(
                     "no webhook secret: pass one, or configure IMAGEMESH_WEBHOOK_SECRETS for this key",
                     field="webhook_secret")
+            if webhook.format and webhook.format not in webhook_formats:
+                raise InvalidArgument(f"unknown webhook format '{webhook.format[:32]}'; supported: "
+                                      f"{', '.join(webhook_formats)}", field="webhook.format")
+            # The body format rides with the job (webhooks.py shapes each delivery from the job).
+            labels = {**(labels or {}), WEBHOOK_FORMAT_LABEL: webhook.format or FREEPIK_FORMAT}
         # Hashed as submitted (inline images included), before images move to the store under fresh refs.
         digest = spec_hash(spec) if idempotency_key else ""
         if idempotency_key:
@@ -403,8 +497,9 @@ class OrchestratorCore:
         propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
+        # Checked (header only) before anything is written: refused input is never stored.
         stored = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, None,
-                                         media.INPUT)
+                                         media.INPUT, None, self._upload_limits)
         if held is not None:
             held.update(stored)  # the uploads: the backend gets them from memory too
             self._held[new.id] = held
@@ -422,12 +517,64 @@ class OrchestratorCore:
             self.runner.wake.set()
         return job
 
+    async def _check_generate(self, spec: pb.JobSpec) -> str | None:
+        """A generation Generate would refuse (a size, steps or guidance past the model's limits, an unknown
+        model) is refused at submit with Generate's own error, not accepted and failed later. What Generate would
+        run (model, size, steps, guidance, notes) comes back as JSON for the job's `generate_plan` label. Generate
+        away or older (no CheckParameters): None, and Generate answers when the job runs."""
+        if spec.WhichOneof("spec") != "generate":
+            return None
+        parameters = gen_pb.GenerateParameters()
+        parameters.CopyFrom(spec.generate)
+        parameters.num_images = 1  # past Generate's per-request limit the job is split (_generate): not checked here
+        try:
+            plan = await clients.call(self.backends.generate.CheckParameters,
+                                      gen_pb.CheckParametersRequest(parameters=parameters),
+                                      timeout=self.settings.submit_check_timeout_s)
+        except ImageMeshError as exc:
+            if exc.http_status in (400, 413):
+                raise
+            log.warning("generate could not check a submit (%s): checked when the job runs", exc.reason)
+            return None
+        return json.dumps({"model_id": plan.model_id, "width": plan.width, "height": plan.height,
+                           "steps": plan.steps, "guidance_scale": round(plan.guidance_scale, 4),
+                           "notes": list(plan.notes)}, separators=(",", ":"))
+
+    async def _check_names(self, spec: pb.JobSpec) -> None:
+        """A name the owning service does not list is refused at submit (INVALID_ARGUMENT), not accepted and failed
+        later: a relight's lighting_style (or a workflow's lighting_style parameter) against Upscale's own list of
+        styles. A catalogue that cannot be read now
+        leaves the check to the service when the job runs."""
+        kind = spec.WhichOneof("spec")
+        style: object = ""
+        if kind == "relight":
+            style = spec.relight.lighting_style
+        elif kind == "workflow" and "lighting_style" in spec.workflow.params:
+            style = spec.workflow.params["lighting_style"]  # a workflow's relight step takes it (000's example)
+        if not style or not isinstance(style, str):
+            return
+        try:
+            listing = await self.catalog.section(pb.CATALOG_SECTION_UPSCALE_METHODS)
+        except ImageMeshError as exc:
+            log.warning("upscale's catalogue could not be read (%s): lighting_style checked when the job runs",
+                        exc.reason)
+            return
+        styles = list(listing.lighting_styles)
+        if styles and style.lower() not in styles:
+            raise InvalidArgument(f"unknown lighting_style '{style[:64]}'; supported: "
+                                  f"{', '.join(sorted(styles))}", field="lighting_style", supported=sorted(styles))
+
     async def get_job(self, job_id: str, owner: str) -> pb.Job:
         return await self.store.get_job(job_id, owner)
 
     async def list_jobs(self, owner: str | None, statuses: list[str], kind: str, model_id: str, page_size: int,
                         page_token: str) -> tuple[list[pb.Job], str, int]:
-        return await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        jobs, token, total = await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        # A listing carries no previews (a page of running jobs would carry one picture each): GetJob and
+        # WatchJob do.
+        for job in jobs:
+            job.progress.ClearField("preview")
+        return jobs, token, total
 
     async def cancel_job(self, job_id: str, owner: str) -> pb.Job:
         job = await self.store.request_cancel(job_id, owner)
@@ -598,7 +745,14 @@ class OrchestratorCore:
         if not model_id:
             raise InvalidArgument("selected_model_id is required", field="selected_model_id")
         if job_id:
-            await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            job = await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            ran = _models_of_job(job)
+            if ran is not None and model_id not in ran:
+                # Seed 002: a selection names one of the models of that job (validation_error).
+                raise InvalidArgument(
+                    f"selected_model_id '{model_id[:100]}' was not part of job {job_id}; its models: "
+                    f"{', '.join(ran) or 'none'}", field="selected_model_id", reason="VALIDATION_ERROR",
+                    received=model_id[:100], models=ran)
         return await self.store.log_selection(job_id, owner, model_id, category or "general", notes)
 
     async def selection_ranking(self, category: str = "") -> list[tuple[str, int]]:
