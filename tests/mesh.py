@@ -74,7 +74,9 @@ async def start_mesh(tmp: Path, overrides: dict | None = None) -> RunningMesh:
     mesh.runtimes["orchestrator"], mesh.ports["orchestrator"] = runtime, port
     # The gateway keeps its keys and rate-limit windows in this mesh's own database. Rate limits are off here:
     # the shared session mesh serves every suite from one client address; tests/gateway switches them on.
-    gateway_overrides = {"var_dir": tmp, "rate_limit_enabled": False, **overrides.get("gateway", {})}
+    # Result URLs are built from the public base URL: here, the base of the in-process client below.
+    gateway_overrides = {"var_dir": tmp, "rate_limit_enabled": False, "public_base_url": "http://gateway",
+                         **overrides.get("gateway", {})}
     gateway_settings = GatewaySettings(orchestrator_address=mesh.address("orchestrator"), **addresses,
                                        **gateway_overrides)
     mesh.app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
