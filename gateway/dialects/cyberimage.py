@@ -18,11 +18,14 @@ from gateway import enrich, translate
 from gateway.security import guard
 from shared.errors import ImageMeshError, NotFound, RateLimited
 from shared.gen.imagemesh.v1 import common_pb2
+from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 WRITE = Depends(guard("cyberimage"))
 READ = Depends(guard("cyberimage_read"))
 DIALECT = "cyberimage"
+# Seed 004's documented defaults for what a request omits; Generate fits them into the model's limits (with a note).
+DEFAULTS = gen_pb.GenerateDefaults(width=1024, height=1024, steps=30, guidance_scale=7.5)
 router = APIRouter(tags=["CyberImage (seed 004)"])
 
 
@@ -68,6 +71,10 @@ class GenerateReply(BaseModel):
     status: str
     num_images: int
     message: str
+    model_id: str = Field(description="imagemesh: the model as asked (status and image metadata say the same)")
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for it")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="imagemesh: the settings it will run with, defaults filled in")
 
 
 class Progress(BaseModel):
@@ -102,6 +109,7 @@ class StatusReply(BaseModel):
     progress: Progress
     images: list[ImageInfo]
     error_message: str | None = None
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for model_id")
 
 
 class SimpleReply(BaseModel):
@@ -183,11 +191,34 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
         model=model, prompt=body.prompt, negative_prompt=body.negative_prompt or "", width=settings.width or 0,
         height=settings.height or 0, steps=settings.num_inference_steps or 0, guidance_scale=settings.guidance_scale,
         seed=settings.seed, num_images=settings.num_images, owner=translate.owner_of(request))
+    params.defaults.CopyFrom(DEFAULTS)
     job = await translate.submit_job(request, orch_pb.JobSpec(generate=params), DIALECT,
                                      model_requested=body.model_id, settings=json.dumps(_settings_dict(body)))
     n = settings.num_images
+    plan = _plan(job)
     return GenerateReply(job_id=job.id, status=translate.status_name(job.status), num_images=n,
-                         message=f"Image generation job submitted successfully for {n} image(s)")
+                         message=f"Image generation job submitted successfully for {n} image(s)",
+                         model_id=body.model_id, checkpoint=plan.get("model_id") or job.model_id or None,
+                         settings=_planned_settings(plan))
+
+
+def _plan(job: orch_pb.Job) -> dict[str, Any]:
+    """What Generate said at submit it will run (the orchestrator's `generate_plan` label)."""
+    try:
+        return json.loads(job.labels.get("generate_plan") or "{}")
+    except ValueError:
+        return {}
+
+
+def _planned_settings(plan: dict[str, Any]) -> dict[str, Any]:
+    """The seed's `settings` object from Generate's plan: the documented defaults where the request omitted a value,
+    fitted into the model's limits, with Generate's notes when it changed anything."""
+    out = {"num_inference_steps": plan.get("steps"), "guidance_scale": plan.get("guidance_scale"),
+           "height": plan.get("height"), "width": plan.get("width")}
+    out = {key: value for key, value in out.items() if value is not None}
+    if plan.get("notes"):
+        out["notes"] = plan["notes"]
+    return out
 
 
 _STATUS = {common_pb2.JOB_STATUS_PENDING: "pending", common_pb2.JOB_STATUS_RUNNING: "processing",
@@ -241,7 +272,8 @@ class ImageMetadata(BaseModel):
 async def status(job_id: str, request: Request) -> StatusReply:
     job = await translate.get_job(request, job_id)
     params = job.spec.generate
-    settings = json.loads(job.labels.get("settings") or "{}") or {
+    plan = _plan(job)
+    settings = _planned_settings(plan) or json.loads(job.labels.get("settings") or "{}") or {
         k: v for k, v in (("num_inference_steps", params.steps), ("height", params.height), ("width", params.width))
         if v}
     total = params.num_images or 1
@@ -262,7 +294,8 @@ async def status(job_id: str, request: Request) -> StatusReply:
         model_id=job.labels.get("model_requested") or job.model_id or params.model, prompt=params.prompt,
         negative_prompt=params.negative_prompt or None, settings=settings, created_at=translate.iso(job.created_at),
         started_at=translate.iso(job.started_at), completed_at=translate.iso(job.finished_at), message=message,
-        progress=_progress(job), images=images, error_message=job.error.message or None)
+        progress=_progress(job), images=images, error_message=job.error.message or None,
+        checkpoint=plan.get("model_id") or job.model_id or None)
 
 
 async def _get_image(request: Request, image_id: str) -> orch_pb.GetImageResponse:

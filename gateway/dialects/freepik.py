@@ -55,6 +55,7 @@ class GenerateReply(BaseModel):
     status: str
     estimated_completion: str
     webhook_callback: bool
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that runs for model_used")
 
 
 class TaskReply(BaseModel):
@@ -63,11 +64,12 @@ class TaskReply(BaseModel):
     image_url: str | None = None
     thumbnail_url: str | None = None
     model_used: str | None = None
-    processing_time: float | None = None
+    processing_time: int | None = Field(None, description="Whole seconds from start to finish")
     created_at: str | None = None
     completed_at: str | None = None
     error: dict[str, Any] | None = None
-    # imagemesh extensions (not in seed 000): the job's kind, progress, and every result image.
+    # imagemesh extensions (not in seed 000): the resolved model, the job's kind, progress, every result image.
+    checkpoint: str | None = Field(None, description="imagemesh: the registry model that ran for model_used")
     kind: str | None = None
     progress: float | None = Field(None, description="imagemesh: percentage done")
     images: list[str] = Field(default_factory=list, description="imagemesh: every result image's URL")
@@ -138,8 +140,8 @@ class RemoveBackgroundBody(BaseModel):
 
 
 class RemoveBackgroundReply(BaseModel):
-    result_url: str
-    processing_time: float
+    result_url: str = Field(description="The cut-out's URL in the image store (GET it with the same key)")
+    processing_time: int = Field(description="Whole seconds")
 
 
 class PostProcessReply(BaseModel):
@@ -217,7 +219,13 @@ async def generate(body: GenerateBody, request: Request) -> GenerateReply:
                                      model_requested=body.model)
     return GenerateReply(task_id=job.id, model_used=body.model if model else (used.id if used else "auto"),
                          status=translate.status_name(job.status), estimated_completion="30-60 seconds",
-                         webhook_callback=hook is not None)
+                         webhook_callback=hook is not None, checkpoint=used.id if used else None)
+
+
+def _model_used(job: orch_pb.Job) -> str | None:
+    """The model as the client asked for it (as the submit answered); "auto" or none asked: the model that ran."""
+    asked = job.labels.get("model_requested", "")
+    return asked if asked and asked.strip().lower() != "auto" else (job.model_id or None)
 
 
 async def _task(request: Request, task_id: str) -> TaskReply:
@@ -242,8 +250,8 @@ async def _task_reply(request: Request, job: orch_pb.Job, inline: bool = True) -
         error = {"code": job.error.reason, "message": job.error.message, "details": dict(job.error.metadata)}
     return TaskReply(task_id=job.id, status=translate.status_name(job.status), image_url=url,
                      # A real thumbnail (WebP, longest side 256) made when the orchestrator stored the image.
-                     thumbnail_url=thumbnail or url, model_used=job.model_id or job.labels.get("model_requested") or None,
-                     processing_time=round(seconds, 3) if seconds is not None else None,
+                     thumbnail_url=thumbnail or url, model_used=_model_used(job), checkpoint=job.model_id or None,
+                     processing_time=round(seconds) if seconds is not None else None,
                      created_at=translate.iso(job.created_at), completed_at=translate.iso(job.finished_at),
                      error=error, kind=job.kind or None, progress=round(job.progress.fraction * 100, 1),
                      images=urls, message=job.progress.message or None)
@@ -351,6 +359,12 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
             spec, webhook=await translate.webhook(request, body.webhook_url))
     except NotFound as exc:
         raise _not_found(exc, "WORKFLOW_NOT_FOUND", f"Workflow '{workflow_id[:100]}' does not exist") from None
+    return await _execution(request, job)
+
+
+async def _execution(request: Request, job: orch_pb.Job) -> WorkflowExecution:
+    """A workflow job in the seed's execution shape: each step's live status, and its result_url once done."""
+    workflow_id = job.spec.workflow.workflow_id or job.labels.get("workflow", "")
     info = next((w for w in await translate.client(request).list_workflows() if w.id == workflow_id), None)
     steps = []
     for position, step in enumerate(job.steps, start=1):
@@ -362,9 +376,21 @@ async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Reques
         steps = [WorkflowStep(step=position, action=step.action, status="pending")
                  for position, step in enumerate(info.steps, start=1)]
     return WorkflowExecution(workflow_execution_id=job.id, workflow_name=workflow_id,
-                             status="running" if job.status == common_pb2.JOB_STATUS_RUNNING
-                             else translate.status_name(job.status),
+                             status=translate.status_name(job.status),
                              estimated_completion=_estimate(info.estimated_seconds if info else 60), steps=steps)
+
+
+@router.get("/workflows/executions/{workflow_execution_id}", response_model=WorkflowExecution, dependencies=[GUARD],
+            summary="imagemesh extension: a workflow execution again, in the execute response's shape")
+async def workflow_execution(workflow_execution_id: str, request: Request) -> WorkflowExecution:
+    try:
+        job = await translate.get_job(request, workflow_execution_id)
+    except NotFound as exc:
+        raise _not_found(exc, "TASK_NOT_FOUND", f"Execution '{workflow_execution_id[:100]}' does not exist") from None
+    if job.kind != "workflow":
+        raise _not_found(NotFound(""), "TASK_NOT_FOUND",
+                         f"'{workflow_execution_id[:100]}' is not a workflow execution")
+    return await _execution(request, job)
 
 
 async def _post_process(request: Request, spec: orch_pb.JobSpec, webhook_url: str | None) -> PostProcessReply:
@@ -398,10 +424,12 @@ async def post_remove_background(body: RemoveBackgroundBody, request: Request) -
     spec = orch_pb.JobSpec(remove_background=br_pb.RemoveBackgroundRequest(
         image=image, output_format=common_pb2.IMAGE_FORMAT_PNG))
     job = await translate.run_job(request, spec, DIALECT)
-    result = job.result.remove_background
+    # run_job answers with the bytes inline; the stored job holds the image store's reference, whose URL the
+    # document shows (not a data: URL of the whole cut-out).
+    result = (await translate.get_job(request, job.id)).result.remove_background
     seconds = result.processing_time_ms / 1000 if result.processing_time_ms else (
         translate.seconds_between(job.started_at, job.finished_at) or 0.0)
-    return RemoveBackgroundReply(result_url=await _result_url(request, result.image), processing_time=round(seconds, 3))
+    return RemoveBackgroundReply(result_url=await _result_url(request, result.image), processing_time=round(seconds))
 
 
 @router.get("/analytics/user", response_model=AnalyticsReply, dependencies=[GUARD],

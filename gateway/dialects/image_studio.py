@@ -264,7 +264,8 @@ class SafeZone(BaseModel):
 
 
 class PlatformFormat(BaseModel):
-    name: str
+    name: str = Field(description="The format's label, e.g. Feed Post (Square)")
+    id: str = Field(description="imagemesh: its short id (feed_square); format_names takes either")
     width: int
     height: int
     ratio: str
@@ -278,7 +279,8 @@ class PlatformFormats(BaseModel):
 
 
 class SpecFormat(BaseModel):
-    name: str
+    name: str = Field(description="The format's label, e.g. Feed Post (Square)")
+    id: str = Field(description="imagemesh: its short id (feed_square)")
     ratio: str
     size: str
 
@@ -630,6 +632,11 @@ async def upscale(body: UpscaleBody, request: Request) -> UpscaleReply:
                                   "notes": list(result.notes)})
 
 
+def _label(fmt: up_pb.PlatformFormat) -> str:
+    """A format as the document names it ("Feed Post (Square)"); its short id where Upscale gives no label."""
+    return fmt.display_name or fmt.name
+
+
 def _same(a: str, b: str) -> bool:
     def norm(text: str) -> str:
         return "".join(ch for ch in text.lower() if ch.isalnum())
@@ -641,17 +648,20 @@ def _same(a: str, b: str) -> bool:
 async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
     data = decode_base64_image(body.image_base64, "image_base64", request.app.state.settings.max_image_bytes)
     chosen: list[tuple[str, str]] = []
+    labels: dict[tuple[str, str], str] = {}
     for platform in body.platforms:
         formats = await translate.platform_formats(request, platform)
         if not formats:
             raise InvalidArgument(f"Platform '{platform}' has no formats", field="platforms")
         wanted = body.format_names.get(platform)
-        match = next((f for f in formats if wanted is None or _same(f.name, wanted) or _same(f.description, wanted)),
-                     None)
+        # The document's labels ("Feed Post (Square)") and the short ids ("feed_square") both name a format.
+        match = next((f for f in formats if wanted is None or _same(f.display_name, wanted) or _same(f.name, wanted)
+                      or _same(f.description, wanted)), None)
         if match is None:
             raise InvalidArgument(f"Format '{wanted}' not found for {platform}. Available: "
-                                  f"{', '.join(f.name for f in formats)}", field="format_names")
+                                  f"{', '.join(_label(f) for f in formats)}", field="format_names")
         chosen.append((platform, match.name))
+        labels[(platform, match.name)] = _label(match)
     social = up_pb.OptimizeSocialRequest(
         image=common_pb2.Image(data=data), platforms=sorted({p for p, _ in chosen}),
         formats=sorted({name for _, name in chosen}), safe_zone_overlay=body.show_safe_zones,
@@ -668,7 +678,8 @@ async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
         if item is None:
             continue
         out, media_type = await translate.image_bytes(request, item.image)
-        results.append(SocialResult(platform=platform, format=name, image_base64=data_uri(out, media_type),
+        results.append(SocialResult(platform=platform, format=labels[(platform, name)],
+                                    image_base64=data_uri(out, media_type),
                                     width=item.format.width, height=item.format.height))
     return SocialReply(success=bool(results), results=results, total_optimized=len(results))
 
@@ -689,7 +700,7 @@ async def _formats(request: Request, platform: str) -> list[up_pb.PlatformFormat
 async def platform_formats(platform: str, request: Request) -> PlatformFormats:
     formats = await _formats(request, platform)
     return PlatformFormats(formats=[PlatformFormat(
-        name=f.name, width=f.width, height=f.height, ratio=f.ratio,
+        name=_label(f), id=f.name, width=f.width, height=f.height, ratio=f.ratio,
         safe_zone=SafeZone(top=round(f.safe_zone.top, 4), bottom=round(f.safe_zone.bottom, 4),
                            left=round(f.safe_zone.left, 4), right=round(f.safe_zone.right, 4)),
         file_type=f.file_type.upper(), max_size_mb=round(f.max_size_bytes / 1048576, 2)) for f in formats])
@@ -703,7 +714,8 @@ async def platform_specs(platform: str, request: Request) -> PlatformSpecs:
     file_types = facts.get("file_types") or sorted({f.file_type.upper() for f in formats})
     max_size = facts.get("max_file_size") or f"{max(f.max_size_bytes for f in formats) / 1048576:.0f}MB"
     return PlatformSpecs(name=facts.get("name", platform.title()),
-                         formats=[SpecFormat(name=f.name, ratio=f.ratio, size=f"{f.width}x{f.height}") for f in formats],
+                         formats=[SpecFormat(name=_label(f), id=f.name, ratio=f.ratio, size=f"{f.width}x{f.height}")
+                                  for f in formats],
                          file_types=file_types, max_file_size=max_size)
 
 

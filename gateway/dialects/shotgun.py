@@ -21,6 +21,8 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 
 GUARD = Depends(guard("shotgun"))
 DIALECT = "shotgun"
+# Seed 002's webhook body ("event": "job_completed", full results, a `signature` field), shaped by the orchestrator.
+WEBHOOK_FORMAT = "shotgun"
 router = APIRouter(tags=["shotgun (seed 002)"])
 
 # Seed 002's error types by the mesh's reasons; anything else falls back by HTTP status.
@@ -80,12 +82,19 @@ class ModelResult(BaseModel):
     cost_usd: float
 
 
+class UnavailableModel(BaseModel):
+    model_id: str
+    reason: str = Field(description="Why it cannot run here (no weights file, remote provider not configured)")
+
+
 class RemoveBackgroundReply(BaseModel):
     job_id: str
     status: str = Field(description="completed, partial (some models failed), or pending (webhook given)")
     processing_time_ms: int | None = None
     results: list[ModelResult] = []
     total_cost_usd: float | None = None
+    unavailable_models: list[UnavailableModel] = Field(
+        default_factory=list, description="imagemesh: the models `all` left out because they cannot run here")
 
 
 class UpscaleBody(ImageInput):
@@ -131,6 +140,8 @@ class ProcessReply(BaseModel):
     processing_time_ms: int | None = None
     results: list[ProcessResult] = []
     total_cost_usd: float | None = None
+    unavailable_models: list[UnavailableModel] = Field(
+        default_factory=list, description="imagemesh: the models `all` left out because they cannot run here")
 
 
 class LogSelectionBody(BaseModel):
@@ -155,6 +166,10 @@ def _dims(dims: common_pb2.Dimensions) -> Dimensions | None:
     return Dimensions(width=dims.width, height=dims.height) if dims.width else None
 
 
+def _unavailable(summary: orch_pb.ShotgunSummary) -> list[UnavailableModel]:
+    return [UnavailableModel(model_id=u.model_id, reason=u.reason) for u in summary.unavailable]
+
+
 def _success(result: orch_pb.ShotgunResult) -> bool:
     return result.status == orch_pb.SHOTGUN_RESULT_STATUS_SUCCESS
 
@@ -166,7 +181,7 @@ async def _shotgun(request: Request, body: ImageInput, models: list[str], output
     spec = orch_pb.ShotgunSpec(image=image, models=models,
                                output_format=translate.output_format(output_format), upscale_factor=upscale_factor)
     if body.webhook_url:
-        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret)
+        hook = await translate.webhook(request, body.webhook_url, body.webhook_secret, WEBHOOK_FORMAT)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
     summary = await translate.client(request).run_shotgun(spec)
     if summary.results and not any(_success(r) for r in summary.results):
@@ -199,7 +214,7 @@ async def remove_background(body: RemoveBackgroundBody, request: Request) -> Any
             error=result.error or None, processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return RemoveBackgroundReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                                  processing_time_ms=outcome.processing_time_ms, results=results,
-                                 total_cost_usd=outcome.total_cost.usd)
+                                 total_cost_usd=outcome.total_cost.usd, unavailable_models=_unavailable(outcome))
 
 
 @router.post("/upscale", response_model=UpscaleReply | AcceptedReply, dependencies=[GUARD],
@@ -211,7 +226,8 @@ async def upscale(body: UpscaleBody, request: Request) -> Any:
         output_format=translate.output_format(body.output_format)))
     if body.webhook_url:
         job = await translate.submit_job(request, spec, DIALECT,
-                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret))
+                                         webhook=await translate.webhook(request, body.webhook_url, body.webhook_secret,
+                                                                         WEBHOOK_FORMAT))
         return AcceptedReply(job_id=job.id, status=translate.status_name(job.status))
     job = await translate.run_job(request, spec, DIALECT)
     result = job.result.upscale
@@ -240,7 +256,7 @@ async def process(body: ProcessBody, request: Request) -> Any:
             processing_time_ms=result.processing_time_ms, cost_usd=result.cost.usd))
     return ProcessReply(job_id=outcome.job_id, status=translate.status_name(outcome.status),
                         processing_time_ms=outcome.processing_time_ms, results=results,
-                        total_cost_usd=outcome.total_cost.usd)
+                        total_cost_usd=outcome.total_cost.usd, unavailable_models=_unavailable(outcome))
 
 
 @router.post("/log-selection", response_model=LogSelectionReply, dependencies=[GUARD],

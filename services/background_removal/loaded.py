@@ -61,6 +61,9 @@ class LoadedModels:
     def _missing_reason(self, spec: ModelSpec) -> str:
         if spec.id in self._failed:
             return self._failed[spec.id]
+        if spec.kind == "remote":
+            return (f"remote provider '{spec.provider}' is not configured on this deployment (no API key; "
+                    "imagemesh runs every model locally)")
         if not (self.models_dir / spec.file).is_file():
             return f"model file {spec.file} is not in {self.models_dir} (nothing is downloaded at run time)"
         return ""
@@ -122,8 +125,8 @@ class LoadedModels:
 
     def load(self, preload_all: bool) -> None:
         """Start-up loading: the default model first (readiness waits on it), then the others if asked."""
-        wanted = [self.default_model] + ([s.id for s in self.catalog.models if s.id != self.default_model]
-                                         if preload_all else [])
+        default = self.catalog.get(self.default_model)
+        wanted = [default.id] + ([s.id for s in self.catalog.models if s.id != default.id] if preload_all else [])
         for model_id in wanted:
             if self._missing_reason(self.catalog.get(model_id)):
                 continue

@@ -78,7 +78,7 @@ class BackgroundRemovalServicer(pb_grpc.BackgroundRemovalServiceServicer):
             models=[pb.RemovalModelInfo(
                 id=s.spec.id, display_name=s.spec.display_name, kind=s.spec.kind, available=s.available,
                 unavailable_reason=s.reason, provider=s.provider,
-                description=s.spec.description,
+                description=s.spec.description, aliases=list(s.spec.aliases),
             ) for s in registry.states()],
             default_model=registry.default_model,
         )

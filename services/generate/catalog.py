@@ -9,6 +9,7 @@ the machine has. A source is a local folder (`path:`, relative to the models dir
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from services.generate import families
+from services.generate.families import FAMILIES, FamilyName
 from shared.errors import InvalidModel
 
 Operation = Literal["text_to_image", "image_to_image", "inpaint"]
@@ -39,6 +42,10 @@ class ModelEntry(BaseModel):
     revision: str | None = None
     # Pipeline class name from diffusers, or "auto" (DiffusionPipeline reads model_index.json).
     pipeline: str = "auto"
+    # The model family (families.py): how it is called and what its latents look like. "auto": the catalog
+    # reads it from `pipeline`, else the checkpoint's model_index.json (a local folder, or the HF cache), else sd1.
+    # A loaded pipeline of another family makes the entry FAILED.
+    family: FamilyName | Literal["auto"] = "auto"
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "auto"
     operations: tuple[Operation, ...] = ("text_to_image", "image_to_image")
     preload: bool = False
@@ -52,11 +59,38 @@ class ModelEntry(BaseModel):
     default_height: int = 512
     min_size: int = 64
     max_size: int = 2048
+    # Default: the family's (8 for SD 1.x and SDXL, 16 for SD3 and FLUX).
     size_multiple: int = 8
     # Hard cap on width * height (0 = max_size squared). Sizes derived from an aspect ratio keep the default
     # size's pixel count instead, as real checkpoints are trained at about one pixel count.
     max_pixels: int = 0
-    supports_negative_prompt: bool = True
+    # Default: the family's (FLUX takes none; the request's negative prompt is dropped with a note).
+    supports_negative_prompt: bool = None  # type: ignore[assignment]  # filled in from the family
+    # T5 tokens the text encoder reads (families with T5: sd3, flux); 0 = the family's default (256, 512).
+    max_sequence_length: int = 0
+    # False: the model takes no guidance (guidance-distilled, like FLUX.1-schnell); a requested guidance_scale
+    # is ignored with a note and the model runs with `default_guidance`.
+    uses_guidance: bool = True
+    # What a steps or guidance_scale value outside the limits gets: "refuse" (INVALID_ARGUMENT) or "clamp" to
+    # the nearest limit with a note (models whose limits are tighter than the dialects' documented defaults,
+    # e.g. schnell's 1 to 4 steps against a dialect's default of 30).
+    out_of_range: Literal["refuse", "clamp"] = "refuse"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data):
+        # Only for a known family; an "auto" entry keeps what was given, so the catalog can validate it again
+        # once it knows the family (model_fields_set is then exactly what the registry file said).
+        if isinstance(data, dict):
+            fam = FAMILIES.get(data.get("family", "auto"))
+            if fam is not None:
+                data = dict(data)
+                if data.get("supports_negative_prompt") is None:
+                    data["supports_negative_prompt"] = fam.negative_prompt
+                if not data.get("max_sequence_length"):
+                    data["max_sequence_length"] = fam.default_max_sequence_length
+                data.setdefault("size_multiple", fam.size_multiple)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
@@ -68,7 +102,27 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model {self.id!r}: min_size and max_size must be multiples of size_multiple")
         if not self.operations:
             raise ValueError(f"model {self.id!r}: list at least one operation")
+        if self.family == "auto":
+            # Provisional (SD 1.x) until the catalog knows the family (Catalog resolves it, then validates again).
+            if self.supports_negative_prompt is None:
+                object.__setattr__(self, "supports_negative_prompt", True)
+            return self
+        fam = FAMILIES[self.family]
+        if self.size_multiple % fam.size_multiple:
+            raise ValueError(f"model {self.id!r}: {self.family} sizes are multiples of {fam.size_multiple}; "
+                             f"size_multiple {self.size_multiple} is not")
+        if self.max_sequence_length and fam.t5_tokenizer is None:
+            raise ValueError(f"model {self.id!r}: max_sequence_length applies to families with a T5 encoder "
+                             f"(sd3, flux), not {self.family}")
+        if not 0 <= self.max_sequence_length <= 512:  # diffusers' SD3 and FLUX pipelines refuse more
+            raise ValueError(f"model {self.id!r}: max_sequence_length must be 1 to 512")
+        if self.supports_negative_prompt and not fam.negative_prompt:
+            raise ValueError(f"model {self.id!r}: {self.family} pipelines take no negative prompt")
         return self
+
+    def with_family(self, family: str) -> ModelEntry:
+        """This entry validated again as `family` (family defaults filled in where the registry gave none)."""
+        return ModelEntry.model_validate({**self.model_dump(include=self.model_fields_set), "family": family})
 
     @property
     def pixel_budget(self) -> int:
@@ -103,8 +157,9 @@ class Catalog:
     """Entries by id with aliases resolved; case-insensitive, because clients spell `FLUX-1` and `flux-1`."""
 
     def __init__(self, entries: list[ModelEntry], default: str, models_dir: Path) -> None:
-        self.entries = {e.id: e for e in entries}
         self.models_dir = Path(models_dir)
+        entries = [self._with_family(e) for e in entries]
+        self.entries = {e.id: e for e in entries}
         self._names: dict[str, str] = {}
         self._spellings: list[str] = []
         for entry in entries:
@@ -148,6 +203,38 @@ class Catalog:
                 f"The specified model {name!r} is not supported; supported: {', '.join(supported)}",
                 field="model", supported_models=supported,
             ) from None
+
+    def _with_family(self, entry: ModelEntry) -> ModelEntry:
+        if entry.family != "auto":
+            return entry
+        family = families.family_of_class(entry.pipeline) if entry.pipeline != "auto" else None
+        family = family or self._family_from_model_index(entry) or "sd1"
+        try:
+            return entry.with_family(family)
+        except ValidationError as exc:
+            raise ValueError(f"model {entry.id!r} is a {family} model (from its pipeline class or model_index.json): "
+                             f"{exc.errors()[0]['msg']}") from None
+
+    def _family_from_model_index(self, entry: ModelEntry) -> str | None:
+        """The family named by the checkpoint's model_index.json (`_class_name`), when it is on this machine."""
+        source = self.source_of(entry)
+        if source.is_local:
+            index = Path(source.location) / "model_index.json"
+        else:
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(source.location, "model_index.json", revision=source.revision)
+            except Exception:  # noqa: BLE001 - no cache, odd id: the family stays unknown
+                cached = None
+            if not isinstance(cached, str):
+                return None
+            index = Path(cached)
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name", "")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return families.family_of_class(class_name) if class_name else None
 
     def source_of(self, entry: ModelEntry) -> ResolvedSource:
         if entry.hub is not None:

@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from services.generate import families
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
 from shared.errors import ModelUnavailable
@@ -64,6 +65,25 @@ def _folder_weight_bytes(path: Path) -> int:
 def _version(text: str) -> tuple[int, int]:
     parts = text.split(".")
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
+def load_dtype(entry: ModelEntry, device_kind: str) -> str:
+    """The torch dtype an entry loads as: its own, or for `auto` half precision on CUDA (what GPUs are fast at;
+    bfloat16 for FLUX, whose activations overflow float16) and float32 elsewhere (CPUs compute half precision
+    slowly or not at all)."""
+    if entry.dtype != "auto":
+        return entry.dtype
+    family = families.FAMILIES.get(entry.family, families.FAMILIES["sd1"])
+    return family.cuda_dtype if device_kind == "cuda" else "float32"
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _operation_of(pipe: Any) -> str:
@@ -149,8 +169,15 @@ class ModelManager:
             pipe = self._from_pretrained(entry, source)
         except Exception as exc:  # noqa: BLE001 - any load failure makes the model FAILED with its reason
             self._fail(slot, f"load failed: {type(exc).__name__}: {exc}")
-            gc.collect()
+            self._release()
             raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id) from None
+        loaded_family = families.family_of_pipeline(pipe)
+        if loaded_family != entry.family:
+            del pipe
+            self._release()
+            self._fail(slot, f"the registry says family {entry.family}, the checkpoint loads as a {loaded_family} "
+                             "pipeline: set `family:` in the registry")
+            raise ModelUnavailable(f"model {entry.id} is unavailable: {slot.reason}", model=entry.id)
         size = pipeline_bytes(pipe)
         with self._lock:
             slot.pipe, slot.derived, slot.bytes, slot.loads = pipe, {}, size, slot.loads + 1
@@ -171,10 +198,7 @@ class ModelManager:
         cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
         if cls is None:
             raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
-        dtype = entry.dtype
-        if dtype == "auto":
-            # Half precision is what GPUs are fast at; CPUs compute float16 slowly or not at all.
-            dtype = "float16" if self.device.kind == "cuda" else "float32"
+        dtype = load_dtype(entry, self.device.kind)
         # diffusers renamed torch_dtype to dtype (0.36); give whichever this version takes without a warning.
         dtype_key = "dtype" if _version(diffusers.__version__) >= (0, 36) else "torch_dtype"
         kwargs: dict[str, Any] = {dtype_key: getattr(torch, dtype)}
@@ -224,11 +248,17 @@ class ModelManager:
             slot.pipe, slot.derived, slot.bytes = None, {}, 0
             if slot.state == LoadState.READY:
                 slot.state = LoadState.NOT_LOADED
+        self._release()
+
+    def _release(self) -> None:
+        """Give freed pipeline memory back: collect cycles, empty the CUDA cache, and on glibc trim the heap
+        (freed tensors leave malloc arenas holding pages, so RSS would creep up as families are swapped)."""
         gc.collect()
         if self.device.kind == "cuda":
             import torch
 
             torch.cuda.empty_cache()
+        _malloc_trim()
 
     def unload_all(self) -> None:
         for entry_id in self.slots:

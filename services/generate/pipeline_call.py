@@ -3,6 +3,10 @@
 Every image gets its own CPU torch.Generator seeded with its own seed, so an image depends on its seed and
 parameters only, not on which other requests shared its batch (up to float rounding in batched kernels).
 CPU generators also make a seed give the same starting noise on every kind of device.
+
+The family (families.py) decides the call's shape: FLUX gets no negative prompt; SD3 and FLUX get the entry's
+`max_sequence_length`; a pipeline that takes width and height gets them for every operation (FluxImg2Img would
+otherwise resize the source to 1024x1024).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate import families
 from services.generate.request import Plan
 
 
@@ -64,19 +69,24 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
             raise Interrupted(step + 1, total)
         return tensors
 
+    family = families.family(first.entry.family)
+    accepted = _call_parameters(pipe)
     kwargs: dict[str, Any] = dict(
-        prompt=prompts, negative_prompt=negatives if any(negatives) else None,
-        num_inference_steps=first.steps, guidance_scale=first.guidance_scale, generator=generators,
+        prompt=prompts, num_inference_steps=first.steps, guidance_scale=first.guidance_scale, generator=generators,
         callback_on_step_end=callback, output_type="pil",
     )
-    if first.operation == "text_to_image":
+    if family.negative_prompt:
+        kwargs["negative_prompt"] = negatives if any(negatives) else None
+    if family.t5_tokenizer and "max_sequence_length" in accepted:
+        kwargs["max_sequence_length"] = first.entry.max_sequence_length
+    if first.operation == "text_to_image" or {"width", "height"} <= accepted:
         kwargs.update(width=first.width, height=first.height)
-    else:
+    if first.operation != "text_to_image":
         kwargs["image"] = init_images
     if first.operation == "image_to_image":
         kwargs["strength"] = first.strength
     if first.operation == "inpaint":
-        kwargs.update(mask_image=masks, width=first.width, height=first.height)
+        kwargs["mask_image"] = masks
 
     original = _swap_scheduler(pipe, first.scheduler)
     try:
@@ -91,14 +101,27 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
     return out
 
 
+def _call_parameters(pipe: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(type(pipe).__call__).parameters)
+
+
 def scheduler_name(pipe: Any, override: str) -> str:
     return override or type(pipe.scheduler).__name__
 
 
 def truncation_notes(pipe: Any, plan: Plan) -> list[str]:
-    """Say so when the text encoder cuts the prompt (CLIP reads 77 tokens); diffusers only logs it."""
-    tokenizer = getattr(pipe, "tokenizer", None)
-    limit = getattr(tokenizer, "model_max_length", 0) or 0
+    """Say so when the text encoder cuts the prompt; diffusers only logs it. CLIP reads 77 tokens; in families
+    with a T5 encoder (SD3, FLUX) the T5 reads the long prompt, `max_sequence_length` tokens of it."""
+    family = families.family(plan.entry.family)
+    if family.t5_tokenizer:
+        tokenizer, limit = getattr(pipe, family.t5_tokenizer, None), plan.entry.max_sequence_length
+        encoder = f"T5 text encoder reads max_sequence_length={limit} tokens"
+    else:
+        tokenizer = getattr(pipe, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", 0) or 0
+        encoder = f"text encoder reads {limit} tokens"
     if tokenizer is None or not 0 < limit < 100_000:
         return []
     notes = []
@@ -106,5 +129,5 @@ def truncation_notes(pipe: Any, plan: Plan) -> list[str]:
         if text:
             count = len(tokenizer(text, truncation=False).input_ids)
             if count > limit:
-                notes.append(f"{name} truncated: the text encoder reads {limit} tokens, the prompt has {count}")
+                notes.append(f"{name} truncated: the {encoder}, the {name.replace('_', ' ')} has {count}")
     return notes

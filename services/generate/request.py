@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from PIL import Image
 
-from services.generate import presets, sizing
+from services.generate import families, presets, sizing
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
@@ -86,14 +86,30 @@ class Plan:
 
     def batch_key(self) -> tuple:
         """Requests with equal keys can share one pipeline call (prompts, seeds and images stay per request)."""
-        return (self.entry.id, self.operation, self.width, self.height, self.steps, self.guidance_scale,
-                self.scheduler, self.strength)
+        key = (self.entry.id, self.operation, self.width, self.height, self.steps, self.guidance_scale,
+               self.scheduler, self.strength)
+        if families.family(self.entry.family).empty_negative_is_zeros:
+            # SDXL: "no negative prompt" is zero embeddings, which a batch with a negative prompt cannot give.
+            key += (bool(self.negative_prompt),)
+        return key
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
         raise InvalidArgument(f"{name} must be between {low:g} and {high:g}, got {value:g}", field=name,
                               min=low, max=high)
+
+
+def _within_limits(name: str, value: float, low: float, high: float, entry: ModelEntry, notes: list[str]) -> float:
+    """value inside [low, high]: refused, or clamped with a note when the model's registry entry says
+    `out_of_range: clamp` (its limits are tighter than the defaults dialects document)."""
+    if entry.out_of_range == "clamp" and not (isinstance(value, float) and math.isnan(value)):
+        clamped = min(high, max(low, value))
+        if clamped != value:
+            notes.append(f"{name} {value:g} clamped to {clamped:g}: model {entry.id} takes {low:g} to {high:g}")
+        return clamped
+    _check_range(name, value, low, high)
+    return value
 
 
 QUALITY_LEVELS = {"draft": 3, "standard": 5, "high": 7, "premium": 8, "ultra": 10}
@@ -204,7 +220,8 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
 
     negative = inp.negative_prompt.strip()
     if negative and not entry.supports_negative_prompt:
-        notes.append(f"negative_prompt ignored: model {entry.id} does not support negative prompts")
+        why = " (FLUX takes no negative prompt)" if entry.family == "flux" else ""
+        notes.append(f"negative_prompt ignored: model {entry.id} does not support negative prompts{why}")
         negative = ""
 
     if inp.steps:
@@ -215,9 +232,15 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
         steps = steps_for_quality(inp.quality, entry)
     else:
         steps = entry.default_steps
-    _check_range("steps", steps, entry.min_steps, entry.max_steps)
-    guidance = entry.default_guidance if inp.guidance_scale is None else float(inp.guidance_scale)
-    _check_range("guidance_scale", guidance, entry.min_guidance, entry.max_guidance)
+    steps = int(_within_limits("steps", steps, entry.min_steps, entry.max_steps, entry, notes))
+    if not entry.uses_guidance:
+        if inp.guidance_scale is not None and float(inp.guidance_scale) != entry.default_guidance:
+            notes.append(f"guidance_scale {float(inp.guidance_scale):g} ignored: model {entry.id} is "
+                         "guidance-distilled and takes no guidance scale")
+        guidance = entry.default_guidance
+    else:
+        guidance = entry.default_guidance if inp.guidance_scale is None else float(inp.guidance_scale)
+        guidance = _within_limits("guidance_scale", guidance, entry.min_guidance, entry.max_guidance, entry, notes)
     if negative and guidance <= 1.0:
         notes.append("negative_prompt has no effect at guidance_scale <= 1")
 

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from services.generate import defaults as surface_defaults
 from services.generate.core import GenerateCore, GenerateOutput
 from services.generate.edits import Outpaint
 from services.generate.loaded import LoadState
@@ -32,6 +33,17 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
     def __init__(self, core: GenerateCore, limits: images.ImageLimits) -> None:
         self.core = core
         self.limits = limits
+
+    def _prepared(self, p: pb.GenerateParameters) -> tuple[GenerateInput, list[str]]:
+        """The request's input with the surface's defaults (p.defaults) filled in, and the notes that says."""
+        inp = self._input(p)
+        if not p.HasField("defaults"):
+            return inp, []
+        d = p.defaults
+        wanted = surface_defaults.SurfaceDefaults(
+            width=d.width, height=d.height, steps=d.steps,
+            guidance_scale=d.guidance_scale if d.HasField("guidance_scale") else None)
+        return inp, surface_defaults.fill(inp, self.core.registry.resolve(inp.model), wanted)
 
     def _input(self, p: pb.GenerateParameters) -> GenerateInput:
         outpaint = None
@@ -62,11 +74,20 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         # Decoding the input images is image work: a worker thread, never the event loop.
-        return _response(await self.core.generate(await asyncio.to_thread(self._input, request.parameters)))
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
+        return _response(await self.core.generate(inp), notes)
+
+    async def CheckParameters(self, request: pb.CheckParametersRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CheckParametersResponse:
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
+        plan = await asyncio.to_thread(self.core.plan, inp)
+        return pb.CheckParametersResponse(model_id=plan.entry.id, width=plan.output_width, height=plan.output_height,
+                                          steps=plan.steps, guidance_scale=plan.guidance_scale,
+                                          notes=[*notes, *plan.notes])
 
     async def GenerateStream(self, request: pb.GenerateStreamRequest, context: grpc.aio.ServicerContext):
         events: asyncio.Queue = asyncio.Queue()
-        inp = await asyncio.to_thread(self._input, request.parameters)
+        inp, notes = await asyncio.to_thread(self._prepared, request.parameters)
         task = asyncio.create_task(self.core.generate(inp, events.put_nowait))
         try:
             while True:
@@ -79,7 +100,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                 break
             while not events.empty():
                 yield pb.GenerateStreamResponse(progress=events.get_nowait())
-            yield pb.GenerateStreamResponse(result=_response(task.result()))
+            yield pb.GenerateStreamResponse(result=_response(task.result(), notes))
         finally:
             # The client went away (or the deadline passed) while we waited: cancelling the core's task
             # cancels the job, which stops the pipeline at its next step.
@@ -106,7 +127,7 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
                                      templates=templates)
 
 
-def _response(out: GenerateOutput) -> pb.GenerateResponse:
+def _response(out: GenerateOutput, notes: list[str] | None = None) -> pb.GenerateResponse:
     plan = out.plan
     return pb.GenerateResponse(
         images=[pb.GeneratedImage(image=img.image, seed=img.seed, index=img.index) for img in out.images],
@@ -118,5 +139,5 @@ def _response(out: GenerateOutput) -> pb.GenerateResponse:
             cost=common_pb2.Cost(device_seconds=out.device_seconds, device_class=out.device_class),
             batch_size=out.batch_size, scheduler=out.scheduler,
         ),
-        notes=out.notes,
+        notes=[*(notes or []), *out.notes],
     )

@@ -54,6 +54,8 @@ class Job:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # The last step the device had finished when the job was cancelled while running (-1: not running).
+    cancelled_at_step: int = -1
 
     def emit(self, event: common_pb2.Progress) -> None:
         """Thread-safe: progress callbacks run on the event loop, in order."""
@@ -68,6 +70,8 @@ class WorkerStats:
     batches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     interrupted: list[tuple[int, int]] = field(default_factory=list)  # (steps run, total steps)
+    # Per interrupted call: steps that ran after the last caller cancelled (0 or 1: the step in flight).
+    steps_after_cancel: list[int] = field(default_factory=list)
 
 
 class DeviceWorker:
@@ -83,6 +87,7 @@ class DeviceWorker:
         self._pending: collections.deque[Job] = collections.deque()
         self._arrived: asyncio.Event | None = None
         self._running: list[Job] = []
+        self._step = 0  # the last finished step of the running call (written by the device thread)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"generate-{manager.device.name}")
         self._task: asyncio.Task | None = None
 
@@ -115,6 +120,8 @@ class DeviceWorker:
 
     def cancel(self, job: Job) -> None:
         """Forget a queued job, or make a running batch stop at its next step if nobody else is in it."""
+        if job in self._running:
+            job.cancelled_at_step = self._step
         job.cancelled.set()
         if job in self._pending:
             self._pending.remove(job)
@@ -217,6 +224,7 @@ class DeviceWorker:
         n_images = sum(j.plan.num_images for j in live)
 
         def on_step(step: int, total: int) -> None:
+            self._step = step
             for job in live:
                 n = job.plan.num_images
                 what = "image" if n == 1 else f"{n} images"
@@ -229,11 +237,13 @@ class DeviceWorker:
             return all(job.cancelled.is_set() for job in live)
 
         inference_started = time.perf_counter()
+        self._step = 0
         try:
             images = run_batch(pipe, [job.plan for job in live], on_step=on_step, should_stop=should_stop)
         except Interrupted as exc:
             log.info("generation interrupted after step %d of %d: every caller left", exc.step, exc.total)
             self.stats.interrupted.append((exc.step, exc.total))
+            self.stats.steps_after_cancel.append(exc.step - max(max(job.cancelled_at_step for job in live), 0))
             if self.metrics is not None:
                 self.metrics.interrupted.inc()
             return {id(job): Cancelled("generation cancelled by the client") for job in batch}

@@ -8,6 +8,7 @@ gallery sit beside them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
@@ -45,6 +46,9 @@ from services.orchestrator.job_store import (
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.pricing import PriceTable, sum_costs
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.webhooks import FORMAT_LABEL as WEBHOOK_FORMAT_LABEL
+from services.orchestrator.webhooks import FORMATS as webhook_formats
+from services.orchestrator.webhooks import FREEPIK as FREEPIK_FORMAT
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
@@ -55,6 +59,9 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
 
 log = logging.getLogger("imagemesh.orchestrator")
+# Job label holding what Generate said it would run, checked at submit (JSON: model_id, width, height, steps,
+# guidance_scale, notes).
+PLAN_LABEL = "generate_plan"
 COST = common_pb2.Cost.DESCRIPTOR.full_name
 M = TypeVar("M", bound=Message)
 
@@ -102,6 +109,20 @@ def _model_of(spec: pb.JobSpec) -> str:
     if kind == "upscale":
         return spec.upscale.method
     return ""
+
+
+def _models_of_job(job: pb.Job) -> list[str] | None:
+    """The models a selection may name for a shotgun job (seed 002): every model of its results, failed ones
+    included, or the ones it names before it has run. None when that cannot be told (an "all" shotgun still
+    pending) or the job is not a shotgun (a selection then only records a preference)."""
+    if job.result.WhichOneof("result") == "shotgun":
+        return [r.model_id for r in job.result.shotgun.results]
+    if job.kind != "shotgun":
+        return None
+    named = [m for m in job.spec.shotgun.models if m]
+    if named and not any(m in ("all", "auto") for m in named) and job.spec.shotgun.top_k <= 0:
+        return named
+    return None
 
 
 @dataclass
@@ -382,6 +403,10 @@ class OrchestratorCore:
         workflow_id = ""
         if kind == "workflow":
             workflow_id = self.registry.get(spec.workflow.workflow_id).id
+        await self._check_names(spec)
+        planned = await self._check_generate(spec)
+        if planned is not None:
+            labels = {**(labels or {}), PLAN_LABEL: planned}
         url, secret, progress = "", "", False
         if webhook is not None and webhook.url:
             await ssrf.resolve_checked(webhook.url, self.policy, "webhook_url")
@@ -391,6 +416,11 @@ class OrchestratorCore:
                 raise WebhookSecretMissing(
                     "no webhook secret: pass one, or configure IMAGEMESH_WEBHOOK_SECRETS for this key",
                     field="webhook_secret")
+            if webhook.format and webhook.format not in webhook_formats:
+                raise InvalidArgument(f"unknown webhook format '{webhook.format[:32]}'; supported: "
+                                      f"{', '.join(webhook_formats)}", field="webhook.format")
+            # The body format rides with the job (webhooks.py shapes each delivery from the job).
+            labels = {**(labels or {}), WEBHOOK_FORMAT_LABEL: webhook.format or FREEPIK_FORMAT}
         # Hashed as submitted (inline images included), before images move to the store under fresh refs.
         digest = spec_hash(spec) if idempotency_key else ""
         if idempotency_key:
@@ -421,6 +451,53 @@ class OrchestratorCore:
         if created:
             self.runner.wake.set()
         return job
+
+    async def _check_generate(self, spec: pb.JobSpec) -> str | None:
+        """A generation Generate would refuse (a size, steps or guidance past the model's limits, an unknown
+        model) is refused at submit with Generate's own error, not accepted and failed later. What Generate would
+        run (model, size, steps, guidance, notes) comes back as JSON for the job's `generate_plan` label. Generate
+        away or older (no CheckParameters): None, and Generate answers when the job runs."""
+        if spec.WhichOneof("spec") != "generate":
+            return None
+        parameters = gen_pb.GenerateParameters()
+        parameters.CopyFrom(spec.generate)
+        parameters.num_images = 1  # past Generate's per-request limit the job is split (_generate): not checked here
+        try:
+            plan = await clients.call(self.backends.generate.CheckParameters,
+                                      gen_pb.CheckParametersRequest(parameters=parameters),
+                                      timeout=self.settings.submit_check_timeout_s)
+        except ImageMeshError as exc:
+            if exc.http_status in (400, 413):
+                raise
+            log.warning("generate could not check a submit (%s): checked when the job runs", exc.reason)
+            return None
+        return json.dumps({"model_id": plan.model_id, "width": plan.width, "height": plan.height,
+                           "steps": plan.steps, "guidance_scale": round(plan.guidance_scale, 4),
+                           "notes": list(plan.notes)}, separators=(",", ":"))
+
+    async def _check_names(self, spec: pb.JobSpec) -> None:
+        """A name the owning service does not list is refused at submit (INVALID_ARGUMENT), not accepted and failed
+        later: a relight's lighting_style (or a workflow's lighting_style parameter) against Upscale's own list of
+        styles. A catalogue that cannot be read now
+        leaves the check to the service when the job runs."""
+        kind = spec.WhichOneof("spec")
+        style: object = ""
+        if kind == "relight":
+            style = spec.relight.lighting_style
+        elif kind == "workflow" and "lighting_style" in spec.workflow.params:
+            style = spec.workflow.params["lighting_style"]  # a workflow's relight step takes it (000's example)
+        if not style or not isinstance(style, str):
+            return
+        try:
+            listing = await self.catalog.section(pb.CATALOG_SECTION_UPSCALE_METHODS)
+        except ImageMeshError as exc:
+            log.warning("upscale's catalogue could not be read (%s): lighting_style checked when the job runs",
+                        exc.reason)
+            return
+        styles = list(listing.lighting_styles)
+        if styles and style.lower() not in styles:
+            raise InvalidArgument(f"unknown lighting_style '{style[:64]}'; supported: "
+                                  f"{', '.join(sorted(styles))}", field="lighting_style", supported=sorted(styles))
 
     async def get_job(self, job_id: str, owner: str) -> pb.Job:
         return await self.store.get_job(job_id, owner)
@@ -598,7 +675,14 @@ class OrchestratorCore:
         if not model_id:
             raise InvalidArgument("selected_model_id is required", field="selected_model_id")
         if job_id:
-            await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            job = await self.store.get_job(job_id, owner)  # NOT_FOUND for another owner's job
+            ran = _models_of_job(job)
+            if ran is not None and model_id not in ran:
+                # Seed 002: a selection names one of the models of that job (validation_error).
+                raise InvalidArgument(
+                    f"selected_model_id '{model_id[:100]}' was not part of job {job_id}; its models: "
+                    f"{', '.join(ran) or 'none'}", field="selected_model_id", reason="VALIDATION_ERROR",
+                    received=model_id[:100], models=ran)
         return await self.store.log_selection(job_id, owner, model_id, category or "general", notes)
 
     async def selection_ranking(self, category: str = "") -> list[tuple[str, int]]:

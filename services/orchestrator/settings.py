@@ -15,6 +15,8 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     backend_timeout_s: float = 300.0
     # A generate job past Generate's per-request image limit runs as several requests, up to this many images.
     max_images_per_job: int = 64
+    # Deadline of the parameter check a generate submit asks Generate for (past it, the job runs unchecked).
+    submit_check_timeout_s: float = 10.0
 
     # --- job store -------------------------------------------------------------------------------------------
     # SQLAlchemy URL; empty = SQLite at <var_dir>/imagemesh.db. PostgreSQL: postgresql+psycopg://user@host/db.

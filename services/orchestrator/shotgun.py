@@ -110,8 +110,10 @@ class Shotgun:
         chosen = [m for m in await self.ranking(category) if m in available]
         return _dedupe([*chosen, default if default in available else "", *available])
 
-    async def resolve_models(self, spec: pb.ShotgunSpec) -> tuple[list[str], dict[str, str]]:
-        """The model ids this shotgun runs, in order, and the display names known for them."""
+    async def plan(self, spec: pb.ShotgunSpec) -> tuple[list[str], dict[str, str], list[pb.UnavailableModel]]:
+        """The model ids this shotgun runs, in order; the display names known for them (by id and alias); and,
+        when "all" was asked, the models it left out because they cannot run here, each with why. An id or alias
+        that BackgroundRemoval lists is recognised; a named one that cannot run comes back as its error entry."""
         asked = _dedupe([m.strip() for m in spec.models])
         if spec.top_k < 0:
             raise InvalidArgument("top_k must be >= 0", field="top_k", received=spec.top_k)
@@ -127,18 +129,29 @@ class Shotgun:
                 raise
             # Named models and no catalogue (BackgroundRemoval away): each model's call says what happened to it.
             catalogue = br_pb.ListRemovalModelsResponse()
-        names = {m.id: m.display_name for m in catalogue.models}
+        names = {name: m.display_name for m in catalogue.models for name in (m.id, *m.aliases)}
         unknown = [m for m in asked if m not in (ALL, AUTO) and m not in names]
+        left_out: list[pb.UnavailableModel] = []
         if unknown and names:
             shown = ", ".join(repr(m[:64]) for m in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             raise InvalidModel(f"unknown background-removal model(s) {shown}; supported: "
                                f"all, auto, {', '.join(names)}", field="models",
                                supported_models=[ALL, AUTO, *names])
+        # One model named twice (by id and by alias) runs once, under the first name given.
+        seen: dict[str, str] = {}
+        for m in asked:
+            info = next((c for c in catalogue.models if m in (c.id, *c.aliases)), None)
+            seen.setdefault(info.id if info else m, m)
+        asked = [m for m in asked if m in seen.values()]
         if expanding:
             available = [m.id for m in catalogue.models if m.available]
             ranked = await self._ranked(spec.image_category, available, catalogue.default_model)
             if not asked or ALL in asked:
-                asked = _dedupe([*available, *(m for m in asked if m != ALL)])
+                named = {n for m in asked for c in catalogue.models if m in (c.id, *c.aliases)
+                         for n in (c.id, *c.aliases)}
+                asked = _dedupe([*(m for m in available if m not in named), *(m for m in asked if m != ALL)])
+                left_out = [pb.UnavailableModel(model_id=m.id, reason=m.unavailable_reason or "unavailable")
+                            for m in catalogue.models if not m.available and m.id not in named]
             if AUTO in asked:
                 pick = ranked[:1]  # the most chosen available model, else the default (empty when none is available)
                 asked = _dedupe([p for m in asked for p in (pick if m == AUTO else [m])])
@@ -150,7 +163,7 @@ class Shotgun:
         if len(asked) > self.limits.max_models:
             raise InvalidArgument(f"a shotgun runs at most {self.limits.max_models} models, got {len(asked)}",
                                   field="models", max=self.limits.max_models)
-        return asked, names
+        return asked, names, left_out
 
     @staticmethod
     def validate(spec: pb.ShotgunSpec) -> None:
@@ -233,7 +246,7 @@ class Shotgun:
         started = time.perf_counter()
         self.validate(spec)
         image, size = self.prepare_image(spec)  # a bad image fails the whole request, before any model runs
-        models, names = await self.resolve_models(spec)
+        models, names, left_out = await self.plan(spec)
         timeout = spec.per_model_timeout_ms / 1000 if spec.per_model_timeout_ms > 0 else self.limits.per_model_timeout_s
         tasks = [asyncio.create_task(self._one(m, names.get(m, ""), image, size, spec, timeout)) for m in models]
         done: dict[str, pb.ShotgunResult] = {}
@@ -255,6 +268,7 @@ class Shotgun:
             results=results,
             total_cost_usd=total.usd,
             total_cost=total,
+            unavailable=left_out,
         ))
 
     async def run(self, spec: pb.ShotgunSpec, job_id: str = "") -> pb.ShotgunSummary:

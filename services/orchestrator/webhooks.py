@@ -1,6 +1,10 @@
 """Signed webhook deliveries: built with the job's state change (same transaction), sent by a loop that never
 blocks job processing, retried with exponential backoff and jitter, honouring Retry-After, across restarts.
 
+The body follows the document the client uses (the job's `webhook_format` label, from Webhook.format at submit):
+seed 000's (`generation.completed`, task_id, data) by default, seed 002's (`job_completed`, job_id, full results,
+a `signature` field in the body) for the shotgun dialect.
+
 Each POST carries two signatures over the same raw body:
 - `X-Freepik-Signature: sha256=<hex HMAC-SHA256(secret, body)>` (the seed's `verify_webhook`), and
 - Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
@@ -19,7 +23,16 @@ import logging
 import random
 import time
 
-from services.orchestrator.job_store import COMPLETED, STATUS_NAME, AsyncStore, Delivery, new_id
+from services.orchestrator.job_store import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PARTIAL,
+    STATUS_NAME,
+    AsyncStore,
+    Delivery,
+    new_id,
+)
 from shared import ssrf
 from shared.errors import ImageMeshError
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
@@ -40,24 +53,46 @@ def image_url(ref: str, base: str) -> str:
     return f"{base.rstrip('/')}/{ref}" if base else ref
 
 
-def payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tuple[str, dict]:
-    """(event name, JSON body): 000's format (task_id, data.image_url...) plus job_id/results for 002."""
+FREEPIK, SHOTGUN = "freepik", "shotgun"
+# Body formats, after the document a client follows; the dialect names it in Webhook.format at submit.
+FORMATS = (FREEPIK, SHOTGUN)
+FORMAT_LABEL = "webhook_format"
+
+
+def _processing_seconds(job: pb.Job) -> float | None:
+    if job.HasField("started_at") and job.HasField("finished_at"):
+        return (job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9
+    return None
+
+
+def payload(job: pb.Job, progress: bool, image_base_url: str = "", secret: str = "") -> tuple[str, dict]:
+    """(event name, JSON body) in the job's webhook format (its `webhook_format` label; seed 000's by default)."""
+    if job.labels.get(FORMAT_LABEL) == SHOTGUN:
+        return shotgun_payload(job, progress, image_base_url, secret)
+    return freepik_payload(job, progress, image_base_url)
+
+
+def freepik_payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tuple[str, dict]:
+    """Seed 000's payload: event, task_id, timestamp, data {status, image_url, thumbnail_url, model_used,
+    processing_time (whole seconds)}, plus imagemesh's extras (job_id, every image, cost, progress, steps, error)."""
     status = STATUS_NAME[job.status]
     event = f"{_EVENT_PREFIX.get(job.kind, 'job')}.{'progress' if progress else status}"
     from services.orchestrator.media import images_in
 
     refs = [image.ref for image in images_in(job.result) if image.ref]
     urls = [image_url(ref, image_base_url) for ref in refs]
-    processing = None
-    if job.HasField("started_at") and job.HasField("finished_at"):
-        processing = round((job.finished_at.ToNanoseconds() - job.started_at.ToNanoseconds()) / 1e9, 3)
+    seconds = _processing_seconds(job)
     data = {
         "status": status,
         "image_url": urls[0] if urls else None,
-        "thumbnail_url": urls[0] if urls else None,
+        # The stored thumbnail (the gateway's image routes serve it with ?thumbnail=true) once URLs are public.
+        "thumbnail_url": (f"{urls[0]}?thumbnail=true" if image_base_url else urls[0]) if urls else None,
         "image_urls": urls,
-        "model_used": job.model_id or None,
-        "processing_time": processing,
+        # As the client asked for it (the submit's model_used), "auto" or nothing asked: the model that ran.
+        "model_used": (asked if (asked := job.labels.get("model_requested", "")) and asked.lower() != "auto"
+                       else job.model_id or None),
+        "checkpoint": job.model_id or None,
+        "processing_time": round(seconds) if seconds is not None else None,
         "cost_usd": round(job.cost.usd, 6),
         "progress": round(job.progress.fraction, 4),
         "message": job.progress.message,
@@ -77,6 +112,78 @@ def payload(job: pb.Job, progress: bool, image_base_url: str = "") -> tuple[str,
         "results": [{"image_url": url} for url in urls] if status == COMPLETED or refs else [],
     }
     return event, body
+
+
+# Seed 002's events: a finished job (completed or partial) is "job_completed".
+_SHOTGUN_EVENTS = {COMPLETED: "job_completed", PARTIAL: "job_completed", FAILED: "job_failed",
+                   CANCELLED: "job_cancelled"}
+
+
+def _shotgun_results(job: pb.Job, image_base_url: str) -> list[dict]:
+    """Seed 002's full result objects (model_id, model_name, status, image_url, error, processing_time_ms,
+    cost_usd); a job that is not a shotgun (an /upscale) reports its one result the same way. image_base64 is
+    null: the image is at image_url (a webhook body carries no megabytes)."""
+    kind = job.result.WhichOneof("result")
+    if kind == "shotgun":
+        out = []
+        for r in job.result.shotgun.results:
+            ok = r.status == pb.SHOTGUN_RESULT_STATUS_SUCCESS
+            out.append({
+                "model_id": r.model_id, "model_name": r.model_name or None, "status": "success" if ok else "error",
+                "image_base64": None, "image_url": image_url(r.image.ref, image_base_url) if r.image.ref else None,
+                "error": r.error or None, "processing_time_ms": r.processing_time_ms, "cost_usd": round(r.cost.usd, 6),
+                **({"upscale_status": r.upscale_status} if r.upscale_status else {}),
+            })
+        return out
+    from services.orchestrator.media import images_in
+
+    refs = [image.ref for image in images_in(job.result) if image.ref]
+    if not refs and not job.HasField("error"):
+        return []
+    seconds = _processing_seconds(job)
+    ok = STATUS_NAME[job.status] == COMPLETED
+    return [{"model_id": job.model_id or job.kind, "model_name": None, "status": "success" if ok else "error",
+             "image_base64": None, "image_url": image_url(ref, image_base_url) if ref else None,
+             "error": None if ok else job.error.message or None,
+             "processing_time_ms": round(seconds * 1000) if seconds is not None else 0,
+             "cost_usd": round(job.cost.usd, 6)} for ref in (refs or [""])]
+
+
+def shotgun_payload(job: pb.Job, progress: bool, image_base_url: str = "", secret: str = "") -> tuple[str, dict]:
+    """Seed 002's payload: {"event": "job_completed", "job_id", "results": [...], "signature"}, plus status,
+    processing_time_ms, total_cost_usd and a timestamp. `signature` is body_signature(secret, the body without it)."""
+    status = STATUS_NAME[job.status]
+    event = "job_progress" if progress else _SHOTGUN_EVENTS.get(status, f"job_{status}")
+    seconds = _processing_seconds(job)
+    body: dict = {
+        "event": event,
+        "job_id": job.id,
+        "status": status,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "processing_time_ms": round(seconds * 1000) if seconds is not None else None,
+        "results": _shotgun_results(job, image_base_url),
+        "total_cost_usd": round(job.cost.usd, 6),
+    }
+    unavailable = [{"model_id": u.model_id, "reason": u.reason} for u in job.result.shotgun.unavailable]
+    if unavailable:
+        body["unavailable_models"] = unavailable
+    if job.HasField("error"):
+        body["error"] = {"type": job.error.reason.lower(), "message": job.error.message}
+    body["signature"] = body_signature(secret, body)
+    return event, body
+
+
+def body_signature(secret: str, body: dict) -> str:
+    """The shotgun body's own `signature`: "sha256=" + hex HMAC-SHA256(secret, the body without `signature`,
+    serialised as compact JSON with sorted keys), so seed 000's verify_webhook checks it too:
+    verify_webhook(json.dumps(body_without_signature, separators=(",", ":"), sort_keys=True).encode(),
+    body["signature"], secret)."""
+    unsigned = {k: v for k, v in body.items() if k != "signature"}
+    return freepik_signature(secret, canonical(unsigned))
+
+
+def canonical(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
 def freepik_signature(secret: str, body: bytes) -> str:
@@ -108,7 +215,7 @@ class DeliveryFactory:
         self.image_base_url = image_base_url
 
     def __call__(self, job: pb.Job, url: str, secret: str, progress: bool) -> list[dict]:
-        event, body = payload(job, progress, self.image_base_url)
+        event, body = payload(job, progress, self.image_base_url, secret)
         now = time.time()
         return [dict(id=new_id("msg"), job_id=job.id, owner=job.owner, event=event, url=url, secret=secret,
                      body=json.dumps(body, separators=(",", ":")).encode(), status="pending", attempts=0,

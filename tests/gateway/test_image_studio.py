@@ -150,7 +150,7 @@ async def test_create_by_provider_uses_the_model_serving_it(http):
                                                      "width": 64, "height": 64, "quality": "premium"})
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    assert body["request"]["provider"] == "stability" and body["request"]["model"] == "tiny-sd-b"
+    assert body["request"]["provider"] == "stability" and body["request"]["model"] == "tiny-sdxl"
 
 
 async def test_create_unknown_model_lists_the_supported_ones(http):

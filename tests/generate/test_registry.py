@@ -10,8 +10,16 @@ from services.generate.settings import DEFAULT_MODELS_FILE
 from shared.errors import InvalidArgument, InvalidModel
 from tests.generate.conftest import MODELS_DIR, tiny_entry, write_registry
 
-SEED_NAMES = ["flux-1", "flux-2", "sd-3.5", "flux-abliterated", "imagen3", "mystic", "flux-dev", "classic-fast",
-              "black-forest-labs/FLUX.1-schnell"]
+# Each seed name maps to the family it names; the others to the tiny SD 1.x default.
+SEED_NAMES = {
+    "flux-1": "tiny-flux-dev", "flux-2": "tiny-flux-dev", "flux-abliterated": "tiny-flux-dev",
+    "flux-dev": "tiny-flux-dev", "FLUX-1": "tiny-flux-dev", "black-forest-labs/FLUX.1-dev": "tiny-flux-dev",
+    "black-forest-labs/FLUX.1-schnell": "tiny-flux-schnell",
+    "sd-3.5": "tiny-sd3", "sd3.5-large": "tiny-sd3", "stabilityai/stable-diffusion-3.5-large": "tiny-sd3",
+    "core": "tiny-sdxl", "ultra": "tiny-sdxl",
+    "imagen3": "tiny-sd", "mystic": "tiny-sd", "classic-fast": "tiny-sd", "auto": "tiny-sd", "": "tiny-sd",
+    "tiny-sd": "tiny-sd",
+}
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +27,16 @@ def default_registry() -> Catalog:
     return Catalog.from_file(DEFAULT_MODELS_FILE, MODELS_DIR)
 
 
-@pytest.mark.parametrize("name", [*SEED_NAMES, "auto", "", "FLUX-1", "tiny-sd"])
-def test_default_registry_maps_the_seeds_names_onto_the_tiny_model(default_registry, name):
-    assert default_registry.resolve(name).id == "tiny-sd"
+@pytest.mark.parametrize("name", SEED_NAMES)
+def test_default_registry_maps_the_seeds_names_onto_their_family(default_registry, name):
+    assert default_registry.resolve(name).id == SEED_NAMES[name]
+
+
+def test_default_registry_families(default_registry):
+    families = {e.id: e.family for e in default_registry.entries.values()}
+    assert {families[i] for i in ("tiny-sd", "tiny-sd-b", "tiny-sd-inpaint")} == {"sd1"}
+    assert (families["tiny-sdxl"], families["tiny-sd3"], families["tiny-flux-dev"],
+            families["tiny-flux-schnell"]) == ("sdxl", "sd3", "flux", "flux")
 
 
 def test_default_registry_has_a_second_model_and_an_inpaint_model(default_registry):

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from shared.gen.imagemesh.v1 import common_pb2 as imagemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-imagemesh/v1/background_removal_service.proto\x12\x0cimagemesh.v1\x1a\x19imagemesh/v1/common.proto\"\xe9\x01\n\x0eRemovalOptions\x12\x11\n\tonly_mask\x18\x01 \x01(\x08\x12\x15\n\ralpha_matting\x18\x02 \x01(\x08\x12*\n\"alpha_matting_foreground_threshold\x18\x03 \x01(\x05\x12*\n\"alpha_matting_background_threshold\x18\x04 \x01(\x05\x12 \n\x18\x61lpha_matting_erode_size\x18\x05 \x01(\x05\x12\x19\n\x11post_process_mask\x18\x06 \x01(\x08\x12\x18\n\x10\x62\x61\x63kground_color\x18\x07 \x01(\t\"\xad\x01\n\x17RemoveBackgroundRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\x12\x30\n\routput_format\x18\x03 \x01(\x0e\x32\x19.imagemesh.v1.ImageFormat\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.imagemesh.v1.RemovalOptions\"\xb4\x01\n\x18RemoveBackgroundResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x1a\n\x12processing_time_ms\x18\x04 \x01(\x03\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.imagemesh.v1.Cost\x12\x10\n\x08provider\x18\x06 \x01(\t\"\xb8\x01\n\x10RemovalModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x1e\n\x12\x63ost_per_image_usd\x18\x07 \x01(\x01\x42\x02\x18\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\"\x1a\n\x18ListRemovalModelsRequest\"b\n\x19ListRemovalModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.imagemesh.v1.RemovalModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t2\xe3\x01\n\x18\x42\x61\x63kgroundRemovalService\x12\x61\n\x10RemoveBackground\x12%.imagemesh.v1.RemoveBackgroundRequest\x1a&.imagemesh.v1.RemoveBackgroundResponse\x12\x64\n\x11ListRemovalModels\x12&.imagemesh.v1.ListRemovalModelsRequest\x1a\'.imagemesh.v1.ListRemovalModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-imagemesh/v1/background_removal_service.proto\x12\x0cimagemesh.v1\x1a\x19imagemesh/v1/common.proto\"\xe9\x01\n\x0eRemovalOptions\x12\x11\n\tonly_mask\x18\x01 \x01(\x08\x12\x15\n\ralpha_matting\x18\x02 \x01(\x08\x12*\n\"alpha_matting_foreground_threshold\x18\x03 \x01(\x05\x12*\n\"alpha_matting_background_threshold\x18\x04 \x01(\x05\x12 \n\x18\x61lpha_matting_erode_size\x18\x05 \x01(\x05\x12\x19\n\x11post_process_mask\x18\x06 \x01(\x08\x12\x18\n\x10\x62\x61\x63kground_color\x18\x07 \x01(\t\"\xad\x01\n\x17RemoveBackgroundRequest\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\x12\x30\n\routput_format\x18\x03 \x01(\x0e\x32\x19.imagemesh.v1.ImageFormat\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.imagemesh.v1.RemovalOptions\"\xb4\x01\n\x18RemoveBackgroundResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.imagemesh.v1.Image\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x1a\n\x12processing_time_ms\x18\x04 \x01(\x03\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.imagemesh.v1.Cost\x12\x10\n\x08provider\x18\x06 \x01(\t\"\xc9\x01\n\x10RemovalModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x1e\n\x12\x63ost_per_image_usd\x18\x07 \x01(\x01\x42\x02\x18\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x0f\n\x07\x61liases\x18\t \x03(\t\"\x1a\n\x18ListRemovalModelsRequest\"b\n\x19ListRemovalModelsResponse\x12.\n\x06models\x18\x01 \x03(\x0b\x32\x1e.imagemesh.v1.RemovalModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t2\xe3\x01\n\x18\x42\x61\x63kgroundRemovalService\x12\x61\n\x10RemoveBackground\x12%.imagemesh.v1.RemoveBackgroundRequest\x1a&.imagemesh.v1.RemoveBackgroundResponse\x12\x64\n\x11ListRemovalModels\x12&.imagemesh.v1.ListRemovalModelsRequest\x1a\'.imagemesh.v1.ListRemovalModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,11 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REMOVEBACKGROUNDRESPONSE']._serialized_start=503
   _globals['_REMOVEBACKGROUNDRESPONSE']._serialized_end=683
   _globals['_REMOVALMODELINFO']._serialized_start=686
-  _globals['_REMOVALMODELINFO']._serialized_end=870
-  _globals['_LISTREMOVALMODELSREQUEST']._serialized_start=872
-  _globals['_LISTREMOVALMODELSREQUEST']._serialized_end=898
-  _globals['_LISTREMOVALMODELSRESPONSE']._serialized_start=900
-  _globals['_LISTREMOVALMODELSRESPONSE']._serialized_end=998
-  _globals['_BACKGROUNDREMOVALSERVICE']._serialized_start=1001
-  _globals['_BACKGROUNDREMOVALSERVICE']._serialized_end=1228
+  _globals['_REMOVALMODELINFO']._serialized_end=887
+  _globals['_LISTREMOVALMODELSREQUEST']._serialized_start=889
+  _globals['_LISTREMOVALMODELSREQUEST']._serialized_end=915
+  _globals['_LISTREMOVALMODELSRESPONSE']._serialized_start=917
+  _globals['_LISTREMOVALMODELSRESPONSE']._serialized_end=1015
+  _globals['_BACKGROUNDREMOVALSERVICE']._serialized_start=1018
+  _globals['_BACKGROUNDREMOVALSERVICE']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

@@ -55,7 +55,7 @@ class RemoveBackgroundResponse(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., model_id: _Optional[str] = ..., model_name: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class RemovalModelInfo(_message.Message):
-    __slots__ = ("id", "display_name", "kind", "available", "unavailable_reason", "provider", "cost_per_image_usd", "description")
+    __slots__ = ("id", "display_name", "kind", "available", "unavailable_reason", "provider", "cost_per_image_usd", "description", "aliases")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class RemovalModelInfo(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     COST_PER_IMAGE_USD_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     kind: str
@@ -72,7 +73,8 @@ class RemovalModelInfo(_message.Message):
     provider: str
     cost_per_image_usd: float
     description: str
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., kind: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., provider: _Optional[str] = ..., cost_per_image_usd: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., kind: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., provider: _Optional[str] = ..., cost_per_image_usd: _Optional[float] = ..., description: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRemovalModelsRequest(_message.Message):
     __slots__ = ()

@@ -34,7 +34,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "defaults")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class GenerateParameters(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
     MASK_FROM_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -81,7 +82,42 @@ class GenerateParameters(_message.Message):
     quality: str
     outpaint: Outpaint
     mask_from_alpha: bool
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ...) -> None: ...
+    defaults: GenerateDefaults
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., defaults: _Optional[_Union[GenerateDefaults, _Mapping]] = ...) -> None: ...
+
+class GenerateDefaults(_message.Message):
+    __slots__ = ("width", "height", "steps", "guidance_scale")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ...) -> None: ...
+
+class CheckParametersRequest(_message.Message):
+    __slots__ = ("parameters",)
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    parameters: GenerateParameters
+    def __init__(self, parameters: _Optional[_Union[GenerateParameters, _Mapping]] = ...) -> None: ...
+
+class CheckParametersResponse(_message.Message):
+    __slots__ = ("model_id", "width", "height", "steps", "guidance_scale", "notes")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outpaint(_message.Message):
     __slots__ = ("left", "right", "up", "down")

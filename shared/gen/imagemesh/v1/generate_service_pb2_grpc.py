@@ -51,6 +51,11 @@ class GenerateServiceStub:
                 request_serializer=imagemesh_dot_v1_dot_generate__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=imagemesh_dot_v1_dot_generate__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.CheckParameters = channel.unary_unary(
+                '/imagemesh.v1.GenerateService/CheckParameters',
+                request_serializer=imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersRequest.SerializeToString,
+                response_deserializer=imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersResponse.FromString,
+                _registered_method=True)
 
 
 class GenerateServiceServicer:
@@ -78,6 +83,13 @@ class GenerateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckParameters(self, request, context):
+        """Checks parameters exactly as Generate would run them and returns what it would run, generating nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +107,11 @@ def add_GenerateServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=imagemesh_dot_v1_dot_generate__service__pb2.ListModelsRequest.FromString,
                     response_serializer=imagemesh_dot_v1_dot_generate__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'CheckParameters': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckParameters,
+                    request_deserializer=imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersRequest.FromString,
+                    response_serializer=imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +196,33 @@ class GenerateService:
             '/imagemesh.v1.GenerateService/ListModels',
             imagemesh_dot_v1_dot_generate__service__pb2.ListModelsRequest.SerializeToString,
             imagemesh_dot_v1_dot_generate__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagemesh.v1.GenerateService/CheckParameters',
+            imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersRequest.SerializeToString,
+            imagemesh_dot_v1_dot_generate__service__pb2.CheckParametersResponse.FromString,
             options,
             channel_credentials,
             insecure,

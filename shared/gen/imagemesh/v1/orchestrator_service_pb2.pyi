@@ -50,14 +50,16 @@ CATALOG_SECTION_UPSCALE_METHODS: CatalogSection
 CATALOG_SECTION_PLATFORM_FORMATS: CatalogSection
 
 class Webhook(_message.Message):
-    __slots__ = ("url", "secret", "include_progress")
+    __slots__ = ("url", "secret", "include_progress", "format")
     URL_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     url: str
     secret: str
     include_progress: bool
-    def __init__(self, url: _Optional[str] = ..., secret: _Optional[str] = ..., include_progress: _Optional[bool] = ...) -> None: ...
+    format: str
+    def __init__(self, url: _Optional[str] = ..., secret: _Optional[str] = ..., include_progress: _Optional[bool] = ..., format: _Optional[str] = ...) -> None: ...
 
 class ShotgunSpec(_message.Message):
     __slots__ = ("image", "models", "top_k", "image_category", "output_format", "per_model_timeout_ms", "options", "upscale_factor")
@@ -353,20 +355,30 @@ class ShotgunResult(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_name: _Optional[str] = ..., status: _Optional[_Union[ShotgunResultStatus, str]] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., error: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., cost_usd: _Optional[float] = ..., upscale_status: _Optional[str] = ..., input_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., output_dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ..., error_detail: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
 
 class ShotgunSummary(_message.Message):
-    __slots__ = ("job_id", "status", "processing_time_ms", "results", "total_cost_usd", "total_cost")
+    __slots__ = ("job_id", "status", "processing_time_ms", "results", "total_cost_usd", "total_cost", "unavailable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
     TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: _common_pb2.JobStatus
     processing_time_ms: int
     results: _containers.RepeatedCompositeFieldContainer[ShotgunResult]
     total_cost_usd: float
     total_cost: _common_pb2.Cost
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., processing_time_ms: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShotgunResult, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+    unavailable: _containers.RepeatedCompositeFieldContainer[UnavailableModel]
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.JobStatus, str]] = ..., processing_time_ms: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShotgunResult, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ..., total_cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., unavailable: _Optional[_Iterable[_Union[UnavailableModel, _Mapping]]] = ...) -> None: ...
+
+class UnavailableModel(_message.Message):
+    __slots__ = ("model_id", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RunShotgunRequest(_message.Message):
     __slots__ = ("spec", "owner")
