@@ -62,7 +62,7 @@ run: install models
 	$(PY) scripts/run_mesh.py
 
 # The container smoke runs after the suite: where podman cannot be installed it prints SKIPPED and why.
-test: install tools models lint chromium
+test: install tools models lint chromium postgres
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-containers
 

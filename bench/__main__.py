@@ -15,7 +15,8 @@ from bench.harness import markdown_table
 def discover() -> list[str]:
     """Every bench module (each has `async def run() -> list[Comparison]`), in name order: no registration."""
     here = Path(__file__).parent
-    return sorted(p.stem for p in here.glob("*.py") if p.stem not in {"__init__", "__main__", "harness"})
+    return sorted(p.stem for p in here.glob("*.py") if p.stem not in {"__init__", "__main__", "harness"}
+                  and not p.stem.startswith("_"))
 
 
 BENCHMARKS = discover()

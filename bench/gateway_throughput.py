@@ -1,10 +1,14 @@
-"""Gateway overhead on a light endpoint: GET /api/image-studio/templates?platform=instagram (catalogue data, no
-gRPC hop) served by the real gateway under uvicorn, against a bare FastAPI app under uvicorn answering the same
-JSON, both on loopback in their own processes. Load: `hey` (or `wrk`) from Debian at 64 concurrent clients;
-an httpx asyncio load generator when neither is installed.
+"""Gateway overhead on a light guarded request, and what rate-limit accounting adds to it.
 
-The gateway runs as `make run` does: auth off, documented rate limits on (one database upsert per request in the
-shared SQLite job store); a second gateway run with rate limits off shows what the shared counter costs.
+GET /sdapi/v1/samplers (A1111's sampler list: guarded by the a1111_read bucket, answered from a table in the
+gateway, no call into the mesh) served by the real gateway under uvicorn, against a bare FastAPI app under uvicorn
+answering the same JSON (what a user would run instead), each in its own process on loopback. Load: `hey` at 64
+clients (`make bench` installs Debian's hey), else an httpx asyncio load generator, named in the notes.
+
+Gateways: `make run`'s defaults (auth off, limits counted per client IP in the embedded SQLite store), the same
+with limits counted in Redis (127.0.0.1:6379, when one answers), and with rate limits off. Goal (issue 15):
+accounting adds at most 10% to the light request, with either store: the "rate-limit accounting" rows are the
+gateway with limits on against the same gateway with limits off, measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,27 +29,26 @@ import httpx
 
 from bench.harness import Comparison
 
-PATH = "/api/image-studio/templates?platform=instagram"
+PATH = "/sdapi/v1/samplers"
 CONCURRENCY = 64
 REQUESTS = int(os.environ.get("BENCH_GATEWAY_REQUESTS", "3000"))
 REPEATS = int(os.environ.get("BENCH_GATEWAY_REPEATS", "3"))
 REPO = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def bare_app():
-    """The baseline: FastAPI answering the same JSON from the same catalogue, nothing else."""
+    """The baseline: FastAPI answering the same JSON from the same table, nothing else."""
     from fastapi import FastAPI
 
-    from gateway.catalogues import load_catalogues
-    from gateway.enrich import find_templates
+    from gateway.dialects.a1111 import SAMPLERS
 
-    catalogues = load_catalogues(REPO / "gateway" / "catalogues")
     app = FastAPI()
 
-    @app.get("/api/image-studio/templates")
-    async def templates(platform: str | None = None, category: str | None = None) -> dict:
-        found = find_templates(catalogues, platform=platform, category=category)
-        return {"templates": found, "total": len(found)}
+    @app.get(PATH)
+    async def samplers() -> list[dict]:
+        return [{"name": name, "aliases": aliases, "options": {"scheduler": scheduler}}
+                for name, (scheduler, aliases) in SAMPLERS.items()]
 
     return app
 
@@ -57,6 +60,15 @@ def gateway_app():
     return create_app(GatewaySettings())
 
 
+def redis_answers(url: str = REDIS_URL) -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001 - no Redis here: the Redis rows are left out and the notes say so
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,14 +76,17 @@ def _free_port() -> int:
 
 
 class Server:
-    """An app factory served by uvicorn in its own process (1 worker), ready once `path` answers 200."""
+    """An app factory served by uvicorn in its own process (`workers` worker processes), ready once `path` answers
+    200."""
 
-    def __init__(self, factory: str, env: dict[str, str], path: str = PATH, module: str = __name__) -> None:
+    def __init__(self, factory: str, env: dict[str, str], path: str = PATH, module: str = __name__,
+                 workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}{path}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", f"{module}:{factory}", "--host",
-             "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+             "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+             "--workers", str(workers)],
             cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -136,27 +151,51 @@ async def _load(url: str) -> dict[str, float]:
 
 async def run() -> list[Comparison]:
     tool = "hey" if shutil.which("hey") else "httpx asyncio"
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": [], "gateway_no_rl": []}
+    redis = redis_answers()
     with tempfile.TemporaryDirectory() as tmp:
         # The rate limit must never trip during the bench: the window is far larger than the requests sent.
         common = {"IMAGEMESH_VAR_DIR": tmp, "IMAGEMESH_LOG_JSON": "false",
-                  "IMAGEMESH_RATE_LIMITS": '{"image_studio": "100000000/hour"}'}
-        servers = {"bare": Server("bare_app", {}),
-                   "gateway": Server("gateway_app", common),
-                   "gateway_no_rl": Server("gateway_app", {**common, "IMAGEMESH_RATE_LIMIT_ENABLED": "false"})}
+                  "IMAGEMESH_RATE_LIMITS": '{"a1111_read": "100000000/hour"}'}
+        configs = {"bare": ("bare_app", {}),
+                   "gateway": ("gateway_app", common),
+                   "gateway_redis": ("gateway_app", {**common, "IMAGEMESH_RATE_LIMIT_REDIS_URL": REDIS_URL}),
+                   "gateway_no_rl": ("gateway_app", {**common, "IMAGEMESH_RATE_LIMIT_ENABLED": "false"})}
+        if not redis:
+            configs.pop("gateway_redis")
+        servers = {name: Server(factory, env) for name, (factory, env) in configs.items()}
         try:
-            for name, server in servers.items():  # warm-up
-                await _load_with(server.url, 200)
-            for _ in range(REPEATS):  # interleaved so drift on this shared machine hits all three
-                for name, server in servers.items():
-                    results[name].append(await _load(server.url))
+            results = await measure(servers)
         finally:
             for server in servers.values():
                 server.stop()
 
     notes = f"{tool}, {REQUESTS} GETs x {REPEATS} at {CONCURRENCY} clients, loopback, 1 uvicorn worker each"
-    return rows_against_bare(results, "light endpoint", [("gateway", "gateway (auth off, rate limit in SQLite)"),
-                                                         ("gateway_no_rl", "gateway (rate limits off)")], notes)
+    subjects = [("gateway", "gateway, limits on (embedded SQLite store)"), ("gateway_no_rl", "gateway, limits off")]
+    if redis:
+        subjects.insert(1, ("gateway_redis", "gateway, limits on (Redis store)"))
+    rows = rows_against_bare(results, f"GET {PATH}", subjects, notes + ("" if redis else "; no Redis answered"),
+                             rps_ratio=True)
+    for name, label in subjects[:-1]:
+        rows.append(Comparison(f"rate-limit accounting on GET {PATH} (goal <= 1.10x)", label,
+                               "the same gateway, limits off", 1 / median_of(results, name, "rps"),
+                               1 / median_of(results, "gateway_no_rl", "rps"), REPEATS,
+                               notes=notes + "; time per request (1/throughput)"))
+    return rows
+
+
+async def measure(servers: dict[str, Server]) -> dict[str, list[dict[str, float]]]:
+    """Warm each server up, then load them in turn, REPEATS rounds, interleaved so drift hits all of them."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    for server in servers.values():
+        await _load_with(server.url, 200)
+    for _ in range(REPEATS):
+        for name, server in servers.items():
+            results[name].append(await _load(server.url))
+    return results
+
+
+def median_of(results: dict[str, list[dict]], name: str, key: str) -> float:
+    return statistics.median(r[key] for r in results[name])
 
 
 def rows_against_bare(results: dict[str, list[dict]], title: str, subjects: list[tuple[str, str]], notes: str,
@@ -172,8 +211,10 @@ def rows_against_bare(results: dict[str, list[dict]], title: str, subjects: list
         extra = {"subject_rps": round(median(subject, "rps"), 1), "baseline_rps": round(median("bare", "rps"), 1)}
         if rps_ratio:
             extra["rps_ratio"] = round(median(subject, "rps") / median("bare", "rps"), 3)
-        rows.append(Comparison(f"{title}: time per request (1/throughput)", label, "bare FastAPI, same JSON",
-                               1 / median(subject, "rps"), 1 / median("bare", "rps"), REPEATS, notes=notes,
+        rows.append(Comparison(f"{title}: time per request (1/throughput)",
+                               label, "bare FastAPI, same JSON",
+                               1 / median(subject, "rps"), 1 / median("bare", "rps"), REPEATS,
+                               notes=notes + (f"; throughput {extra['rps_ratio']:.2f}x bare" if rps_ratio else ""),
                                extra=extra))
         for key in ("p50", "p99"):
             rows.append(Comparison(f"{title}: {key} latency at {CONCURRENCY} clients", label,

@@ -63,10 +63,17 @@ def rgba_test_image(size: int = 1024):
     return Image.fromarray(arr, "RGBA")
 
 
+def _value(value: float, unit: str) -> str:
+    """Seconds print as milliseconds; counts and sizes as they are, with their unit."""
+    if unit == "s":
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.1f} {unit}" if value != int(value) else f"{int(value)} {unit}"
+
+
 def markdown_table(rows: list[Comparison]) -> str:
     lines = ["| benchmark | subject | baseline | subject median | baseline median | ratio | notes |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row.name} | {row.subject} | {row.baseline} | {row.subject_s * 1000:.1f} ms | "
-                     f"{row.baseline_s * 1000:.1f} ms | {row.ratio:.2f}x | {row.notes} |")
+        lines.append(f"| {row.name} | {row.subject} | {row.baseline} | {_value(row.subject_s, row.unit)} | "
+                     f"{_value(row.baseline_s, row.unit)} | {row.ratio:.2f}x | {row.notes} |")
     return "\n".join(lines) + "\n"

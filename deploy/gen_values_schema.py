@@ -58,6 +58,7 @@ ENUMS = {
 # Strings whose shape the services would otherwise only reject at start-up (empty = unset).
 PATTERNS = {
     "imageStore.objectStore.url": "^(s3://[^/]+(/.*)?)?$",
+    "gateway.publicBaseUrl": "^(https?://[^/]+)?$",
     "imageStore.objectStore.endpointUrl": "^(https?://.+)?$",
     "imageStore.objectStore.publicEndpointUrl": "^(https?://.+)?$",
 }

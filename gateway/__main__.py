@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from gateway.app import create_app
+from gateway.server import uvicorn_config
 from gateway.settings import GatewaySettings
 from shared import telemetry
 from shared.metrics import serve_metrics
@@ -15,8 +16,8 @@ def main() -> None:
     telemetry.configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     serve_metrics(app.state.metrics_registry, settings.host, settings.metrics_port)
-    uvicorn.run(app, host=settings.host, port=settings.http_port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=10)
+    # Timeouts for slow and idle clients and the connection limit come from settings (gateway/server.py).
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 if __name__ == "__main__":

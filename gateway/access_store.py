@@ -105,7 +105,8 @@ def count_api_keys(engine: Engine) -> int:
 
 # SQLite has one writer at a time; threads of one process queue on this lock instead of on SQLite's busy handler,
 # which sleeps in growing steps and turns contention into long tail latency. Other processes still use the handler.
-_sqlite_writer = threading.Lock()
+sqlite_writer = threading.Lock()
+_sqlite_writer = sqlite_writer
 
 
 def hit(engine: Engine, bucket: str, window_start: int, expire_before: int) -> int:

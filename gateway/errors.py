@@ -13,8 +13,17 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import ImageMeshError, InvalidArgument, PromptTooLong, RateLimited, Unauthenticated
+from shared.errors import (
+    ImageMeshError,
+    InvalidArgument,
+    NotFound,
+    PromptTooLong,
+    RateLimited,
+    Unauthenticated,
+    bounded,
+)
 
 # When the current request started (perf_counter), set by the app's outermost middleware: renderers that report
 # "time until the error occurred" (FLUX Krea's `duration`) read it.
@@ -53,32 +62,129 @@ def default_renderer(error: ImageMeshError) -> JSONResponse:
 
 
 def renderer_for(request: Request) -> ErrorRenderer:
-    route = request.scope.get("route")
-    return getattr(route, "imagemesh_error_renderer", None) or request.app.state.default_error_renderer
+    return renderer_for_scope(request.app, request.scope)
 
 
-def with_headers(error: ImageMeshError, response: JSONResponse) -> JSONResponse:
+def renderer_for_scope(app: Any, scope: dict) -> ErrorRenderer:
+    """The renderer of the route that matched (or partly matched: a wrong method); for a path no route matches,
+    the dialect whose routes share the most leading path segments with it (so /v1/nope answers in Freepik's
+    format, /api/image-studio/nope in Image Studio's), else the default format."""
+    route = scope.get("route")
+    renderer = getattr(route, "imagemesh_error_renderer", None)
+    if renderer is not None:
+        return renderer
+    return renderer_for_path(app, scope.get("path", "/"))
+
+
+def renderer_for_path(app: Any, path: str) -> ErrorRenderer:
+    prefixes: list[tuple[tuple[str, ...], tuple[str, ...], ErrorRenderer]] = getattr(app.state, "error_prefixes", [])
+    segments = tuple(part for part in path.split("/") if part)[:8]
+    scores: dict[ErrorRenderer, tuple[bool, int, int]] = {}
+    for mount, prefix, renderer in prefixes:
+        length = 0
+        for mine, theirs in zip(prefix, segments):
+            if mine != theirs:
+                break
+            length += 1
+        if length == 0:
+            continue
+        # A dialect mounted above the path wins over one mounted beside it (/api/x is CyberImage's, not Image
+        # Studio's); then the longest shared prefix; then the dialect with the most routes there (/v1 is Freepik's).
+        score = (segments[:len(mount)] == mount, length, 1)
+        old = scores.get(renderer)
+        if old is None or score[:2] > old[:2]:
+            scores[renderer] = score
+        elif score[:2] == old[:2]:
+            scores[renderer] = (old[0], old[1], old[2] + 1)
+    if not scores:
+        return app.state.default_error_renderer
+    return max(scores, key=scores.__getitem__)
+
+
+def static_segments(path: str) -> tuple[str, ...]:
+    """A route path's leading literal segments (up to its first parameter)."""
+    out = []
+    for part in filter(None, path.split("/")):
+        if "{" in part:
+            break
+        out.append(part)
+    return tuple(out)
+
+
+class MethodNotAllowed(ImageMeshError):
+    http_status = 405
+    reason = "METHOD_NOT_ALLOWED"
+
+
+class RouteNotFound(NotFound):
+    reason = "NOT_FOUND"
+
+
+def from_http_exception(request: Request, exc: StarletteHTTPException) -> ImageMeshError:
+    """Starlette's own errors (no route, wrong method, a body that does not parse) as the mesh's errors."""
+    path = bounded(request.url.path, 200)
+    if exc.status_code == 404:
+        return RouteNotFound(f"no such endpoint: {request.method} {path}")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return MethodNotAllowed(f"method {bounded(request.method, 20)} is not allowed on {path}"
+                                + (f"; allowed: {allowed}" if allowed else ""), allowed=allowed or None)
+    if exc.status_code == 400:
+        if exc.detail == "There was an error parsing the body":
+            # FastAPI's words for a JSON body that does not decode: invalid UTF-8, nesting past the parser's depth.
+            return ValidationFailed("invalid request body: not a JSON document this API can read (check the "
+                                    "encoding is UTF-8 and the nesting is shallow)", status=400, field="body",
+                                    error_type="json_invalid")
+        # Starlette's multipart parser (too many files or fields, a broken boundary) and the like.
+        return ValidationFailed(f"invalid request body: {bounded(str(exc.detail), 300)}", status=400, field="body",
+                                error_type="body_invalid")
+    error = ImageMeshError(bounded(str(exc.detail), 500))
+    error.http_status = exc.status_code
+    error.reason = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 413: "IMAGE_TOO_LARGE",
+                    415: "UNSUPPORTED_MEDIA_TYPE"}.get(exc.status_code, "HTTP_ERROR")
+    return error
+
+
+async def handle_http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    response = with_headers_for(from_http_exception(request, exc), renderer_for(request))
+    for key, value in (exc.headers or {}).items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+def with_headers_for(error: ImageMeshError, renderer: ErrorRenderer) -> JSONResponse:
+    return with_headers(error, renderer(error))
+
+
+def with_headers(error: ImageMeshError, response: JSONResponse, retry_after_s: int = 5) -> JSONResponse:
+    """Headers every dialect's error carries: Retry-After on every 429 and 503 (a rate limit's own window, else
+    `retry_after_s`: a full queue, a service down or restarting), WWW-Authenticate on a 401."""
     if isinstance(error, RateLimited) and "retry_after" in error.metadata:
         response.headers["Retry-After"] = error.metadata["retry_after"]
+    elif response.status_code in (429, 503):
+        response.headers["Retry-After"] = error.metadata.get("retry_after") or str(retry_after_s)
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 
 async def handle_mesh_error(request: Request, exc: ImageMeshError) -> JSONResponse:
-    return with_headers(exc, renderer_for(request)(exc))
+    settings = getattr(request.app.state, "settings", None)
+    return with_headers(exc, renderer_for(request)(exc), getattr(settings, "retry_after_s", 5))
 
 
 # pydantic error types that mean "value out of its documented range" rather than "missing or wrong type".
 _RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "string_too_long",
                            "string_too_short", "too_long", "too_short", "multiple_of", "literal_error", "enum",
-                           "value_error", "assertion_error", "string_pattern_mismatch"})
+                           "value_error", "assertion_error", "string_pattern_mismatch",
+                           # Bytes that are not text (a lone surrogate): malformed input, like invalid UTF-8.
+                           "string_unicode"})
 
 
 def validation_error(exc: RequestValidationError) -> ImageMeshError:
     first = exc.errors()[0] if exc.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    field = ".".join(location) or "body"
+    field = bounded(".".join(location) or "body", 200)
     kind = first.get("type", "")
     message = f"invalid request: {field}: {first.get('msg', 'invalid value')}"
     if kind == "string_too_long" and field.endswith("prompt"):

@@ -58,8 +58,9 @@ class Mesh:
             "upscale": settings.upscale_address,
         }
         # Only the orchestrator's channel carries work (and images); the others carry health watches.
+        token = settings.internal_token.get_secret_value()
         channels = {name: create_channel(address, settings.max_message_bytes if name == "orchestrator" else
-                                         4 * 1024 * 1024) for name, address in addresses.items()}
+                                         4 * 1024 * 1024, token) for name, address in addresses.items()}
         client = MeshClient(channels["orchestrator"], deadlines=Deadlines(run=settings.request_timeout_s,
                                                                             watch=settings.request_timeout_s))
         return cls(

@@ -44,6 +44,20 @@ class GatewaySettings(ClientSettings):
     max_image_bytes: int = 50 * MIB
     # Deadline of one synchronous call into the mesh.
     request_timeout_s: float = 300.0
+    # Retry-After (seconds) on a 429 or 503 that carries no window of its own: a full queue, a service down.
+    retry_after_s: int = Field(5, ge=1)
+
+    # The gateway's own HTTP server (gateway/server.py; docs/gateway.md, "Slow clients"). A request's headers must
+    # be complete this long after its connection opens (or after the previous response on a keep-alive
+    # connection); a request body may pause at most this long between two pieces; past either: 408 and close.
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    # An idle keep-alive connection is closed after this many seconds.
+    http_keep_alive_timeout_s: int = Field(5, ge=1)
+    # Connections plus requests in flight; past it the answer is 503 at once (0 = unbounded, not recommended).
+    http_max_connections: int = Field(1000, ge=0)
+    # Connections the kernel queues before the server accepts them.
+    http_backlog: int = Field(2048, ge=1)
     health_timeout_s: float = 2.0
     # /health answers from cached health watches; Generate's model listing is re-read this often and whenever
     # Generate turns SERVING.
@@ -65,6 +79,9 @@ class GatewaySettings(ClientSettings):
     # Limits by bucket, "N/period"; a JSON object in IMAGEMESH_RATE_LIMITS overrides single buckets.
     rate_limits: dict[str, str] = Field(default_factory=dict)
     rate_limit_enabled: bool = True
+    # Count the windows in Redis ("redis://host:6379/0") instead of the job store's database: exact across every
+    # replica using it, and cheaper than PostgreSQL per request. Empty: the database (embedded SQLite by default).
+    rate_limit_redis_url: str = ""
 
     # image_url fetching: a bound on time and bytes, and the SSRF rules of shared/ssrf.py.
     fetch_timeout_s: float = 20.0
@@ -75,6 +92,10 @@ class GatewaySettings(ClientSettings):
     # Longest prompt accepted by dialects whose seed gives no number (FLUX Krea says 1000, CyberImage 500); the
     # Generate service's own default limit, so an asynchronous job is refused at submit rather than failing later.
     max_prompt_chars: int = 1000
+    # The scheme://host[:port][/prefix] clients reach this gateway at; result URLs (image_url, result_url) are
+    # built from it, never from the request's Host header. Empty: http://<host>:<http_port> of this process
+    # (127.0.0.1 when bound to every interface), right for `make run`; set it behind an ingress.
+    public_base_url: str = ""
     # Where the catalogues (Image Studio templates, providers, operations, enrichment styles) are read from.
     catalogue_dir: Path | None = None
 
@@ -82,6 +103,14 @@ class GatewaySettings(ClientSettings):
     def resolved_database_url(self) -> str:
         # The orchestrator's default: one SQLite file for jobs, keys and rate-limit windows.
         return self.database_url or f"sqlite:///{(self.var_dir / 'imagemesh.db').resolve()}"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def resolved_rate_limits(self) -> dict[str, str]:

@@ -7,17 +7,21 @@ another key's jobs, images or analytics (the orchestrator answers NOT_FOUND).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from google.protobuf import struct_pb2
 from starlette.requests import HTTPConnection
 
+from gateway.images_in import data_uri
 from gateway.security import owner_of
 from shared import ssrf
-from shared.errors import InvalidArgument, InvalidModel
+from shared.errors import Cancelled, InvalidArgument, InvalidModel
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
@@ -25,6 +29,9 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
 from shared.gen.imagemesh.v1 import upscale_service_pb2 as up_pb
 from shared.images import format_from_name
 from shared.mesh_client import MeshClient, is_terminal, job_images, status_name  # noqa: F401
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def client(request: HTTPConnection) -> MeshClient:
@@ -111,9 +118,40 @@ def labels(dialect: str, **extra: str) -> dict[str, str]:
     return {"dialect": dialect, **{k: str(v) for k, v in extra.items() if v is not None}}
 
 
+async def _client_gone(request: Request) -> None:
+    """Returns when the HTTP client has gone away. Called once the endpoint has its body: from then on the server's
+    only message is `http.disconnect` (when the connection drops, or after the response is sent)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def while_connected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work` (a synchronous call into the mesh) unless the HTTP client goes away first: then the call is
+    cancelled, which cancels its RPC, and the orchestrator cancels the job nobody will read (RunJob and
+    RunShotgun stop their work when their caller leaves). The WebSocket path cancels on its own."""
+    call = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (gone, call):
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+    if call.done() and not call.cancelled():
+        return call.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    log.info("client of %s %s went away: its synchronous job is cancelled", request.method, request.url.path)
+    raise Cancelled("the client disconnected before the job finished")
+
+
 async def run_job(request: Request, spec: orch_pb.JobSpec, dialect: str, **extra: str) -> orch_pb.Job:
-    """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error."""
-    return await client(request).run_job(spec, labels=labels(dialect, **extra), idempotency_key=_idempotency(request))
+    """Run a job to its end (the synchronous endpoints); a failure comes back as the service's error. A client
+    that disconnects first cancels the job."""
+    return await while_connected(request, client(request).run_job(
+        spec, labels=labels(dialect, **extra), idempotency_key=_idempotency(request)))
 
 
 async def submit_job(request: HTTPConnection, spec: orch_pb.JobSpec, dialect: str,
@@ -140,6 +178,13 @@ async def cancel_job(request: HTTPConnection, job_id: str) -> orch_pb.Job:
 def percent(done: int, total: int) -> int:
     """A progress count as a whole percentage (0 when the total is unknown)."""
     return round(100 * done / total) if total > 0 else 0
+
+
+def preview_uri(progress: common_pb2.Progress) -> str | None:
+    """The latest live preview of a running generation as a data URI (the bytes as Generate made them), or None."""
+    if not progress.HasField("preview") or not progress.preview.data:
+        return None
+    return data_uri(progress.preview.data, progress.preview.media_type or "image/png")
 
 
 # One spelling of job states and results for every surface (the CLI reads them through the mesh client too).

@@ -211,7 +211,9 @@ class GrpcBackend:
     def __init__(self, address: str) -> None:
         from shared.mesh_client import MeshClient
 
-        self.mesh = MeshClient.connect(address, owner=os.environ.get("IMAGEMESH_OWNER") or "anonymous")
+        # IMAGEMESH_INTERNAL_TOKEN: the mesh's service token, when the orchestrator requires one.
+        self.mesh = MeshClient.connect(address, owner=os.environ.get("IMAGEMESH_OWNER") or "anonymous",
+                                       token=os.environ.get("IMAGEMESH_INTERNAL_TOKEN", ""))
         self.where = address
 
     async def close(self) -> None:

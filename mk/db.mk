@@ -16,3 +16,10 @@ migrate-current: install
 migration: install
 	@test -n "$(m)" || { echo 'usage: make migration m="what the revision changes"'; exit 2; }
 	$(PY) -m services.orchestrator.migrate revision -m "$(m)"
+
+# make postgres: PostgreSQL on 127.0.0.1:5432 (IMAGEMESH_TEST_PG) for the tests, started when it is installed but
+# down (pg_ctlcluster, else `service postgresql start`). With CI=true a server that cannot be had fails the build;
+# elsewhere it prints why and the PostgreSQL tests skip with that reason. `make test` runs it first.
+.PHONY: postgres
+postgres: install
+	$(PY) -m tests.pg

@@ -8,6 +8,7 @@
 #   make smoke-containers   start the five images: gRPC health, gateway /health + POST /upscale, Generate,
 #                           RemoveBackground and an orchestrated job answered, clean SIGTERM stops
 #   make test-containers    images + smoke-containers where podman is (or can be) installed, else SKIPPED
+#                           (with CI=true: else FAILED)
 #   make helm               fetch and cache the helm binary (.tools/helm/helm)
 #   make podman             install podman/buildah/runc/debootstrap from Debian (root + apt only)
 #   make clean-images       remove the imagemesh images and containers
@@ -136,11 +137,19 @@ smoke-containers:
 	@timeout $(SMOKE_TIMEOUT) $(DEPLOY_PYTHON) deploy/smoke_containers.py \
 	  --image-prefix $(IMAGE_PREFIX) --tag $(IMAGE_TAG) --workdir var/smoke
 
-# make test calls this: real images and a real mesh where podman can be had, a clear SKIPPED otherwise.
+# make test calls this: real images and a real mesh where podman can be had, a clear SKIPPED otherwise. In CI
+# (CI=true) nothing is skipped: podman that cannot be installed or cannot run fails the build.
 test-containers:
-	@reason=$$($(MAKE) --no-print-directory podman 2>&1 >/dev/null) || { \
-	  echo "SKIPPED: smoke-containers ($$(echo "$$reason" | grep -v "^make" | tail -n 1))"; exit 0; }; \
+	@ci=$$(echo "$${CI:-}" | tr A-Z a-z); case "$$ci" in 1|true|yes) ci=true;; *) ci=;; esac; \
+	reason=$$($(MAKE) --no-print-directory podman 2>&1 >/dev/null) || { \
+	  why="$$(echo "$$reason" | grep -v "^make" | tail -n 1)"; \
+	  if [ -n "$$ci" ]; then echo "FAILED: smoke-containers in CI: podman cannot be had ($$why)" >&2; exit 1; fi; \
+	  echo "SKIPPED: smoke-containers ($$why)"; exit 0; }; \
 	if ! $(PODMAN) info >/dev/null 2>&1; then \
+	  if [ -n "$$ci" ]; then \
+	    echo "FAILED: smoke-containers in CI: podman is installed but cannot run here (podman info failed)" >&2; \
+	    $(PODMAN) info 2>&1 | tail -n 5 >&2; exit 1; \
+	  fi; \
 	  echo "SKIPPED: smoke-containers (podman is installed but cannot run here: podman info failed)"; exit 0; \
 	fi; \
 	$(MAKE) --no-print-directory images && $(MAKE) --no-print-directory smoke-containers

@@ -152,6 +152,9 @@ TINY_MODELS = {
     "tiny-sd-inpaint": {"seed": 0, "variant_seed": 2, "unet_in_channels": 9},
 }
 
+# Control, instruct, IP-Adapter and segmentation models (scripts/tiny_control.py, its BUILDERS).
+CONTROL_MODELS = ("tiny-sd-controlnet", "tiny-sdxl-controlnet", "tiny-sd-instruct", "tiny-ip-adapter", "tiny-clipseg")
+
 STAMP = ".imagemesh-stamp.json"
 
 
@@ -363,6 +366,38 @@ def prepare_tiny_model(name: str, options: dict, dest: Path) -> tuple[str, str]:
     return "built", f"built and reloaded in {elapsed:.2f} s"
 
 
+def prepare_control_model(name: str, dest: Path) -> tuple[str, str]:
+    """A control, edit or segmentation model from scripts/tiny_control.py, stamped like the tiny pipelines."""
+    from scripts import tiny_control
+
+    folder = dest / name
+    vocab = dest / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+    recipe = {
+        "builder": sha256_file(Path(tiny_control.__file__)),
+        "base": sha256_file(Path(tiny_control.tiny.__file__)),
+        "vocab": sha256_file(vocab),
+        "versions": {d: _dist_version(d) for d in ("torch", "diffusers", "transformers", "safetensors")},
+    }
+    if name in tiny_control.BASE_MODELS:
+        # Built from another prepared model: rebuilt when that one is.
+        recipe["base_model"] = sha256_file(dest / tiny_control.BASE_MODELS[name] / STAMP)
+    stamp_path = folder / STAMP
+    if outputs_match(folder, read_stamp(stamp_path), recipe):
+        return "skipped-up-to-date", ""
+    started = time.perf_counter()
+    _quiet_hf()
+    tiny_control.build(name, folder, vocab)
+    try:
+        tiny_control.check_reload(name, folder)
+    except Exception as exc:  # any load failure means the saved folder is unusable
+        raise PrepareError(f"{folder} was saved but does not load back: {type(exc).__name__}: {exc}") from exc
+    outputs = {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != STAMP
+    }
+    write_stamp(stamp_path, recipe, outputs)
+    return "built", f"built and reloaded in {time.perf_counter() - started:.2f} s"
+
+
 def _quiet_hf() -> None:
     # Loading must go through the same from_pretrained path as real checkpoints, with the hub unreachable.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -447,6 +482,8 @@ def prepare(dest: str | Path = "var/models", cache: str | Path | None = None, lo
     steps += [(f"realesrgan/{n}", lambda n=n, s=s: prepare_sr_onnx(n, s, dest)) for n, s in SR_CONVERSIONS]
     steps += [(n, lambda n=n, o=o: prepare_tiny_model(n, o, dest)) for n, o in TINY_MODELS.items()]
     steps += [(n, lambda n=n, o=o: prepare_family_model(n, o, dest)) for n, o in _family_models().items()]
+    # After tiny-sd and tiny-sdxl: the SDXL ControlNet is made from tiny-sdxl, the IP-Adapter's check loads tiny-sd.
+    steps += [(n, lambda n=n: prepare_control_model(n, dest)) for n in CONTROL_MODELS]
     results = []
     for name, step in steps:
         try:

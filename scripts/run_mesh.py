@@ -28,9 +28,27 @@ def start(name: str, module: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
 
 
+def start_gateway() -> subprocess.Popen:
+    """`python -m gateway` (one process, its metrics port), or with IMAGEMESH_GATEWAY_WORKERS=N > 1 uvicorn with
+    N worker processes. Measured (bench/gateway_health.py, bench/README.md): with 2 cores, a second worker took
+    /health from 0.80x to 1.19x a bare app's throughput on a quiet machine, and did nothing (0.76x -> 0.78x) under
+    heavy outside load; `make run` puts four services on the same cores, and the workers' metrics are not served
+    (the gateway does not run Prometheus' multiprocess mode), so the default stays 1. Rate limits stay exact
+    across workers: they count in the shared store."""
+    workers = int(os.environ.get("IMAGEMESH_GATEWAY_WORKERS", "1"))
+    if workers <= 1:
+        return start("gateway", "gateway")
+    env = {**os.environ, "IMAGEMESH_LOG_JSON": os.environ.get("IMAGEMESH_LOG_JSON", "false")}
+    port = os.environ.get("IMAGEMESH_HTTP_PORT", str(DEFAULT_PORTS["gateway"][0]))
+    host = os.environ.get("IMAGEMESH_HOST", "127.0.0.1")
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app", "--host", host,
+                             "--port", port, "--workers", str(workers), "--timeout-graceful-shutdown", "10"],
+                            cwd=ROOT, env=env)
+
+
 async def wait_serving(name: str, proc: subprocess.Popen) -> None:
     address = f"127.0.0.1:{DEFAULT_PORTS[name][0]}"
-    channel = create_channel(address)
+    channel = create_channel(address, token=os.environ.get("IMAGEMESH_INTERNAL_TOKEN", ""))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
@@ -78,7 +96,7 @@ def main() -> int:
             procs[name] = start(name, f"services.{name}")
         for name in SERVICES:
             asyncio.run(wait_serving(name, procs[name]))
-        procs["gateway"] = start("gateway", "gateway")
+        procs["gateway"] = start_gateway()
         wait_gateway(procs["gateway"])
         port = DEFAULT_PORTS["gateway"][0]
         print("\nimagemesh is up:")

@@ -20,8 +20,9 @@ _SERVICE_CONFIG = json.dumps({
 })
 
 
-def create_channel(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure aio channel; `address` may be host:port, a comma list of them, or dns:///name:port."""
+def create_channel(address: str, max_message_bytes: int = 64 * 1024 * 1024, token: str = "") -> grpc.aio.Channel:
+    """An insecure aio channel; `address` may be host:port, a comma list of them, or dns:///name:port. `token`
+    (the mesh's IMAGEMESH_INTERNAL_TOKEN) is sent on every call as `authorization: Bearer <token>`."""
     target = address
     if "," in address:
         # Several replicas given by literal address (e.g. two local processes): gRPC's ipv4 resolver takes a
@@ -29,7 +30,7 @@ def create_channel(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> g
         target = "ipv4:" + address
     options = [*channel_options(max_message_bytes), ("grpc.service_config", _SERVICE_CONFIG),
                ("grpc.enable_retries", 1)]
-    return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors())
+    return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors(token))
 
 
 async def call(method: Any, request: Any, *, timeout: float | None = None, metadata: Any = None) -> Any:

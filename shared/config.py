@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
     # Bound on concurrent CPU-heavy requests per process; past it callers queue up to max_queue.
     max_concurrency: int = 2
     max_queue: int = 64
+    # Service-to-service authentication (shared/interceptors.py, TokenAuthInterceptor): when set, every RPC except
+    # grpc.health.v1 must carry "authorization: Bearer <token>" or it is UNAUTHENTICATED. Empty = open (make run on
+    # loopback, in-process tests). The chart sets it from a Secret, on by default.
+    internal_token: SecretStr = SecretStr("")
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -86,3 +90,5 @@ class ClientSettings(BaseSettings):
     background_removal_address: str = Field(default=f"127.0.0.1:{DEFAULT_PORTS['background_removal'][0]}")
     upscale_address: str = Field(default=f"127.0.0.1:{DEFAULT_PORTS['upscale'][0]}")
     max_message_bytes: int = 64 * MIB
+    # The token sent on every call into the mesh (same variable as ServiceSettings.internal_token).
+    internal_token: SecretStr = SecretStr("")

@@ -97,6 +97,13 @@ class IdempotencyKeyReused(FailedPrecondition):
     reason = "IDEMPOTENCY_KEY_REUSED"
 
 
+class SubjectMaskRequired(FailedPrecondition):
+    """Generate needs the background-removal subject mask of the image (a search prompt naming the subject); the
+    orchestrator, which chains services, fetches it and asks again."""
+
+    reason = "SUBJECT_MASK_REQUIRED"
+
+
 class Unauthenticated(ImageMeshError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401
@@ -192,12 +199,46 @@ def _class_for(code: grpc.StatusCode, reason: str) -> type[ImageMeshError]:
     return _CLASS_BY_CODE.get(code, Internal)
 
 
+# Bounds on what an error carries over the wire: gRPC's metadata (grpc-message, percent-encoded, and the status
+# details) defaults to 8 KiB, and a message that echoes a client's 10k-character id would overflow it (the client then
+# sees RESOURCE_EXHAUSTED instead of the error). UTF-8 bytes, so percent-encoding stays well inside the limit.
+MAX_WIRE_MESSAGE_BYTES = 512
+MAX_WIRE_METADATA_VALUE_BYTES = 256
+MAX_WIRE_METADATA_BYTES = 1536
+
+
+def bounded(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes (on a character boundary), marked with an ellipsis when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+def wire_message(error: ImageMeshError) -> str:
+    return bounded(error.message, MAX_WIRE_MESSAGE_BYTES)
+
+
+def wire_metadata(error: ImageMeshError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    budget = MAX_WIRE_METADATA_BYTES
+    for key, value in error.metadata.items():
+        key = bounded(key, 64)
+        value = bounded(value, MAX_WIRE_METADATA_VALUE_BYTES)
+        size = len(key.encode()) + len(value.encode())
+        if size > budget:
+            break
+        budget -= size
+        out[key] = value
+    return out
+
+
 def to_rpc_status(error: ImageMeshError) -> status_pb2.Status:
-    """The google.rpc.Status (with ErrorInfo) that carries `error` over gRPC."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    """The google.rpc.Status (with ErrorInfo) that carries `error` over gRPC, bounded in size."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=wire_metadata(error))
     detail = any_pb2.Any()
     detail.Pack(info)
-    return status_pb2.Status(code=error.grpc_code.value[0], message=error.message, details=[detail])
+    return status_pb2.Status(code=error.grpc_code.value[0], message=wire_message(error), details=[detail])
 
 
 def error_from_rpc(exc: grpc.RpcError) -> ImageMeshError:

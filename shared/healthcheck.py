@@ -9,10 +9,12 @@ import asyncio
 import sys
 
 from shared.clients import check_health, create_channel
+from shared.config import ClientSettings
 
 
 async def _probe(address: str, service: str) -> str:
-    channel = create_channel(address)
+    # Health is open to probes even when the mesh requires its service token; the token is sent anyway.
+    channel = create_channel(address, token=ClientSettings().internal_token.get_secret_value())
     try:
         return await check_health(channel, service)
     finally:

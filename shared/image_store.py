@@ -87,7 +87,7 @@ class ImageStore(Protocol):
 
 
 def _not_found(ref: str) -> NotFound:
-    return NotFound(f"image {ref!r} not found", reason="IMAGE_NOT_FOUND")
+    return NotFound("image not found", reason="IMAGE_NOT_FOUND")  # the ref is client input: not echoed
 
 
 def _check_ref(ref: str) -> None:
@@ -444,3 +444,59 @@ def open_image_store(settings: Any) -> ImageStore:
         return LocalImageStore(Path(url), max_pixels=max_pixels)
     raise ValueError(f"image_store_url {url!r}: the scheme must be s3:// or file:// (GCS: s3:// with "
                      "s3_endpoint_url=https://storage.googleapis.com)")
+
+
+# --- retention ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long stored images are kept and how much the store may hold (0 = no bound).
+
+    `max_age_s`: an image older than this is deleted. `max_total_bytes`: past this total, the oldest images go
+    first until the store fits. `min_age_s`: the size bound never deletes an image younger than this, so the
+    uploads of a job still in the queue (and the outputs a client is about to fetch) survive a burst."""
+
+    max_age_s: float = 0.0
+    max_total_bytes: int = 0
+    min_age_s: float = 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s > 0 or self.max_total_bytes > 0
+
+
+@dataclass
+class SweepResult:
+    deleted: int = 0
+    freed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+
+
+def sweep(store: ImageStore, policy: RetentionPolicy, now: float | None = None) -> SweepResult:
+    """Apply `policy` to `store` through the ImageStore interface (list, delete), so a local folder and an S3
+    bucket keep the same rules. Safe to run from several replicas at once: an image another sweep deleted first
+    is skipped."""
+    now = time.time() if now is None else now
+    result = SweepResult()
+    if not policy.enabled:
+        return result
+    total = 0
+    for record in store.list(None):  # newest first
+        age = now - record.created_at
+        too_old = policy.max_age_s > 0 and age > policy.max_age_s
+        over_size = (policy.max_total_bytes > 0 and total + record.size_bytes > policy.max_total_bytes
+                     and age > policy.min_age_s)
+        if too_old or over_size:
+            try:
+                store.delete(record.ref)
+            except NotFound:
+                continue
+            result.deleted += 1
+            result.freed_bytes += record.size_bytes
+            continue
+        total += record.size_bytes
+        result.kept += 1
+    result.kept_bytes = total
+    return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -12,7 +13,7 @@ import grpc
 from grpc.experimental import aio as _aio  # noqa: F401 - makes grpc.aio importable on older grpcio
 
 from shared import telemetry
-from shared.errors import ImageMeshError, to_rpc_status
+from shared.errors import ImageMeshError, Unauthenticated, to_rpc_status
 from shared.metrics import RpcMetrics
 
 log = logging.getLogger("imagemesh.rpc")
@@ -32,7 +33,7 @@ class _Outcome:
 async def _abort_with(context: grpc.aio.ServicerContext, error: ImageMeshError, outcome: _Outcome) -> None:
     outcome.code = error.grpc_code
     status = to_rpc_status(error)
-    await context.abort(error.grpc_code, error.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),))
+    await context.abort(error.grpc_code, status.message, trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),))
 
 
 async def _handle_exception(exc: BaseException, context: grpc.aio.ServicerContext, method: str, outcome: _Outcome) -> None:
@@ -124,6 +125,69 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
 
+# Service-to-service authentication: the one metadata key the mesh's clients send and its servers check.
+AUTH_METADATA_KEY = "authorization"
+# Left open when a token is configured: the kubelet's native gRPC probes and container HEALTHCHECKs cannot send
+# metadata, and health says nothing about jobs, prompts or images. Reflection is not open: it lists the contract.
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def _bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses, as UNAUTHENTICATED (reason INTERNAL_TOKEN_INVALID), every call that does not carry the mesh's
+    shared token in `authorization: Bearer <token>`, except grpc.health.v1 (OPEN_METHOD_PREFIXES). Installed by
+    build_server only when IMAGEMESH_INTERNAL_TOKEN is set; the comparison takes constant time."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("TokenAuthInterceptor needs a non-empty token")
+        self._expected = _bearer(token).encode()
+
+    def _authorized(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == AUTH_METADATA_KEY:
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_METHOD_PREFIXES):
+            return handler
+        if self._authorized(details.invocation_metadata):
+            return handler
+        missing = not any(key == AUTH_METADATA_KEY for key, _ in details.invocation_metadata or ())
+        error = Unauthenticated("missing service token" if missing else "invalid service token",
+                                reason="INTERNAL_TOKEN_MISSING" if missing else "INTERNAL_TOKEN_INVALID")
+        trailing = ((_STATUS_DETAILS_KEY, to_rpc_status(error).SerializeToString()),)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(error.grpc_code, error.message, trailing_metadata=trailing)
+
+        async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(error.grpc_code, error.message, trailing_metadata=trailing)
+            yield  # pragma: no cover - makes this an async generator
+
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(deny_stream, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(deny, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(deny_stream, request_deserializer=handler.request_deserializer,
+                                                         response_serializer=handler.response_serializer)
+        return grpc.stream_unary_rpc_method_handler(deny, request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
+
+
 def _server_kind() -> Any:
     from opentelemetry.trace import SpanKind
 
@@ -131,13 +195,20 @@ def _server_kind() -> Any:
 
 
 class _ClientTracing:
-    """Starts a client span and injects W3C trace context into the outgoing metadata."""
+    """Starts a client span and injects W3C trace context (and the mesh's service token, when one is configured)
+    into the outgoing metadata."""
+
+    def __init__(self, token: str = "") -> None:
+        self._auth = ((AUTH_METADATA_KEY, _bearer(token)),) if token else ()
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = telemetry.inject_metadata(details.metadata)
+        if self._auth and not any(key == AUTH_METADATA_KEY for key, _ in metadata):
+            metadata.extend(self._auth)
         return grpc.aio.ClientCallDetails(
             method=details.method,
             timeout=details.timeout,
-            metadata=telemetry.inject_metadata(details.metadata),
+            metadata=metadata,
             credentials=details.credentials,
             wait_for_ready=details.wait_for_ready,
         )
@@ -158,5 +229,6 @@ class ClientStreamTracing(_ClientTracing, grpc.aio.UnaryStreamClientInterceptor)
         return await continuation(self._details(client_call_details), request)
 
 
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    return [ClientUnaryTracing(), ClientStreamTracing()]
+def client_interceptors(token: str = "") -> list[grpc.aio.ClientInterceptor]:
+    """Tracing on every call; `token` (IMAGEMESH_INTERNAL_TOKEN) is sent as `authorization: Bearer <token>`."""
+    return [ClientUnaryTracing(token), ClientStreamTracing(token)]

@@ -86,9 +86,11 @@ class MeshClient:
         self._stub = pb_grpc.OrchestratorServiceStub(channel)
 
     @classmethod
-    def connect(cls, address: str, *, max_message_bytes: int = 64 * 1024 * 1024, **kwargs: Any) -> MeshClient:
-        """A client on a new channel to the orchestrator at `address` (host:port, a comma list, dns:///name:port)."""
-        return cls(create_channel(address, max_message_bytes), **kwargs)
+    def connect(cls, address: str, *, max_message_bytes: int = 64 * 1024 * 1024, token: str = "",
+                **kwargs: Any) -> MeshClient:
+        """A client on a new channel to the orchestrator at `address` (host:port, a comma list, dns:///name:port);
+        `token` is the mesh's service token (IMAGEMESH_INTERNAL_TOKEN), sent on every call when set."""
+        return cls(create_channel(address, max_message_bytes, token), **kwargs)
 
     def as_owner(self, owner: str) -> MeshClient:
         """The same channel, calling on behalf of `owner` (cheap: one per request)."""

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from shared import telemetry
 from shared.config import ServiceSettings
 from shared.health_servicer import HealthServicer
-from shared.interceptors import ServerInterceptor
+from shared.interceptors import ServerInterceptor, TokenAuthInterceptor
 from shared.metrics import RpcMetrics, serve_metrics
 
 log = logging.getLogger("imagemesh.server")
@@ -119,8 +119,13 @@ def build_server(
     cores get their metrics in their constructors); the RPC metrics join it and the metrics port serves it."""
     telemetry.configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint, settings.otel_console)
     metrics = RpcMetrics.create(registry)
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor(metrics)]
+    token = settings.internal_token.get_secret_value()
+    if token:
+        # Inside the metrics/error interceptor, so refused calls are counted (as UNAUTHENTICATED) like any other.
+        interceptors.append(TokenAuthInterceptor(token))
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(metrics)],
+        interceptors=interceptors,
         options=channel_options(settings.max_message_bytes),
     )
     register(server)

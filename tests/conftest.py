@@ -14,6 +14,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tests.mesh import MODELS_DIR, REPO, RunningMesh, service_kwargs, start_mesh  # noqa: E402,F401
 
 
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database for one test (dropped after it): its SQLAlchemy URL. PostgreSQL is started when
+    installed but down; it is skipped when it cannot be had, except in CI, where that fails (tests/pg.py)."""
+    from tests.pg import create_database, drop_database, require_server
+
+    require_server()
+    name, url = create_database()
+    yield url
+    drop_database(name)
+
+
 @pytest_asyncio.fixture(scope="session")
 async def mesh(tmp_path_factory: pytest.TempPathFactory):
     """The shared mesh for tests that only read from it."""

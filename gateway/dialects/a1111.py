@@ -4,8 +4,9 @@ txt2img and img2img run one Generate job each (batch_size x n_iter images; the o
 extra-single-image runs Upscale, /rembg runs BackgroundRemoval. /progress, /interrupt and /skip act on the caller's
 running A1111 jobs, found through the orchestrator (ListJobs, label dialect=a1111), so any replica answers them.
 Options (sd_model_checkpoint, samples_format, and anything else a client stores) are kept per owner in the
-gateway's database. What A1111 does and this deployment cannot (ControlNet, hires fix, face restoration, styles,
-scripts) is refused with a message that says so; docs/a1111.md lists it all.
+gateway's database. A ControlNet unit in alwayson_scripts runs Generate's ControlNet. What A1111 does and this
+deployment cannot (ControlNet with an inpainting mask, hires fix, face restoration, styles, scripts) is refused with
+a message that says so; docs/a1111.md lists it all.
 
 Errors: 422 validation failures in FastAPI's shape {"detail": [{"loc", "msg", "type"}]}; every other error as A1111's
 api_middleware renders one: {"error": type, "detail": message, "body": "", "errors": "status: message"} plus the
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway import access_store, errors, translate
 from gateway.images_in import decode_base64_image, encode_base64
+from gateway.limits import FreeForm, FreeList, check_json
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -65,7 +68,13 @@ UPSCALERS: dict[str, str] = {
 # Options whose values this dialect understands; any other key is stored and echoed, as A1111 does.
 OUTPUT_FORMATS = {"png": common_pb2.IMAGE_FORMAT_PNG, "jpg": common_pb2.IMAGE_FORMAT_JPEG,
                   "jpeg": common_pb2.IMAGE_FORMAT_JPEG, "webp": common_pb2.IMAGE_FORMAT_WEBP}
-CONTROLNET = "ControlNet is not available on this deployment (Generate has no ControlNet pipeline yet)"
+# The sd-webui-controlnet modules, by the name of Generate's control preprocessing that does the same job.
+CONTROLNET_MODULES = {
+    "canny": ("canny",),
+    "lineart": ("lineart", "lineart_standard", "lineart_realistic", "lineart_coarse", "lineart_anime", "invert"),
+    "scribble": ("scribble", "scribble_xdog", "scribble_pidinet", "scribble_hed", "t2ia_sketch_pidi"),
+    "none": ("none", ""),
+}
 
 
 def render_error(error: ImageMeshError) -> JSONResponse:
@@ -106,12 +115,22 @@ class _Processing(BaseModel):
     height: int = Field(512, ge=64, le=2048)
     restore_faces: bool | None = Field(None, description="Face restoration is not available: false only")
     tiling: bool | None = Field(None, description="Tiling is not available: false only")
-    override_settings: dict[str, Any] = Field(default_factory=dict, description="Options for this request only")
+    override_settings: FreeForm = Field(default_factory=dict, description="Options for this request only")
     script_name: str | None = Field(None, max_length=200, description="No scripts are installed")
-    script_args: list[Any] = Field(default_factory=list)
+    script_args: FreeList = Field(default_factory=list)
     send_images: bool = True
     save_images: bool = False
-    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    alwayson_scripts: FreeForm = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> _Processing:
+        # Unknown fields are echoed in `parameters`: each gets the caps of a free-form value, and 200 at most.
+        extra = self.__pydantic_extra__ or {}
+        if len(extra) > 200:
+            raise ValueError("at most 200 unknown fields")
+        for key, value in extra.items():
+            check_json(value, key[:50])
+        return self
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_Processing):
@@ -182,7 +201,8 @@ class ProgressResponse(BaseModel):
     progress: float = Field(description="0 to 1")
     eta_relative: float = Field(description="Estimated seconds left")
     state: ProgressState
-    current_image: str | None = Field(None, description="Always null: Generate sends no previews yet")
+    current_image: str | None = Field(None, description="The latest live preview of the running generation (base64 "
+                                      "PNG, small), null before the first one or with skip_current_image")
     textinfo: str | None = None
 
 
@@ -300,15 +320,54 @@ def _sampler(body: _Processing) -> tuple[str, str]:
                           field="sampler_name", supported_values=",".join(SAMPLERS))
 
 
+@dataclass(frozen=True)
+class _ControlUnit:
+    """The one enabled sd-webui-controlnet unit of a request, in Generate's words."""
+
+    image: str
+    preprocessor: str
+    weight: float
+    module: str
+
+
+def _control_unit(body: _Processing) -> _ControlUnit | None:
+    """alwayson_scripts.ControlNet: its enabled unit (one at a time), or None when there is none."""
+    for name, script in body.alwayson_scripts.items():
+        if name.lower() != "controlnet":
+            continue
+        args = script.get("args") if isinstance(script, dict) else script
+        units = [u for u in (args or []) if isinstance(u, dict) and u.get("enabled", True)]
+        if not units:
+            return None
+        if len(units) > 1:
+            raise NotImplementedYet("one ControlNet unit at a time is available on this deployment",
+                                    field="alwayson_scripts.ControlNet")
+        unit = units[0]
+        module = str(unit.get("module") or "none").strip().lower()
+        preprocessor = next((key for key, names in CONTROLNET_MODULES.items() if module in names), None)
+        if preprocessor is None:
+            supported = [n for names in CONTROLNET_MODULES.values() for n in names if n]
+            raise InvalidArgument(f"ControlNet module {module[:100]!r} is not available; available: "
+                                  f"{', '.join(supported)}", field="alwayson_scripts.ControlNet.module",
+                                  supported_values=",".join(supported))
+        image = unit.get("image") or unit.get("input_image")
+        if isinstance(image, dict):  # the extension also takes {"image": ..., "mask": ...}
+            image = image.get("image")
+        if not image:
+            raise InvalidArgument("the ControlNet unit has no image", field="alwayson_scripts.ControlNet.image")
+        weight = float(unit.get("weight", 1.0))
+        if not 0.0 <= weight <= 2.0:
+            raise InvalidArgument(f"ControlNet weight must be between 0 and 2, got {weight:g}",
+                                  field="alwayson_scripts.ControlNet.weight")
+        return _ControlUnit(str(image), preprocessor, weight, module)
+    return None
+
+
 def _refuse_unsupported(body: _Processing) -> None:
     """What A1111 does and this deployment cannot, refused rather than silently ignored."""
-    for name, script in body.alwayson_scripts.items():
-        args = script.get("args") if isinstance(script, dict) else script
-        if name.lower() == "controlnet":
-            if args:
-                raise NotImplementedYet(CONTROLNET, field="alwayson_scripts.ControlNet")
-            continue
-        raise InvalidArgument(f"always on script {name[:100]} not found", field="alwayson_scripts")
+    for name in body.alwayson_scripts:
+        if name.lower() != "controlnet":
+            raise InvalidArgument(f"always on script {name[:100]} not found", field="alwayson_scripts")
     if body.script_name:
         raise InvalidArgument(f"Script '{body.script_name}' not found", field="script_name")
     if getattr(body, "enable_hr", False):
@@ -334,6 +393,21 @@ async def _generate(request: Request, body: _Processing, operation: int, endpoin
                     init_image: common_pb2.Image | None = None, mask: common_pb2.Image | None = None,
                     strength: float | None = None) -> dict[str, Any]:
     _refuse_unsupported(body)
+    unit = _control_unit(body)
+    control_image = None
+    if unit is not None:
+        if operation == gen_pb.GENERATE_OPERATION_INPAINT:
+            raise NotImplementedYet("ControlNet with an inpainting mask is not available on this deployment",
+                                    field="alwayson_scripts.ControlNet")
+        # Generate preprocesses the unit's image and runs its ControlNet pipeline: over txt2img the unit's image is
+        # the control image; over img2img the init image is repainted (denoising_strength) under it.
+        unit_image = common_pb2.Image(data=decode_base64_image(
+            unit.image, "alwayson_scripts.ControlNet.image", request.app.state.settings.max_image_bytes))
+        if operation == gen_pb.GENERATE_OPERATION_TEXT_TO_IMAGE:
+            init_image = unit_image
+        else:
+            control_image = unit_image
+        operation = gen_pb.GENERATE_OPERATION_CONTROL
     sampler_name, scheduler = _sampler(body)
     options = await _stored_options(request)
     model = await _model(request, body, options, operation)
@@ -344,6 +418,10 @@ async def _generate(request: Request, body: _Processing, operation: int, endpoin
         owner=translate.owner_of(request), operation=operation, init_image=init_image, mask_image=mask,
         strength=strength)
     params.scheduler = scheduler
+    if unit is not None:
+        params.control_preprocessor, params.control_strength = unit.preprocessor, unit.weight
+    if control_image is not None:
+        params.control_image.CopyFrom(control_image)
     job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT, endpoint=endpoint)
     result = job.result.generate
     images = []
@@ -373,7 +451,9 @@ def _info(body: _Processing, job: orch_pb.Job, model: gen_pb.ModelInfo, sampler:
         "steps": meta.steps, "batch_size": body.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": meta.model_id or model.id, "sd_model_hash": None, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": strength,
-        "extra_generation_params": {"Scheduler": meta.scheduler, "Job": job.id}, "index_of_first_image": 0,
+        "extra_generation_params": {"Scheduler": meta.scheduler, "Job": job.id,
+                                    **({"ControlNet": meta.path} if meta.path.startswith("controlnet") else {})},
+        "index_of_first_image": 0,
         "infotexts": [infotext.replace("{seed}", str(seed)) for seed in seeds], "styles": body.styles,
         "job_timestamp": translate.iso(job.created_at) or "", "clip_skip": 1,
         "is_using_inpainting_conditioning": job.spec.generate.operation == gen_pb.GENERATE_OPERATION_INPAINT,
@@ -447,7 +527,10 @@ async def progress(request: Request, skip_current_image: bool = Query(False)) ->
                           job=job.labels.get("endpoint", "txt2img"), job_count=len(jobs),
                           job_timestamp=(translate.iso(job.created_at) or "0"), job_no=done.image_index,
                           sampling_step=done.step, sampling_steps=done.total_steps)
-    return ProgressResponse(progress=fraction, eta_relative=eta, state=state, current_image=None,
+    preview = None
+    if not skip_current_image and done.HasField("preview") and done.preview.data:
+        preview = encode_base64(done.preview.data)
+    return ProgressResponse(progress=fraction, eta_relative=eta, state=state, current_image=preview,
                             textinfo=done.message or translate.status_name(job.status))
 
 
@@ -528,6 +611,11 @@ async def get_options(request: Request) -> dict[str, Any]:
 @router.post("/sdapi/v1/options", response_model=EmptyReply | None, dependencies=[WRITE],
              summary="Set options (per API key); sd_model_checkpoint and samples_format are checked")
 async def set_options(body: dict[str, Any], request: Request) -> None:
+    try:
+        for key, value in body.items():
+            check_json(value, f"options.{key[:50]}")
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="options") from None
     if len(body) > 200 or any(len(key) > 200 for key in body) or len(json.dumps(body)) > 64 * 1024:
         raise InvalidArgument("options: at most 200 keys of up to 200 characters, 64 KiB in all", field="options")
     if "sd_model_checkpoint" in body:

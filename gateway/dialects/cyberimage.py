@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gateway import enrich, translate
+from gateway.limits import INT32_MAX, MAX_NAME_CHARS, MAX_PROMPT_FIELD_CHARS, SEED_MAX, IdPath
 from gateway.security import guard
 from shared.errors import ImageMeshError, NotFound, RateLimited
 from shared.gen.imagemesh.v1 import common_pb2
@@ -56,11 +57,11 @@ class Settings(BaseModel):
     height: int | None = Field(None, ge=64, le=4096)
     width: int | None = Field(None, ge=64, le=4096)
     max_sequence_length: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = Field(None, ge=-1, description="Random seed (-1 or absent: random)")
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="Random seed (-1 or absent: random)")
 
 
 class GenerateBody(BaseModel):
-    model_id: str = Field(description="A model id or alias from GET /api/models")
+    model_id: str = Field(max_length=MAX_NAME_CHARS, description="A model id or alias from GET /api/models")
     prompt: str = Field(min_length=1, max_length=500)
     negative_prompt: str | None = Field(None, max_length=500)
     settings: Settings = Field(default_factory=Settings)
@@ -86,6 +87,8 @@ class Progress(BaseModel):
     failed: bool
     step: int | None
     total_steps: int | None
+    preview: str | None = Field(None, description="imagemesh: the latest live preview of the image being "
+                                "generated (a small PNG data URL) while the job runs")
 
 
 class ImageInfo(BaseModel):
@@ -156,8 +159,8 @@ class GalleryReply(BaseModel):
 
 
 class EnrichBody(BaseModel):
-    prompt: str = Field(min_length=1)
-    style: str | None = None
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_FIELD_CHARS)
+    style: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
 class EnrichReply(BaseModel):
@@ -240,7 +243,7 @@ def _progress(job: orch_pb.Job) -> Progress:
                     loading_model=running and stage == common_pb2.STAGE_LOADING,
                     generating=running and stage == common_pb2.STAGE_GENERATING,
                     saving=running and stage == common_pb2.STAGE_ENCODING, completed=done, failed=failed,
-                    step=step, total_steps=total)
+                    step=step, total_steps=total, preview=translate.preview_uri(p) if running else None)
 
 
 def _number(value: str | None, kind: type = int) -> Any:
@@ -269,7 +272,7 @@ class ImageMetadata(BaseModel):
 
 
 @router.get("/status/{job_id}", response_model=StatusReply, dependencies=[READ], summary="A job's status")
-async def status(job_id: str, request: Request) -> StatusReply:
+async def status(job_id: IdPath, request: Request) -> StatusReply:
     job = await translate.get_job(request, job_id)
     params = job.spec.generate
     plan = _plan(job)
@@ -307,14 +310,14 @@ async def _get_image(request: Request, image_id: str) -> orch_pb.GetImageRespons
 
 @router.get("/get_image/{image_id}", dependencies=[READ], name="cyberimage_get_image", response_class=Response,
             summary="Download a generated image", responses={200: {"content": {"image/png": {}}}})
-async def get_image(image_id: str, request: Request) -> Response:
+async def get_image(image_id: IdPath, request: Request) -> Response:
     reply = await _get_image(request, image_id)
     return Response(content=reply.image.data, media_type=reply.image.media_type or reply.record.media_type)
 
 
 @router.get("/image/{image_id}/metadata", response_model=ImageMetadata, dependencies=[READ],
             summary="A generated image's metadata")
-async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
+async def image_metadata(image_id: IdPath, request: Request) -> ImageMetadata:
     record = (await _get_image(request, image_id)).record
     meta = dict(record.metadata)
     # The orchestrator stores each generated image with its recipe and its place in the job (services/orchestrator
@@ -328,7 +331,7 @@ async def image_metadata(image_id: str, request: Request) -> ImageMetadata:
 
 
 @router.delete("/image/{image_id}", response_model=SimpleReply, dependencies=[READ], summary="Delete an image")
-async def delete_image(image_id: str, request: Request) -> SimpleReply:
+async def delete_image(image_id: IdPath, request: Request) -> SimpleReply:
     try:
         await translate.client(request).delete_image(image_id)
     except NotFound:
@@ -368,8 +371,9 @@ async def reset_queue(request: Request) -> ResetReply:
 
 
 @router.get("/gallery", response_model=GalleryReply, dependencies=[READ], summary="Gallery of generated images")
-async def gallery(request: Request, page: int = Query(1, ge=1), limit: int = Query(20, ge=1, le=50),
-                  search: str | None = None, model: str | None = None) -> GalleryReply:
+async def gallery(request: Request, page: int = Query(1, ge=1, le=INT32_MAX), limit: int = Query(20, ge=1, le=50),
+                  search: str | None = Query(None, max_length=MAX_NAME_CHARS),
+                  model: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> GalleryReply:
     model_id = ""
     if model:
         resolved = await translate.resolve_model(request, model, field="model")

@@ -6,6 +6,7 @@ Errors: {"success": false, "error": "...", "duration": seconds}; 400 for a param
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gateway import errors, translate
 from gateway.images_in import data_uri
+from gateway.limits import SEED_MAX
 from gateway.security import admit, client_ip, guard, key_from_headers
 from shared.errors import ImageMeshError, Internal
 from shared.gen.imagemesh.v1 import common_pb2
@@ -34,7 +36,7 @@ class GenerateParams(BaseModel):
     prompt: str = Field(description="Text description of the image", max_length=1000)
     steps: int = Field(30, ge=20, le=50, description="Number of denoising steps")
     cfg_scale: float = Field(4.0, ge=1.0, le=10.0, description="Classifier-free guidance scale")
-    seed: int = Field(-1, ge=-1, description="Random seed (-1 for random)")
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="Random seed (-1 for random)")
     width: int = Field(1024, ge=512, le=2048, multiple_of=8, description="Image width in pixels, divisible by 8")
     height: int = Field(1024, ge=512, le=2048, multiple_of=8, description="Image height in pixels, divisible by 8")
 
@@ -105,7 +107,20 @@ async def websocket(ws: WebSocket) -> None:
     ws.state.owner = owner
     try:
         while True:
-            message = await ws.receive_json()
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            if frame.get("text") is None:
+                # A binary frame: the protocol is JSON text; say so and keep the connection.
+                await ws.send_json(_ws_error("expected a JSON text frame {\"type\": \"generate\", \"data\": {...}}, "
+                                             "got a binary frame"))
+                continue
+            try:
+                message = json.loads(frame["text"])
+            except (ValueError, RecursionError):
+                await ws.send_json(_ws_error("the message is not valid JSON: expected "
+                                             "{\"type\": \"generate\", \"data\": {...}}"))
+                continue
             await _ws_generate(ws, message)
     except WebSocketDisconnect:
         return
@@ -152,15 +167,19 @@ async def _ws_generate(ws: WebSocket, message: object) -> None:
 async def _ws_follow(ws: WebSocket, job: orch_pb.Job) -> orch_pb.Job:
     """WatchJob until the job is terminal, sending the denoising steps the orchestrator recorded as `progress`
     (it writes at most one per IMAGEMESH_PROGRESS_INTERVAL_S; a watcher sees the latest, so steps may be skipped,
-    never invented)."""
-    last_step = 0
+    never invented). A progress message carries `preview` (a PNG data URL) when Generate made a new preview since
+    the last message."""
+    last_step, last_preview = 0, None
     async for event in translate.watch_job(ws, job.id):
         job = event.job
         progress = job.progress
         if (event.type == orch_pb.JOB_EVENT_TYPE_PROGRESS and progress.stage == common_pb2.STAGE_GENERATING
                 and progress.total_steps and progress.step > last_step):
             last_step = progress.step
-            await ws.send_json({"type": "progress", "data": {
-                "step": progress.step, "total_steps": progress.total_steps,
-                "percentage": translate.percent(progress.step, progress.total_steps)}})
+            data = {"step": progress.step, "total_steps": progress.total_steps,
+                    "percentage": translate.percent(progress.step, progress.total_steps)}
+            preview = translate.preview_uri(progress)
+            if preview is not None and preview != last_preview:
+                data["preview"] = last_preview = preview
+            await ws.send_json({"type": "progress", "data": data})
     return job

@@ -16,8 +16,20 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from gateway import errors, translate
+from gateway import errors, images_out, translate
 from gateway.images_in import data_uri, image_from_request
+from gateway.limits import (
+    INT32_MAX,
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_URL_CHARS,
+    SEED_MAX,
+    FreeForm,
+    IdPath,
+    NamePath,
+    deduplicated,
+)
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, NotFound, PromptTooLong
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -36,17 +48,23 @@ def render_error(error: ImageMeshError) -> JSONResponse:
 
 class GenerateBody(BaseModel):
     prompt: str = Field(min_length=1, description="What to generate")
-    model: str = Field("auto", description="Model name or alias (auto, mystic, imagen3, flux-dev, classic-fast, ...)")
-    style: str | None = Field(None, description="Style preset, e.g. photorealistic")
-    aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$", description="e.g. 16:9")
+    model: str = Field("auto", max_length=MAX_NAME_CHARS,
+                       description="Model name or alias (auto, mystic, imagen3, flux-dev, classic-fast, ...)")
+    style: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Style preset, e.g. photorealistic")
+    aspect_ratio: str | None = Field(None, max_length=32, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$",
+                                     description="e.g. 16:9")
     quality_level: int = Field(5, ge=1, le=10, description="1 (fastest) to 10 (most steps)")
-    webhook_url: str | None = Field(None, description="POSTed generation.completed / generation.failed")
-    # imagemesh extensions (not in seed 000), for the CLI and SDKs; Generate checks and applies them.
-    width: int | None = Field(None, ge=1, description="imagemesh: exact output width (with height)")
-    height: int | None = Field(None, ge=1, description="imagemesh: exact output height (with width)")
-    steps: int | None = Field(None, ge=1, description="imagemesh: denoising steps (wins over quality_level)")
-    seed: int | None = Field(None, ge=-1, description="imagemesh: seed; -1 or absent = random")
-    num_images: int = Field(1, ge=1, description="imagemesh: images to generate (Generate's limit applies)")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS,
+                                    description="POSTed generation.completed / generation.failed")
+    # imagemesh extensions (not in seed 000), for the CLI and SDKs; Generate checks and applies them (the upper
+    # bounds here are only the contract's field widths: Generate's own limits are smaller and answer 400 too).
+    width: int | None = Field(None, ge=1, le=INT32_MAX, description="imagemesh: exact output width (with height)")
+    height: int | None = Field(None, ge=1, le=INT32_MAX, description="imagemesh: exact output height (with width)")
+    steps: int | None = Field(None, ge=1, le=INT32_MAX,
+                              description="imagemesh: denoising steps (wins over quality_level)")
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="imagemesh: seed; -1 or absent = random")
+    num_images: int = Field(1, ge=1, le=INT32_MAX,
+                            description="imagemesh: images to generate (Generate's limit applies)")
 
 
 class GenerateReply(BaseModel):
@@ -87,8 +105,9 @@ class JobList(BaseModel):
 class WorkflowBody(BaseModel):
     prompt: str | None = None
     image_url: str | None = Field(None, description="Input image for workflows that start from one")
-    custom_params: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = None
+    custom_params: FreeForm = Field(default_factory=dict, description="The workflow's parameters (JSON values; "
+                                    "at most 64 keys a level, 8 levels deep)")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS)
 
 
 class WorkflowStep(BaseModel):
@@ -123,15 +142,16 @@ class UpscaleBody(BaseModel):
     image_url: str | None = Field(None, description="Image URL (or a data URI)")
     image: str | None = Field(None, description="Base64 image, instead of image_url")
     scale_factor: Literal[2, 4] = 4
-    webhook_url: str | None = None
-    method: str | None = Field(None, description="imagemesh: an Upscale method id (e.g. lanczos); default auto")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS)
+    method: str | None = Field(None, max_length=MAX_NAME_CHARS,
+                               description="imagemesh: an Upscale method id (e.g. lanczos); default auto")
 
 
 class RelightBody(BaseModel):
     image_url: str | None = None
     image: str | None = None
-    lighting_style: str = "professional"
-    webhook_url: str | None = None
+    lighting_style: str = Field("professional", max_length=MAX_NAME_CHARS)
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS)
 
 
 class RemoveBackgroundBody(BaseModel):
@@ -180,7 +200,7 @@ def _estimate(seconds: float) -> str:
 def image_url(request: Request, image: common_pb2.Image, thumbnail: bool = False) -> str | None:
     if not image.ref:
         return None
-    url = str(request.url_for("freepik_image", ref=image.ref))
+    url = images_out.public_url(request, "freepik_image", ref=image.ref)
     return f"{url}?thumbnail=true" if thumbnail else url
 
 
@@ -259,16 +279,18 @@ async def _task_reply(request: Request, job: orch_pb.Job, inline: bool = True) -
 
 @router.get("/generate/{task_id}", response_model=TaskReply, dependencies=[GUARD],
             summary="Check the status of a generation task")
-async def task_status(task_id: str, request: Request) -> TaskReply:
+async def task_status(task_id: IdPath, request: Request) -> TaskReply:
     return await _task(request, task_id)
 
 
 @router.get("/jobs", response_model=JobList, dependencies=[GUARD],
             summary="imagemesh extension: the caller's jobs, newest first (seed 000 has no listing)")
-async def list_jobs(request: Request, status: list[str] = Query(default_factory=list), kind: str = "",
-                    page_size: int = Query(20, ge=1, le=500), page_token: str = "") -> JobList:
+async def list_jobs(request: Request,
+                    status: list[str] = Query(default_factory=list, max_length=MAX_LIST_ITEMS),
+                    kind: str = Query("", max_length=MAX_NAME_CHARS), page_size: int = Query(20, ge=1, le=500),
+                    page_token: str = Query("", max_length=MAX_ID_CHARS)) -> JobList:
     statuses = []
-    for name in status:
+    for name in deduplicated(status):
         value = common_pb2.JobStatus.DESCRIPTOR.values_by_name.get("JOB_STATUS_" + name.upper())
         if value is None or value.number == common_pb2.JOB_STATUS_UNSPECIFIED:
             raise InvalidArgument(f"unknown status '{name[:50]}'", field="status")
@@ -281,7 +303,7 @@ async def list_jobs(request: Request, status: list[str] = Query(default_factory=
 
 @router.post("/jobs/{job_id}/cancel", response_model=TaskReply, dependencies=[GUARD],
              summary="imagemesh extension: cancel a job of the caller (a terminal job is returned as it is)")
-async def cancel_job(job_id: str, request: Request) -> TaskReply:
+async def cancel_job(job_id: IdPath, request: Request) -> TaskReply:
     try:
         job = await translate.cancel_job(request, job_id)
     except NotFound as exc:
@@ -290,14 +312,14 @@ async def cancel_job(job_id: str, request: Request) -> TaskReply:
 
 
 @router.get("/jobs/{job_id}", response_model=TaskReply, dependencies=[GUARD], summary="Any job's status")
-async def job_status(job_id: str, request: Request) -> TaskReply:
+async def job_status(job_id: IdPath, request: Request) -> TaskReply:
     return await _task(request, job_id)
 
 
 @router.get("/jobs/{job_id}/events", dependencies=[GUARD], response_class=StreamingResponse,
             summary="Server-Sent Events: a job's status, progress and step events until it is terminal",
             responses={200: {"content": {"text/event-stream": {}}}})
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(job_id: IdPath, request: Request) -> StreamingResponse:
     # Fail before the stream starts (404, 501) so the client gets a proper status code.
     try:
         first = await translate.get_job(request, job_id)
@@ -305,13 +327,22 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
         raise _not_found(exc, "TASK_NOT_FOUND", f"Task '{job_id}' does not exist") from None
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("status", _event_body(first, "status"))
+        opening = _event_body(first, "status")
+        last_preview = translate.preview_uri(first.progress)
+        if last_preview is not None:
+            opening["progress"]["preview"] = last_preview
+        yield _sse("status", opening)
         if translate.terminal(first.status):
             return
         try:
             async for event in translate.watch_job(request, job_id):
                 kind = orch_pb.JobEventType.Name(event.type).removeprefix("JOB_EVENT_TYPE_").lower()
-                yield _sse(kind, _event_body(event.job, kind, event.step_name))
+                body = _event_body(event.job, kind, event.step_name)
+                # A live preview (PNG data URL) rides on the first event after Generate made it, not on every one.
+                preview = translate.preview_uri(event.job.progress)
+                if preview is not None and preview != last_preview:
+                    body["progress"]["preview"] = last_preview = preview
+                yield _sse(kind, body)
                 if translate.terminal(event.job.status):
                     return
         except ImageMeshError as exc:
@@ -349,7 +380,7 @@ async def list_workflows(request: Request) -> WorkflowList:
 
 @router.post("/workflows/{workflow_id}/execute", response_model=WorkflowExecution, dependencies=[GUARD],
              summary="Execute a predefined workflow")
-async def execute_workflow(workflow_id: str, body: WorkflowBody, request: Request) -> WorkflowExecution:
+async def execute_workflow(workflow_id: NamePath, body: WorkflowBody, request: Request) -> WorkflowExecution:
     settings = request.app.state.settings
     image = await image_from_request(None, body.image_url, settings) if body.image_url else None
     spec = orch_pb.WorkflowSpec(workflow_id=workflow_id, prompt=body.prompt or "", image=image,
@@ -452,7 +483,7 @@ async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> An
 @router.get("/images/{ref}", dependencies=[GUARD], name="freepik_image", response_class=StreamingResponse,
             summary="A stored result image (the image_url / result_url of tasks)",
             responses={200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}})
-async def image(ref: str, request: Request,
+async def image(ref: IdPath, request: Request,
                 thumbnail: bool = Query(False, description="the thumbnail (WebP, longest side 256)")) -> Any:
     try:
         return await translate.stored_image_response(request, ref, thumbnail)

@@ -1,8 +1,10 @@
 """Image Studio (seed 003) at /api/image-studio: create, templates, providers, estimate-cost, edit, upscale,
 control, social optimizer, platform specs, health. Errors: {"detail": "..."}.
 
-Generative edits and control operations run Generate's INPAINT / IMAGE_TO_IMAGE pipelines when a registered
-model supports them, and answer "operation not available: no model configured" (501) otherwise.
+Generative edits and control operations run Generate's pipelines (INPAINT, CONTROL, INSTRUCT_EDIT, STYLE,
+STYLE_TRANSFER) when a registered model supports them, and answer "operation not available: no model configured"
+(501) otherwise. search_replace and search_recolor pass their search text as Generate's search_prompt: Generate
+finds the region (and says which path ran, metadata.path); the gateway only translates.
 """
 
 from __future__ import annotations
@@ -11,10 +13,22 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gateway import enrich, translate
 from gateway.images_in import data_uri, decode_base64_image, encode_base64
+from gateway.limits import (
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_PROMPT_FIELD_CHARS,
+    SEED_MAX,
+    FreeForm,
+    Name,
+    NamePath,
+    Names,
+    deduplicated,
+)
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument, InvalidModel, NotFound, NotImplementedYet, Unauthenticated
 from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
@@ -65,22 +79,23 @@ class TemplateList(BaseModel):
 
 class CreateBody(BaseModel):
     prompt: str = Field(min_length=1, description="Image generation prompt")
-    template_id: str | None = None
-    provider: str | None = Field("auto", description="auto, stability, wavespeed, huggingface, gemini")
-    model: str | None = None
+    template_id: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    provider: str | None = Field("auto", max_length=MAX_NAME_CHARS,
+                                description="auto, stability, wavespeed, huggingface, gemini")
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
     width: int | None = Field(None, ge=64, le=4096)
     height: int | None = Field(None, ge=64, le=4096)
-    aspect_ratio: str | None = Field(None, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")
-    style_preset: str | None = None
+    aspect_ratio: str | None = Field(None, max_length=32, pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
     quality: Literal["draft", "standard", "premium"] = "standard"
     negative_prompt: str | None = None
     guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
     steps: int | None = Field(None, ge=1, le=150)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     num_variations: int = Field(1, ge=1, le=10)
     enhance_prompt: bool = True
     use_persona: bool = False
-    persona_id: str | None = None
+    persona_id: str | None = Field(None, max_length=MAX_ID_CHARS)
 
 
 class CreateRequestEcho(BaseModel):
@@ -126,9 +141,9 @@ class ProviderList(BaseModel):
 
 
 class CostBody(BaseModel):
-    provider: str
-    model: str | None = None
-    operation: str = "generate"
+    provider: str = Field(max_length=MAX_NAME_CHARS)
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    operation: str = Field("generate", max_length=MAX_NAME_CHARS)
     num_images: int = Field(1, ge=1, le=100)
     width: int | None = Field(None, ge=1, le=8192)
     height: int | None = Field(None, ge=1, le=8192)
@@ -145,7 +160,8 @@ class CostReply(BaseModel):
 
 class EditBody(BaseModel):
     image_base64: str = Field(description="Primary image (base64 or data URL)")
-    operation: str = Field(description="remove_background, inpaint, outpaint, search_replace, search_recolor, "
+    operation: str = Field(max_length=MAX_NAME_CHARS,
+                           description="remove_background, inpaint, outpaint, search_replace, search_recolor, "
                                        "general_edit")
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -159,14 +175,24 @@ class EditBody(BaseModel):
     expand_right: int = Field(0, ge=0, le=2048)
     expand_up: int = Field(0, ge=0, le=2048)
     expand_down: int = Field(0, ge=0, le=2048)
-    provider: str | None = None
-    model: str | None = None
-    style_preset: str | None = None
+    provider: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    model: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
     guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
     steps: int | None = Field(None, ge=1, le=150)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FreeForm = Field(default_factory=dict,
+                              description="Free-form options; `strength` (0 to 1) is how much is repainted")
+
+    @field_validator("options")
+    @classmethod
+    def _strength(cls, options: dict[str, Any]) -> dict[str, Any]:
+        strength = options.get("strength")
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                     or not 0.0 <= strength <= 1.0):
+            raise ValueError("options.strength must be a number from 0 to 1")
+        return options
 
 
 class ImageReply(BaseModel):
@@ -198,7 +224,7 @@ class UpscaleBody(BaseModel):
     target_width: int | None = Field(None, ge=1, le=16384)
     target_height: int | None = Field(None, ge=1, le=16384)
     preset: Literal["web", "print", "social"] | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_FIELD_CHARS)
 
 
 class UpscaleReply(BaseModel):
@@ -212,7 +238,7 @@ class UpscaleReply(BaseModel):
 
 class ControlBody(BaseModel):
     control_image_base64: str
-    operation: str = Field(description="sketch, structure, style, style_transfer")
+    operation: str = Field(max_length=MAX_NAME_CHARS, description="sketch, structure, style, style_transfer")
     prompt: str = Field(min_length=1)
     style_image_base64: str | None = None
     negative_prompt: str | None = None
@@ -221,9 +247,9 @@ class ControlBody(BaseModel):
     style_strength: float | None = Field(None, ge=0.0, le=1.0)
     composition_fidelity: float | None = Field(None, ge=0.0, le=1.0)
     change_strength: float | None = Field(None, ge=0.0, le=1.0)
-    aspect_ratio: str | None = None
-    style_preset: str | None = None
-    seed: int | None = None
+    aspect_ratio: str | None = Field(None, max_length=32)
+    style_preset: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    seed: int | None = Field(None, ge=-1, le=SEED_MAX, description="-1 or absent: random")
     output_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
 
 
@@ -234,8 +260,9 @@ class FocalPoint(BaseModel):
 
 class SocialBody(BaseModel):
     image_base64: str
-    platforms: list[str] = Field(min_length=1)
-    format_names: dict[str, str] = Field(default_factory=dict)
+    platforms: Names = Field(min_length=1, description=f"At most {MAX_LIST_ITEMS} platforms; repeats are "
+                                                       "optimized once")
+    format_names: dict[Name, Name] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
     show_safe_zones: bool = False
     crop_mode: Literal["smart", "center", "fit"] = "smart"
     focal_point: FocalPoint | None = None
@@ -395,22 +422,23 @@ async def create(body: CreateBody, request: Request) -> CreateReply:
 
 
 @router.get("/templates", response_model=TemplateList, dependencies=[GUARD], summary="Templates, filtered")
-async def templates(request: Request, platform: str | None = None, category: str | None = None) -> TemplateList:
+async def templates(request: Request, platform: str | None = Query(None, max_length=MAX_NAME_CHARS),
+                    category: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.find_templates(_catalogues(request), platform=platform, category=category),
                         await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
 @router.get("/templates/search", response_model=TemplateList, dependencies=[GUARD], summary="Search templates")
-async def search_templates(request: Request, query: str = Query(min_length=1)) -> TemplateList:
+async def search_templates(request: Request, query: str = Query(min_length=1, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.find_templates(_catalogues(request), query=query), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
 
 @router.get("/templates/recommend", response_model=TemplateList, dependencies=[GUARD],
             summary="Templates recommended for a use case")
-async def recommend_templates(request: Request, use_case: str = Query(min_length=1),
-                              platform: str | None = None) -> TemplateList:
+async def recommend_templates(request: Request, use_case: str = Query(min_length=1, max_length=MAX_NAME_CHARS),
+                              platform: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> TemplateList:
     found = _with_sizes(enrich.recommend(_catalogues(request), use_case, platform), await translate.list_models(request))
     return TemplateList(templates=found, total=len(found))
 
@@ -460,7 +488,11 @@ async def estimate_cost(body: CostBody, request: Request) -> CostReply:
 # ---- edit and control ---------------------------------------------------------------------------------------
 
 _MESH_OPERATIONS = {"inpaint": gen_pb.GENERATE_OPERATION_INPAINT,
-                    "image_to_image": gen_pb.GENERATE_OPERATION_IMAGE_TO_IMAGE}
+                    "image_to_image": gen_pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
+                    "control": gen_pb.GENERATE_OPERATION_CONTROL,
+                    "instruct_edit": gen_pb.GENERATE_OPERATION_INSTRUCT_EDIT,
+                    "style": gen_pb.GENERATE_OPERATION_STYLE,
+                    "style_transfer": gen_pb.GENERATE_OPERATION_STYLE_TRANSFER}
 
 
 async def _availability(request: Request, kind: str) -> dict[str, Operation]:
@@ -496,16 +528,26 @@ async def _model_for(request: Request, operation: str, mesh_op: str, model_name:
 async def _generative(request: Request, *, operation: str, mesh_op: str, model_name: str | None, prompt: str,
                       negative_prompt: str | None, image: common_pb2.Image, mask: common_pb2.Image | None,
                       strength: float | None, steps: int | None, guidance_scale: float | None, seed: int | None,
-                      style_preset: str | None, output_format: str,
-                      outpaint: gen_pb.Outpaint | None = None) -> tuple[orch_pb.Job, gen_pb.ModelInfo]:
+                      style_preset: str | None, output_format: str, outpaint: gen_pb.Outpaint | None = None,
+                      aspect_ratio: str | None = None,
+                      **extra: Any) -> tuple[orch_pb.Job, gen_pb.ModelInfo]:
+    """One Generate job; `extra` sets GenerateParameters fields by name (control, style, search options)."""
     model = await _model_for(request, operation, mesh_op, model_name)
     params = translate.generate_parameters(
         model=model, prompt=prompt, negative_prompt=negative_prompt or "", steps=steps or 0,
         guidance_scale=guidance_scale, seed=seed, style_preset=style_preset or "",
         output_format=translate.output_format(output_format), owner=translate.owner_of(request),
-        operation=_MESH_OPERATIONS[mesh_op], init_image=image, mask_image=mask, strength=strength)
+        operation=_MESH_OPERATIONS[mesh_op], init_image=image, mask_image=mask, strength=strength,
+        aspect_ratio=aspect_ratio or "")
     if outpaint is not None:
         params.outpaint.CopyFrom(outpaint)
+    for name, value in extra.items():
+        if value is None:
+            continue
+        if isinstance(value, common_pb2.Image):
+            getattr(params, name).CopyFrom(value)
+        else:
+            setattr(params, name, value)
     job = await translate.run_job(request, orch_pb.JobSpec(generate=params), DIALECT, operation=operation)
     return job, model
 
@@ -518,6 +560,10 @@ async def _image_reply(request: Request, job: orch_pb.Job, operation: str, provi
     data, media_type = await translate.image_bytes(request, images[0])
     width, height = images[0].width, images[0].height
     seconds = translate.seconds_between(job.started_at, job.finished_at)
+    generated = job.result.generate if job.result.WhichOneof("result") == "generate" else None
+    if generated is not None:
+        # Which model path ran (controlnet:canny, instruct-pix2pix, ip-adapter, search:clipseg, ...) and why.
+        metadata = {**metadata, "path": generated.metadata.path, "notes": list(generated.notes)}
     return ImageReply(success=True, operation=operation, provider=provider, image_base64=data_uri(data, media_type),
                       width=width, height=height,
                       metadata={"operation": operation, "processing_time": round(seconds or 0.0, 3), **metadata})
@@ -530,6 +576,22 @@ def _catalogue_operation(request: Request, kind: str, name: str) -> dict:
         raise InvalidArgument(f"Unsupported operation '{name}'. Supported: {', '.join(operations)}",
                               field="operation", supported_operations=list(operations))
     return operations[name]
+
+
+def _option_number(options: dict[str, Any], name: str) -> float | None:
+    """A number from the free-form `options` object; anything else is the client's error, named."""
+    value = options.get(name)
+    if value is None:
+        return None
+    number = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None:
+        raise InvalidArgument(f"options.{name} must be a number", field=f"options.{name}")
+    return number
 
 
 @router.post("/edit/process", response_model=ImageReply, dependencies=[GUARD], summary="Edit Studio operations")
@@ -550,8 +612,9 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
         label = {"inpaint": "inpainting", "outpaint": "outpainting"}.get(body.operation, body.operation)
         raise InvalidArgument(f"Prompt is required for {label}", field="prompt")
     mask = decode_base64_image(body.mask_base64, "mask_base64", settings.max_image_bytes) if body.mask_base64 else None
-    strength = body.options.get("strength")
+    strength = _option_number(body.options, "strength")
     outpaint = None
+    search_prompt = None
     mask_msg = common_pb2.Image(data=mask) if mask else None
     if body.operation == "outpaint":
         # Generate builds the canvas and its mask (and checks its size before it exists).
@@ -559,17 +622,21 @@ async def edit_process(body: EditBody, request: Request) -> ImageReply:
                                    down=body.expand_down)
         mask_msg = None
     elif body.operation in ("search_replace", "search_recolor"):
-        if mask is None:
-            raise InvalidArgument(f"mask_base64 is required for {body.operation}: no text-grounded segmentation model"
-                                  " is configured to find the object from the search prompt", field="mask_base64")
+        # The seed's search_prompt (replace) and select_prompt (recolor) name what to find; Generate finds it.
+        field = "search_prompt" if body.operation == "search_replace" else "select_prompt"
+        search_prompt = (getattr(body, field) or "").strip()
+        if not search_prompt and mask is None:
+            raise InvalidArgument(f"{field} is required for {body.operation} (or give mask_base64)", field=field)
     elif body.operation != "inpaint":
         mask_msg = None  # an inpaint without a mask is Generate's whole-image repaint
+    image_guidance = _option_number(body.options, "image_guidance_scale") if body.operation == "general_edit" else None
     job, model = await _generative(
         request, operation=body.operation, mesh_op=mesh_op, model_name=body.model, prompt=prompt,
         negative_prompt=body.negative_prompt, image=image, mask=mask_msg,
-        strength=float(strength) if strength is not None else None, steps=body.steps,
+        strength=strength, steps=body.steps,
         guidance_scale=body.guidance_scale, seed=body.seed, style_preset=body.style_preset,
-        output_format=body.output_format, outpaint=outpaint)
+        output_format=body.output_format, outpaint=outpaint, search_prompt=search_prompt,
+        image_guidance_scale=image_guidance)
     return await _image_reply(request, job, body.operation, "imagemesh", {"model": model.id})
 
 
@@ -585,19 +652,32 @@ async def control_process(body: ControlBody, request: Request) -> ImageReply:
     settings = request.app.state.settings
     operation = _catalogue_operation(request, "control", body.operation)
     data = decode_base64_image(body.control_image_base64, "control_image_base64", settings.max_image_bytes)
-    # How much of the control image survives: image-to-image strength is how much is repainted.
-    keep = {"sketch": body.control_strength, "structure": body.control_strength, "style": body.fidelity,
-            "style_transfer": body.composition_fidelity}[body.operation]
-    strength = body.change_strength if body.operation == "style_transfer" and body.change_strength is not None \
-        else (None if keep is None else round(1.0 - keep, 3))
-    if body.operation == "style_transfer" and body.style_image_base64:
-        decode_base64_image(body.style_image_base64, "style_image_base64", settings.max_image_bytes)
+    control_image = common_pb2.Image(data=data)
+    mesh_op = operation["mesh"]
+    # The seed's fields, renamed onto Generate's: control_strength is ControlNet's conditioning scale, fidelity
+    # (style) and style_strength (style_transfer) the IP-Adapter scale, and style_transfer repaints the control
+    # image by change_strength, else by what composition_fidelity does not keep.
+    extra: dict[str, Any] = {}
+    image, strength = control_image, None
+    if mesh_op == "control":
+        extra = {"control_preprocessor": operation.get("preprocessor", ""), "control_strength": body.control_strength}
+    elif mesh_op == "style":
+        image, extra = None, {"style_image": control_image, "style_strength": body.fidelity}
+    elif mesh_op == "style_transfer":
+        if not body.style_image_base64:
+            raise InvalidArgument("style_image_base64 is required for style_transfer", field="style_image_base64")
+        style = decode_base64_image(body.style_image_base64, "style_image_base64", settings.max_image_bytes)
+        extra = {"style_image": common_pb2.Image(data=style), "style_strength": body.style_strength}
+        if body.change_strength is not None:
+            strength = body.change_strength
+        elif body.composition_fidelity is not None:
+            strength = round(1.0 - body.composition_fidelity, 3)
+        strength = strength if strength is None else max(0.05, min(1.0, strength))
     job, model = await _generative(
-        request, operation=body.operation, mesh_op=operation["mesh"], model_name=None,
-        prompt=body.prompt, negative_prompt=body.negative_prompt,
-        image=common_pb2.Image(data=data), mask=None,
-        strength=strength if strength is None else max(0.05, min(1.0, strength)), steps=None, guidance_scale=None,
-        seed=body.seed, style_preset=body.style_preset, output_format=body.output_format)
+        request, operation=body.operation, mesh_op=mesh_op, model_name=None,
+        prompt=body.prompt, negative_prompt=body.negative_prompt, image=image, mask=None, strength=strength,
+        steps=None, guidance_scale=None, seed=body.seed, style_preset=body.style_preset,
+        output_format=body.output_format, aspect_ratio=body.aspect_ratio if mesh_op == "style" else None, **extra)
     metadata = {key: value for key, value in (("control_strength", body.control_strength),
                                                ("fidelity", body.fidelity), ("style_strength", body.style_strength),
                                                ("composition_fidelity", body.composition_fidelity),
@@ -649,7 +729,7 @@ async def social_optimize(body: SocialBody, request: Request) -> SocialReply:
     data = decode_base64_image(body.image_base64, "image_base64", request.app.state.settings.max_image_bytes)
     chosen: list[tuple[str, str]] = []
     labels: dict[tuple[str, str], str] = {}
-    for platform in body.platforms:
+    for platform in deduplicated(body.platforms):
         formats = await translate.platform_formats(request, platform)
         if not formats:
             raise InvalidArgument(f"Platform '{platform}' has no formats", field="platforms")
@@ -697,7 +777,7 @@ async def _formats(request: Request, platform: str) -> list[up_pb.PlatformFormat
 
 @router.get("/social/platforms/{platform}/formats", response_model=PlatformFormats, dependencies=[GUARD],
             summary="A platform's formats")
-async def platform_formats(platform: str, request: Request) -> PlatformFormats:
+async def platform_formats(platform: NamePath, request: Request) -> PlatformFormats:
     formats = await _formats(request, platform)
     return PlatformFormats(formats=[PlatformFormat(
         name=_label(f), id=f.name, width=f.width, height=f.height, ratio=f.ratio,
@@ -708,7 +788,7 @@ async def platform_formats(platform: str, request: Request) -> PlatformFormats:
 
 @router.get("/platform-specs/{platform}", response_model=PlatformSpecs, dependencies=[GUARD],
             summary="A platform's specifications")
-async def platform_specs(platform: str, request: Request) -> PlatformSpecs:
+async def platform_specs(platform: NamePath, request: Request) -> PlatformSpecs:
     formats = await _formats(request, platform)
     facts = _catalogues(request).platforms.get(platform.lower(), {})
     file_types = facts.get("file_types") or sorted({f.file_type.upper() for f in formats})

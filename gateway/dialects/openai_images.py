@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import translate
 from gateway.images_in import encode_base64
 from gateway.images_out import image_url
+from gateway.limits import NamePath
 from gateway.security import guard
 from shared.errors import (
     Cancelled,
@@ -375,7 +376,7 @@ async def list_models(request: Request) -> ModelList:
 
 @router.get("/models/{model:path}", response_model=Model, dependencies=[GUARD], responses=ERRORS,
             summary="One model, by id or alias")
-async def retrieve_model(model: str, request: Request) -> Model:
+async def retrieve_model(model: NamePath, request: Request) -> Model:
     found = translate.find_model(await translate.list_models(request), model)
     if found is None:
         raise NotFound(f"The model '{model[:100]}' does not exist", reason="MODEL_NOT_FOUND", field="model")

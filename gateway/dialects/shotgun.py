@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gateway import errors, images_out, translate
 from gateway.images_in import encode_base64, image_from_request
+from gateway.limits import MAX_ID_CHARS, MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_URL_CHARS, Names, deduplicated
 from gateway.security import guard
 from shared.errors import ImageMeshError, InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
@@ -35,8 +36,9 @@ _TYPE_BY_REASON = {
     "VALIDATION_ERROR": "validation_error",
 }
 _TYPE_BY_STATUS = {400: "validation_error", 413: "image_too_large", 422: "processing_error", 503: "service_unavailable",
-                   501: "not_implemented", 401: "unauthorized", 404: "not_found", 429: "rate_limit_exceeded",
-                   504: "service_unavailable"}
+                   501: "not_implemented", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                   405: "method_not_allowed", 409: "conflict", 429: "rate_limit_exceeded", 499: "cancelled",
+                   504: "timeout"}
 
 
 def render_error(error: ImageMeshError) -> JSONResponse:
@@ -62,13 +64,16 @@ class Dimensions(BaseModel):
 class ImageInput(BaseModel):
     image: str | None = Field(None, description="Base64-encoded image data (plain or data URI)")
     image_url: str | None = Field(None, description="URL to fetch the image from")
-    webhook_url: str | None = Field(None, description="Run asynchronously and POST the result here")
-    webhook_secret: str | None = Field(None, description="Secret for the webhook's HMAC-SHA256 signature")
+    webhook_url: str | None = Field(None, max_length=MAX_URL_CHARS,
+                                    description="Run asynchronously and POST the result here")
+    webhook_secret: str | None = Field(None, max_length=MAX_NAME_CHARS,
+                                       description="Secret for the webhook's HMAC-SHA256 signature")
 
 
 class RemoveBackgroundBody(ImageInput):
     output_format: Literal["png", "webp"] = Field("png", description="Output format: png (default), webp")
-    include_models: list[str] = Field(["all"], description="Models to run: all (default), or specific model IDs")
+    include_models: Names = Field(["all"], description="Models to run: all (default), or specific "
+                                  f"model IDs (at most {MAX_LIST_ITEMS}; repeats run once)")
 
 
 class ModelResult(BaseModel):
@@ -116,7 +121,8 @@ class UpscaleReply(BaseModel):
 
 
 class ProcessBody(ImageInput):
-    bg_models: list[str] = Field(["all"], description="BG models to run")
+    bg_models: Names = Field(["all"],
+                             description=f"BG models to run (at most {MAX_LIST_ITEMS}; repeats run once)")
     upscale_factor: Literal[2, 4] = Field(4, description="Upscale factor: 2 or 4")
     output_format: Literal["png", "webp"] = "png"
 
@@ -145,10 +151,10 @@ class ProcessReply(BaseModel):
 
 
 class LogSelectionBody(BaseModel):
-    job_id: str = Field(description="Job ID from BG removal request")
-    selected_model_id: str = Field(description="Model ID user chose")
-    image_category: str | None = Field(None, description="Optional category tag")
-    notes: str | None = Field(None, description="Optional user notes")
+    job_id: str = Field(max_length=MAX_ID_CHARS, description="Job ID from BG removal request")
+    selected_model_id: str = Field(max_length=MAX_NAME_CHARS, description="Model ID user chose")
+    image_category: str | None = Field(None, max_length=MAX_NAME_CHARS, description="Optional category tag")
+    notes: str | None = Field(None, max_length=2000, description="Optional user notes")
 
 
 class LogSelectionReply(BaseModel):
@@ -176,6 +182,7 @@ def _success(result: orch_pb.ShotgunResult) -> bool:
 
 async def _shotgun(request: Request, body: ImageInput, models: list[str], output_format: str,
                    upscale_factor: int = 0) -> orch_pb.ShotgunSummary | orch_pb.Job:
+    models = deduplicated(models)
     models = [] if models == ["all"] else models
     image = await image_from_request(body.image, body.image_url, request.app.state.settings)
     spec = orch_pb.ShotgunSpec(image=image, models=models,
@@ -183,7 +190,7 @@ async def _shotgun(request: Request, body: ImageInput, models: list[str], output
     if body.webhook_url:
         hook = await translate.webhook(request, body.webhook_url, body.webhook_secret, WEBHOOK_FORMAT)
         return await translate.submit_job(request, orch_pb.JobSpec(shotgun=spec), DIALECT, webhook=hook)
-    summary = await translate.client(request).run_shotgun(spec)
+    summary = await translate.while_connected(request, translate.client(request).run_shotgun(spec))
     if summary.results and not any(_success(r) for r in summary.results):
         raise ProcessingError("all models failed", job_id=summary.job_id,
                               errors="; ".join(f"{r.model_id}: {r.error}" for r in summary.results))
@@ -284,7 +291,8 @@ class RankingReply(BaseModel):
 
 @router.get("/selection-ranking", response_model=RankingReply, dependencies=[GUARD],
             summary="Which models people pick, most picked first (from /log-selection)")
-async def selection_ranking(request: Request, image_category: str | None = None) -> RankingReply:
+async def selection_ranking(request: Request,
+                            image_category: str | None = Query(None, max_length=MAX_NAME_CHARS)) -> RankingReply:
     reply = await translate.client(request).selection_ranking(image_category or "")
     return RankingReply(image_category=image_category or None, auto_model=reply.auto_model,
                         ranking=[ModelRank(model_id=r.model_id, selections=r.selections, share=round(r.share, 4))

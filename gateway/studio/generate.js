@@ -24,6 +24,8 @@ export function mount(section) {
   const bar = el("progress", { max: "100", value: "0", id: "generate-progress" });
   const status = el("p", { "aria-live": "polite", "data-testid": "generate-status" });
   const steplog = el("ol", { class: "steplog", "data-testid": "generate-steps", "aria-label": "Denoising steps" });
+  // The latest live preview (a small PNG data URL on the job's events), while the image denoises.
+  const preview = el("img", { class: "preview", alt: "Live preview", hidden: true, "data-testid": "generate-preview" });
   const results = el("div", { class: "grid wide", "data-testid": "generate-results" });
 
   const form = el("form", { class: "panel", "aria-labelledby": "generate-title" },
@@ -40,7 +42,7 @@ export function mount(section) {
     error);
 
   const progressPanel = el("div", { class: "panel", hidden: true },
-    el("h3", {}, "Progress"), el("label", { for: "generate-progress" }, "Denoising"), bar, status, steplog);
+    el("h3", {}, "Progress"), el("label", { for: "generate-progress" }, "Denoising"), bar, status, preview, steplog);
   section.append(form, progressPanel, results);
 
   async function loadModels() {
@@ -64,6 +66,7 @@ export function mount(section) {
     busy(submit, true, "Generating…");
     steplog.replaceChildren();
     results.replaceChildren();
+    preview.hidden = true;
     bar.value = 0;
     status.textContent = "Submitting…";
     progressPanel.hidden = false;
@@ -76,6 +79,10 @@ export function mount(section) {
       let failure = null;
       await events(`/v1/jobs/${encodeURIComponent(job.job_id)}/events`, (name, data) => {
         const p = data.progress || {};
+        if (p.preview) {
+          preview.src = p.preview;
+          preview.hidden = false;
+        }
         if (p.total_steps && p.step && p.stage === "generating") {
           bar.value = p.percentage;
           const text = `Step ${p.step} of ${p.total_steps}`;
@@ -91,6 +98,7 @@ export function mount(section) {
       const done = await get(`/api/status/${encodeURIComponent(job.job_id)}`);
       if (done.status !== "completed") throw new Error(done.error_message || done.message);
       bar.value = 100;
+      preview.hidden = true;
       status.textContent = done.message;
       for (const image of done.images) {
         const src = await imageUrl(`/api/get_image/${encodeURIComponent(image.id)}`);

@@ -45,14 +45,18 @@ class RemovalResult:
 
 
 def straight_cutout(source: Image.Image, mask: Image.Image) -> Image.Image:
-    """Colours untouched, alpha = mask (times the input's own alpha). rembg's naive cut-out blends the colours
-    with black as well, which darkens every soft edge a second time once the alpha is applied."""
-    out = source.convert("RGBA")
+    """Colours untouched where anything shows, alpha = mask (times the input's own alpha). rembg's naive cut-out
+    blends the colours with black as well, which darkens every soft edge a second time once the alpha is applied."""
+    rgba = np.array(source.convert("RGBA"))
     alpha = np.asarray(mask, dtype=np.uint16)
     if source.mode == "RGBA":
         alpha = alpha * np.asarray(source.getchannel("A"), dtype=np.uint16) // 255
-    out.putalpha(Image.fromarray(alpha.astype(np.uint8), "L"))
-    return out
+    rgba[..., 3] = alpha
+    # Fully transparent pixels are stored as transparent black, as rembg stores them: invisible either way, and
+    # the background's colours no longer fill the PNG (a 1024x1024 photo's cut-out: about half the bytes, and a
+    # faster encode).
+    rgba[alpha == 0, :3] = 0
+    return Image.fromarray(rgba, "RGBA")
 
 
 class BackgroundRemovalCore:

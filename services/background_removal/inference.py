@@ -17,6 +17,7 @@ from PIL import Image
 
 from services.background_removal.catalog import ModelSpec
 from services.background_removal.providers import active_provider, requested_providers, session_options
+from services.background_removal.threads import ThreadBudget
 
 # U2NET_HOME is process-wide and rembg reads it while it builds a session; one session at a time.
 _REMBG_ENV_LOCK = threading.Lock()
@@ -86,3 +87,31 @@ class ModnetRunner:
 
 
 RUNNERS = {"rembg": RembgRunner, "modnet": ModnetRunner}
+
+
+class AdaptiveRunner:
+    """One model with a session per thread level (services/background_removal/threads.py): each prediction runs on
+    the session whose intra-op thread count fits the inferences running beside it when it starts."""
+
+    def __init__(self, by_threads: dict[int, MaskRunner], budget: ThreadBudget) -> None:
+        self.by_threads = by_threads
+        self.budget = budget
+        self.provider = next(iter(by_threads.values())).provider
+        self.last_threads = 0  # what the latest prediction ran on (tests, benchmarks)
+
+    def predict(self, rgb: Image.Image) -> Image.Image:
+        with self.budget.slot() as threads:
+            runner = self.by_threads.get(threads) or next(iter(self.by_threads.values()))
+            self.last_threads = threads
+            return runner.predict(rgb)
+
+    def __getattr__(self, name: str):
+        # Anything else (input_size, session, ...) is the model's, read from the widest session's runner.
+        if name == "by_threads":
+            raise AttributeError(name)
+        return getattr(next(iter(self.by_threads.values())), name)
+
+    def warm(self, rgb: Image.Image) -> None:
+        """Run every session once (the first run of a session allocates and plans)."""
+        for runner in self.by_threads.values():
+            runner.predict(rgb)

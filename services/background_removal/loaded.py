@@ -18,7 +18,9 @@ from pathlib import Path
 from PIL import Image
 
 from services.background_removal.catalog import Catalog, ModelSpec
-from services.background_removal.inference import RUNNERS, MaskRunner
+from services.background_removal.inference import RUNNERS, AdaptiveRunner, MaskRunner
+from services.background_removal.providers import CPU
+from services.background_removal.threads import ThreadBudget, available_cpus
 from shared.errors import InvalidModel, ModelUnavailable
 
 log = logging.getLogger("imagemesh.background_removal")
@@ -43,12 +45,15 @@ def sha256_file(path: Path) -> str:
 
 class LoadedModels:
     def __init__(self, catalog: Catalog, models_dir: Path, provider_choice: str, intra_op_threads: int,
-                 inter_op_threads: int, on_load: Callable[[ModelSpec, str], None] | None = None) -> None:
+                 inter_op_threads: int, on_load: Callable[[ModelSpec, str], None] | None = None,
+                 max_concurrency: int = 2, cores: int | None = None) -> None:
         self.catalog = catalog
         self.models_dir = Path(models_dir)
         self.provider_choice = provider_choice
         self.intra = intra_op_threads
         self.inter = inter_op_threads
+        # intra_op_threads 0 = adapt to load (threads.py): one budget for every model of this process.
+        self.budget = ThreadBudget(cores or available_cpus(), max_concurrency)
         self._on_load = on_load
         self._runners: dict[str, MaskRunner] = {}
         self._failed: dict[str, str] = {}
@@ -108,9 +113,7 @@ class LoadedModels:
                 path = self.models_dir / spec.file
                 if spec.sha256 and sha256_file(path) != spec.sha256:
                     raise ValueError(f"sha256 of {path} does not match the catalogue; refusing a wrong model")
-                runner = RUNNERS[spec.kind](spec, self.models_dir, self.provider_choice, self.intra, self.inter)
-                # The first run of a session allocates and plans (about 1 s for u2netp); pay it before SERVING.
-                runner.predict(Image.new("RGB", (64, 64), (127, 127, 127)))
+                runner = self._build(spec)
             except Exception as exc:  # noqa: BLE001 - any load failure makes the model unavailable, with why
                 self._failed[spec.id] = f"failed to load: {exc}"
                 log.error("model %s failed to load: %s", spec.id, exc)
@@ -122,6 +125,23 @@ class LoadedModels:
         if self._on_load:
             self._on_load(spec, runner.provider)
         return spec, runner
+
+    def _build(self, spec: ModelSpec) -> MaskRunner:
+        """A runner with fixed threads (intra_op_threads > 0, or a GPU session), else an AdaptiveRunner with a
+        session per thread level. Every session runs once here: the first run of a session allocates and plans
+        (about 1 s for u2netp); it is paid before SERVING, not by a request."""
+        warm = Image.new("RGB", (64, 64), (127, 127, 127))
+        make = RUNNERS[spec.kind]
+        first = make(spec, self.models_dir, self.provider_choice, self.intra or self.budget.levels[0], self.inter)
+        if self.intra > 0 or first.provider != CPU:
+            first.predict(warm)
+            return first
+        by_threads = {self.budget.levels[0]: first}
+        for level in self.budget.levels[1:]:
+            by_threads[level] = make(spec, self.models_dir, self.provider_choice, level, self.inter)
+        runner = AdaptiveRunner(by_threads, self.budget)
+        runner.warm(warm)
+        return runner
 
     def load(self, preload_all: bool) -> None:
         """Start-up loading: the default model first (readiness waits on it), then the others if asked."""

@@ -47,7 +47,8 @@ def build_deps(settings: BackgroundRemovalSettings,
     metrics = deps.metrics or BackgroundRemovalMetrics(registry)
     model_registry = deps.model_registry or (deps.core.registry if deps.core is not None else LoadedModels(
         load_catalog(settings.resolved_models_config, settings.default_model), settings.resolved_models_dir,
-        settings.provider, settings.intra_op_threads, settings.inter_op_threads, on_load=metrics.model_loaded))
+        settings.provider, settings.intra_op_threads, settings.inter_op_threads, on_load=metrics.model_loaded,
+        max_concurrency=settings.max_concurrency))
     return dataclasses.replace(
         deps,
         metrics_registry=registry,

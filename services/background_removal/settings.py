@@ -19,8 +19,11 @@ class BackgroundRemovalSettings(ServiceSettings):
     # ONNX execution provider: "cpu"; "cuda" is strict (a model that cannot run on CUDA is unavailable, with the
     # reason, and health stays NOT_SERVING); "auto" takes CUDA when it really runs, else CPU, reported as CPU.
     provider: Literal["cpu", "cuda", "auto"] = "cpu"
-    # onnxruntime threads per session: intra-op (inside one operator) and inter-op (between operators).
-    intra_op_threads: int = 1
+    # onnxruntime intra-op threads (inside one operator). 0 = adapt to load: every CPU when an inference runs
+    # alone, an equal share when max_concurrency run at once (a session per level; docs/background-removal.md).
+    # A positive number fixes it for every inference.
+    intra_op_threads: int = 0
+    # onnxruntime inter-op threads (between operators; the models here run their operators one after another).
     inter_op_threads: int = 1
     # Load every available model at start-up, not only the default (a shotgun then never waits for a load).
     preload_all: bool = True

@@ -21,7 +21,9 @@ from services.generate import families
 from services.generate.families import FAMILIES, FamilyName
 from shared.errors import InvalidModel
 
-Operation = Literal["text_to_image", "image_to_image", "inpaint"]
+# control, instruct_edit, style, style_transfer and segment: services/generate/control.py.
+Operation = Literal["text_to_image", "image_to_image", "inpaint", "control", "instruct_edit", "style",
+                    "style_transfer", "segment"]
 # Names that mean "whatever the default model is".
 DEFAULT_NAMES = frozenset({"", "auto", "default"})
 
@@ -75,6 +77,9 @@ class ModelEntry(BaseModel):
     # the nearest limit with a note (models whose limits are tighter than the dialects' documented defaults,
     # e.g. schnell's 1 to 4 steps against a dialect's default of 30).
     out_of_range: Literal["refuse", "clamp"] = "refuse"
+    # An IP-Adapter folder (ip-adapter.safetensors + image_encoder/, relative to the models dir or absolute) loaded
+    # onto the pipeline with load_ip_adapter: what the style and style_transfer operations need.
+    ip_adapter: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +107,10 @@ class ModelEntry(BaseModel):
             raise ValueError(f"model {self.id!r}: min_size and max_size must be multiples of size_multiple")
         if not self.operations:
             raise ValueError(f"model {self.id!r}: list at least one operation")
+        if {"style", "style_transfer"} & set(self.operations) and not self.ip_adapter:
+            raise ValueError(f"model {self.id!r}: style operations need `ip_adapter`")
+        if "segment" in self.operations and len(self.operations) > 1:
+            raise ValueError(f"model {self.id!r}: a segmentation model does nothing else")
         if self.family == "auto":
             # Provisional (SD 1.x) until the catalog knows the family (Catalog resolves it, then validates again).
             if self.supports_negative_prompt is None:
@@ -203,6 +212,11 @@ class Catalog:
                 f"The specified model {name!r} is not supported; supported: {', '.join(supported)}",
                 field="model", supported_models=supported,
             ) from None
+
+    def local_path(self, path: str) -> Path:
+        """A registry path: relative to the models dir, or absolute."""
+        resolved = Path(path).expanduser()
+        return resolved if resolved.is_absolute() else self.models_dir / resolved
 
     def _with_family(self, entry: ModelEntry) -> ModelEntry:
         if entry.family != "auto":

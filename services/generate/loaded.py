@@ -16,9 +16,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from services.generate import families
+from services.generate import control, families
 from services.generate.catalog import Catalog, ModelEntry
 from services.generate.device import Device
+from services.generate.diffusers_lookup import diffusers_class
 from shared.errors import ModelUnavailable
 
 log = logging.getLogger("imagemesh.generate.models")
@@ -195,7 +196,13 @@ class ModelManager:
         import diffusers
         import torch
 
-        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else getattr(diffusers, entry.pipeline, None)
+        if control.SEGMENT in entry.operations:
+            # A segmentation model (CLIPSeg) is a transformers model, not a diffusers pipeline.
+            from services.generate import segmentation
+
+            dtype = getattr(torch, load_dtype(entry, self.device.kind))
+            return segmentation.load(source.location, self.device.name, dtype)
+        cls = diffusers.DiffusionPipeline if entry.pipeline == "auto" else diffusers_class(entry.pipeline)
         if cls is None:
             raise ValueError(f"diffusers has no pipeline class {entry.pipeline!r}")
         dtype = load_dtype(entry, self.device.kind)
@@ -209,6 +216,8 @@ class ModelManager:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
         pipe = cls.from_pretrained(source.location, **kwargs)
+        if entry.ip_adapter:
+            control.load_ip_adapter(pipe, self.registry.local_path(entry.ip_adapter))
         pipe.to(self.device.name)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -217,12 +226,21 @@ class ModelManager:
         if operation in slot.derived:
             return slot.derived[operation]
         pipe = slot.pipe
-        if _operation_of(pipe) != operation:
+        base = control.DERIVED.get(operation, operation)
+        if operation == control.CONTROL_IMG2IMG:
+            # StableDiffusionControlNetImg2ImgPipeline, sharing the loaded ControlNet pipeline's modules.
+            import diffusers
+
+            pipe = diffusers.AutoPipelineForImage2Image.from_pipe(pipe)
+            pipe.set_progress_bar_config(disable=True)
+            slot.derived[operation] = pipe
+            return pipe
+        if operation not in control.NATIVE and _operation_of(pipe) != base:
             import diffusers
 
             auto = {"text_to_image": diffusers.AutoPipelineForText2Image,
                     "image_to_image": diffusers.AutoPipelineForImage2Image,
-                    "inpaint": diffusers.AutoPipelineForInpainting}[operation]
+                    "inpaint": diffusers.AutoPipelineForInpainting}[base]
             # from_pipe shares the loaded modules: image-to-image costs no extra memory.
             pipe = auto.from_pipe(pipe)
             pipe.set_progress_bar_config(disable=True)

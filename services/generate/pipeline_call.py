@@ -16,7 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from services.generate import families
+from services.generate import control, families
+from services.generate.diffusers_lookup import diffusers_class
 from services.generate.request import Plan
 
 
@@ -32,16 +33,15 @@ def _swap_scheduler(pipe: Any, name: str) -> Any | None:
     """Install the asked scheduler for this call; returns the one to put back afterwards."""
     if not name or type(pipe.scheduler).__name__ == name:
         return None
-    import diffusers
-
     original = pipe.scheduler
-    pipe.scheduler = getattr(diffusers, name).from_config(original.config)
+    pipe.scheduler = diffusers_class(name).from_config(original.config)
     return original
 
 
-def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int], None],
+def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int, Any], None],
               should_stop: Callable[[], bool]) -> list[list[Image.Image]]:
-    """Run `plans` (compatible: same batch_key) as one call; returns the images of each plan, in order."""
+    """Run `plans` (compatible: same batch_key) as one call; returns the images of each plan, in order.
+    `on_step(step, total, latents)` sees the batch's latents after each step (previews decode them)."""
     import torch
 
     first = plans[0]
@@ -64,7 +64,7 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
 
     def callback(p: Any, step: int, _timestep: Any, tensors: dict) -> dict:
         total = int(getattr(p, "num_timesteps", 0) or first.steps)
-        on_step(step + 1, total)
+        on_step(step + 1, total, tensors.get("latents"))
         if should_stop():
             raise Interrupted(step + 1, total)
         return tensors
@@ -81,12 +81,13 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
         kwargs["max_sequence_length"] = first.entry.max_sequence_length
     if first.operation == "text_to_image" or {"width", "height"} <= accepted:
         kwargs.update(width=first.width, height=first.height)
-    if first.operation != "text_to_image":
+    if first.operation != "text_to_image" and init_images:
         kwargs["image"] = init_images
     if first.operation == "image_to_image":
         kwargs["strength"] = first.strength
     if first.operation == "inpaint":
         kwargs["mask_image"] = masks
+    control.update_kwargs(pipe, kwargs, list(plans))
 
     original = _swap_scheduler(pipe, first.scheduler)
     try:
@@ -96,7 +97,7 @@ def run_batch(pipe: Any, plans: Sequence[Plan], *, on_step: Callable[[int, int],
             pipe.scheduler = original
     out, offset = [], 0
     for plan in plans:
-        out.append(list(images[offset:offset + plan.num_images]))
+        out.append(control.finish(plan, list(images[offset:offset + plan.num_images])))
         offset += plan.num_images
     return out
 

@@ -13,14 +13,15 @@ from fractions import Fraction
 
 from PIL import Image
 
-from services.generate import families, presets, sizing
+from services.generate import control, families, presets, sizing
 from services.generate.catalog import Catalog, ModelEntry
+from services.generate.diffusers_lookup import diffusers_class
 from services.generate.edits import Outpaint, full_mask, mask_from_alpha, outpaint_canvas
 from shared.errors import InvalidArgument, MissingImage, PromptTooLong
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.images import has_alpha
 
-OPERATIONS = ("text_to_image", "image_to_image", "inpaint")
+OPERATIONS = ("text_to_image", "image_to_image", "inpaint", *control.GENERATION_OPERATIONS)
 MAX_SEED = 2**63 - 1 - 64  # room for seed + image index
 DEFAULT_STRENGTH = 0.8
 
@@ -51,6 +52,15 @@ class GenerateInput:
     quality: str = ""
     outpaint: Outpaint | None = None
     mask_from_alpha: bool = False
+    # Control, instruct, style and search options (services/generate/control.py).
+    control_preprocessor: str = ""
+    control_strength: float | None = None
+    style_image: Image.Image | None = None
+    style_strength: float | None = None
+    image_guidance_scale: float | None = None
+    search_prompt: str = ""
+    subject_mask: Image.Image | None = None
+    control_image: Image.Image | None = None
 
 
 @dataclass
@@ -79,6 +89,18 @@ class Plan:
     output_width: int = 0
     output_height: int = 0
     notes: list[str] = field(default_factory=list)
+    # Control, instruct, style or search specifics; None for plain text-to-image, image-to-image and inpaint.
+    edit: control.EditPlan | None = None
+
+    @property
+    def path(self) -> str:
+        """Which model path runs (GenerationMetadata.path)."""
+        return self.edit.path if self.edit is not None else self.operation
+
+    @property
+    def pipeline_operation(self) -> str:
+        """Which of the loaded model's pipelines runs (ControlNet image-to-image derives from the ControlNet one)."""
+        return control.pipeline_operation(self.operation, self.edit)
 
     @property
     def num_images(self) -> int:
@@ -87,7 +109,7 @@ class Plan:
     def batch_key(self) -> tuple:
         """Requests with equal keys can share one pipeline call (prompts, seeds and images stay per request)."""
         key = (self.entry.id, self.operation, self.width, self.height, self.steps, self.guidance_scale,
-               self.scheduler, self.strength)
+               self.scheduler, self.strength, self.edit.key() if self.edit is not None else None)
         if families.family(self.entry.family).empty_negative_is_zeros:
             # SDXL: "no negative prompt" is zero embeddings, which a batch with a negative prompt cannot give.
             key += (bool(self.negative_prompt),)
@@ -169,9 +191,7 @@ def _output_size(inp: GenerateInput, entry: ModelEntry, templates: dict[str, tup
 def _scheduler_name(name: str) -> str:
     if not name:
         return ""
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
+    cls = diffusers_class(name)
     if cls is None or not name.endswith("Scheduler") or not isinstance(cls, type):
         raise InvalidArgument(f"unknown scheduler {name!r}; give a diffusers scheduler class name such as "
                               "DDIMScheduler or EulerDiscreteScheduler", field="scheduler")
@@ -254,9 +274,10 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
 
     strength = None
     init_image = mask_image = None
-    if operation != "text_to_image":
-        if inp.init_image is None:
-            raise MissingImage(f"{operation} needs init_image", field="init_image")
+    if operation in control.NEEDS_INIT_IMAGE and inp.init_image is None:
+        raise MissingImage(f"{operation} needs init_image", field="init_image")
+    control.check_inputs(inp, operation)
+    search = control.search_region(inp, registry, notes) if operation == "inpaint" else None
     if inp.mask_from_alpha:
         _alpha_mask(inp, operation, notes)
     if inp.outpaint is not None:
@@ -268,10 +289,10 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
         inp.init_image, inp.mask_image = outpaint_canvas(inp.init_image, inp.outpaint)
         notes.append("outpaint: the image was placed on a {}x{} canvas and the new area generated".format(
             *inp.init_image.size))
-    elif operation == "inpaint" and inp.mask_image is None:
+    elif operation == "inpaint" and inp.mask_image is None and search is None:
         inp.mask_image = full_mask(inp.init_image.size)
         notes.append("no mask_image: the whole image is repainted")
-    if operation == "image_to_image":
+    if control.takes_strength(inp, operation):
         strength = DEFAULT_STRENGTH if inp.strength is None else float(inp.strength)
         _check_range("strength", strength, 0.01, 1.0)
         if int(steps * strength) < 1:
@@ -291,10 +312,11 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
                      f"{output_width}x{output_height}")
     if inp.template.strip() and (inp.width or inp.height or inp.aspect_ratio):
         notes.append(f"template {inp.template.strip()!r} ignored: the explicit size or aspect_ratio wins")
-    if inp.init_image is not None and operation != "text_to_image":
+    if inp.init_image is not None and operation in control.NEEDS_INIT_IMAGE:
         init_image = inp.init_image.convert("RGB").resize((width, height), Image.LANCZOS)
     if inp.mask_image is not None and operation == "inpaint":
         mask_image = inp.mask_image.convert("L").resize((width, height), Image.NEAREST)
+    edit = control.plan_edit(inp, operation, init_image, search, notes)
 
     return Plan(
         entry=entry, operation=operation, prompt=prompt, effective_prompt=effective_prompt, style_preset=style,
@@ -302,5 +324,5 @@ def validate(inp: GenerateInput, registry: Catalog, *, max_prompt_length: int, m
         seeds=[seed + i for i in range(num_images)], scheduler=_scheduler_name(inp.scheduler.strip()),
         strength=strength, init_image=init_image, mask_image=mask_image, output_format=inp.output_format,
         owner=inp.owner, output_width=output_width, output_height=output_height,
-        notes=notes,
+        notes=notes, edit=edit,
     )

@@ -13,6 +13,7 @@ from services.generate.core import GenerateCore
 from services.generate.device import choose_device, default_budget
 from services.generate.loaded import MIB, ModelManager
 from services.generate.metrics import GenerateMetrics
+from services.generate.preview import PreviewConfig, Previewer
 from services.generate.servicer import GenerateServicer
 from services.generate.settings import GenerateSettings
 from services.generate.sizing import load_templates
@@ -50,7 +51,10 @@ def build_core(settings: GenerateSettings, metrics: GenerateMetrics | None = Non
     manager = ModelManager(registry, device, budget)
     preload = [e for e in registry.entries.values() if e.preload] if settings.preload else []
     worker = DeviceWorker(manager, max_queue=settings.max_queue, window_s=settings.batch_window_ms / 1000,
-                          max_batch_images=settings.max_batch_images, preload=preload, metrics=metrics)
+                          max_batch_images=settings.max_batch_images, preload=preload, metrics=metrics,
+                          previewer=Previewer(PreviewConfig(
+                              every_steps=settings.preview_every_steps, max_side=settings.preview_max_side,
+                              taesd=settings.preview_taesd, models_dir=settings.resolved_models_dir)))
     log.info("generate: device %s (asked %r)%s, memory budget %.0f MiB, %d models, default %s, batching %s",
              device.name, settings.device, f" UNAVAILABLE: {device.error}" if device.error else "", budget / MIB,
              len(registry.entries), registry.default_id,

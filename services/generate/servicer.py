@@ -21,10 +21,13 @@ _OPERATIONS = {
     pb.GENERATE_OPERATION_TEXT_TO_IMAGE: "text_to_image",
     pb.GENERATE_OPERATION_IMAGE_TO_IMAGE: "image_to_image",
     pb.GENERATE_OPERATION_INPAINT: "inpaint",
+    pb.GENERATE_OPERATION_CONTROL: "control",
+    pb.GENERATE_OPERATION_INSTRUCT_EDIT: "instruct_edit",
+    pb.GENERATE_OPERATION_STYLE: "style",
+    pb.GENERATE_OPERATION_STYLE_TRANSFER: "style_transfer",
+    pb.GENERATE_OPERATION_SEGMENT: "segment",
 }
-_OPERATION_ENUM = {"text_to_image": pb.GENERATE_OPERATION_TEXT_TO_IMAGE,
-                   "image_to_image": pb.GENERATE_OPERATION_IMAGE_TO_IMAGE,
-                   "inpaint": pb.GENERATE_OPERATION_INPAINT}
+_OPERATION_ENUM = {name: value for value, name in _OPERATIONS.items() if value != pb.GENERATE_OPERATION_UNSPECIFIED}
 _STATES = {LoadState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED, LoadState.LOADING: pb.MODEL_STATE_LOADING,
            LoadState.READY: pb.MODEL_STATE_READY, LoadState.FAILED: pb.MODEL_STATE_FAILED}
 
@@ -70,6 +73,12 @@ class GenerateServicer(pb_grpc.GenerateServiceServicer):
             init_image=image("init_image"), mask_image=image("mask_image"),
             strength=p.strength if p.HasField("strength") else None, owner=p.owner, template=p.template,
             quality=p.quality, outpaint=outpaint, mask_from_alpha=p.mask_from_alpha,
+            control_preprocessor=p.control_preprocessor.strip().lower(),
+            control_strength=p.control_strength if p.HasField("control_strength") else None,
+            style_image=image("style_image"),
+            style_strength=p.style_strength if p.HasField("style_strength") else None,
+            image_guidance_scale=p.image_guidance_scale if p.HasField("image_guidance_scale") else None,
+            search_prompt=p.search_prompt, subject_mask=image("subject_mask"), control_image=image("control_image"),
         )
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
@@ -137,7 +146,7 @@ def _response(out: GenerateOutput, notes: list[str] | None = None) -> pb.Generat
             timings=pb.GenerationTimings(**out.timings_ms),
             # Seconds and class only: the Orchestrator's price table is the one place dollars are made.
             cost=common_pb2.Cost(device_seconds=out.device_seconds, device_class=out.device_class),
-            batch_size=out.batch_size, scheduler=out.scheduler,
+            batch_size=out.batch_size, scheduler=out.scheduler, path=plan.path,
         ),
         notes=[*(notes or []), *out.notes],
     )

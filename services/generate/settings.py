@@ -31,5 +31,11 @@ class GenerateSettings(ServiceSettings):
     # max_batch_images images. max_batch_images <= 1 switches batching off.
     batch_window_ms: float = 20.0
     max_batch_images: int = 4
+    # Live previews on the progress stream: one every this many denoising steps (0 = off), longest side at most
+    # preview_max_side pixels, decoded from the latents by a per-family linear projection, or by TAESD
+    # (AutoencoderTiny folders, relative to the models dir) for the families listed, e.g. '{"sd1": "taesd"}'.
+    preview_every_steps: int = 4
+    preview_max_side: int = 128
+    preview_taesd: dict[str, str] = {}
     # Torch intra-op threads on CPU; 0 leaves torch's default.
     torch_threads: int = 0

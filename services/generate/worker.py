@@ -19,9 +19,11 @@ from typing import Any
 
 from PIL import Image
 
+from services.generate import control
 from services.generate.loaded import ModelManager
 from services.generate.metrics import GenerateMetrics
 from services.generate.pipeline_call import Interrupted, run_batch, scheduler_name, truncation_notes
+from services.generate.preview import Previewer, family_of
 from services.generate.request import Plan
 from shared.errors import Cancelled, ImageMeshError, Internal, QueueFull
 from shared.gen.imagemesh.v1 import common_pb2
@@ -76,8 +78,10 @@ class WorkerStats:
 
 class DeviceWorker:
     def __init__(self, manager: ModelManager, *, max_queue: int, window_s: float, max_batch_images: int,
-                 preload: list[Any] | None = None, metrics: GenerateMetrics | None = None) -> None:
+                 preload: list[Any] | None = None, metrics: GenerateMetrics | None = None,
+                 previewer: Previewer | None = None) -> None:
         self.manager = manager
+        self.previewer = previewer
         self.max_queue = max(0, max_queue)
         self.window_s = max(0.0, window_s)
         self.max_batch_images = max(1, max_batch_images)
@@ -213,8 +217,19 @@ class DeviceWorker:
             for job in live:
                 job.emit(common_pb2.Progress(stage=common_pb2.STAGE_LOADING, message=f"Loading model {plan.entry.id}"))
 
+        # Search edits find their region first (a segmentation model); a request whose search finds nothing fails
+        # alone.
+        refused: dict[int, BaseException] = {}
+        for job in live:
+            try:
+                control.resolve_region(self.manager, job.plan)
+            except ImageMeshError as exc:
+                refused[id(job)] = exc
+        live = [job for job in live if id(job) not in refused]
+        if not live:
+            return {id(job): refused.get(id(job), Cancelled("generation cancelled by the client")) for job in batch}
         try:
-            pipe, load_s = self.manager.acquire(plan.entry, plan.operation, loading)
+            pipe, load_s = self.manager.acquire(plan.entry, plan.pipeline_operation, loading)
         except ImageMeshError as exc:
             return {id(job): exc for job in batch}
         # Callers may have left while the model loaded.
@@ -223,14 +238,18 @@ class DeviceWorker:
             return {id(job): Cancelled("generation cancelled by the client") for job in batch}
         n_images = sum(j.plan.num_images for j in live)
 
-        def on_step(step: int, total: int) -> None:
+        previews = self._previews(pipe, plan, live)
+
+        def on_step(step: int, total: int, latents: Any = None) -> None:
             self._step = step
+            shown = previews(step, latents)
             for job in live:
                 n = job.plan.num_images
                 what = "image" if n == 1 else f"{n} images"
                 job.emit(common_pb2.Progress(
                     stage=common_pb2.STAGE_GENERATING, step=step, total_steps=total, image_index=0,
                     fraction=step / total if total else 0.0, message=f"Generating {what}... Step {step}/{total}",
+                    preview=shown.get(id(job)),
                 ))
 
         def should_stop() -> bool:
@@ -257,7 +276,7 @@ class DeviceWorker:
             self.metrics.observe_batch(plan.entry.id, len(live), n_images, inference_s)
         used_scheduler = scheduler_name(pipe, plan.scheduler)
         outcomes: dict[int, Outcome | BaseException] = {
-            id(job): Cancelled("generation cancelled by the client") for job in batch
+            id(job): refused.get(id(job), Cancelled("generation cancelled by the client")) for job in batch
         }
         for job, job_images in zip(live, images):
             outcomes[id(job)] = Outcome(
@@ -267,6 +286,39 @@ class DeviceWorker:
             )
         return outcomes
 
+    def _previews(self, pipe: Any, plan: Plan, live: list[Job]) -> Callable[[int, Any], dict[int, Any]]:
+        """Per step: the preview of each watched job's first image when one is due (job id -> Image), else {}.
+        Only jobs with a progress listener (streams) get one; a failed preview is logged, never fatal."""
+        previewer = self.previewer
+        watched = [(job, offset) for job, offset in zip(live, _offsets(live)) if job.progress is not None]
+        if previewer is None or not previewer.config.enabled or not watched:
+            return lambda step, latents: {}
+        family = family_of(pipe, plan.entry)
+        scale = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+
+        def previews(step: int, latents: Any) -> dict[int, Any]:
+            if latents is None or not previewer.due(step):
+                return {}
+            jobs = [(job, offset) for job, offset in watched if not job.cancelled.is_set()]
+            try:
+                images = previewer.decode(latents, [offset for _, offset in jobs], family=family,
+                                          width=plan.width, height=plan.height, vae_scale_factor=scale)
+            except Exception:  # noqa: BLE001 - a preview must never fail a generation
+                log.exception("preview of %s at step %d failed", plan.entry.id, step)
+                return {}
+            return {id(job): image for (job, _), image in zip(jobs, images)}
+
+        return previews
+
     def _set_queue_gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(len(self._pending))
+
+
+def _offsets(jobs: list[Job]) -> list[int]:
+    """Index of each job's first image in the batch's latents."""
+    offsets, at = [], 0
+    for job in jobs:
+        offsets.append(at)
+        at += job.plan.num_images
+    return offsets

@@ -22,10 +22,12 @@ class Backends:
 
     @classmethod
     def connect(cls, settings: ClientSettings) -> "Backends":
+        token = settings.internal_token.get_secret_value()
         channels = {
-            "generate": create_channel(settings.generate_address, settings.max_message_bytes),
-            "background_removal": create_channel(settings.background_removal_address, settings.max_message_bytes),
-            "upscale": create_channel(settings.upscale_address, settings.max_message_bytes),
+            "generate": create_channel(settings.generate_address, settings.max_message_bytes, token),
+            "background_removal": create_channel(settings.background_removal_address, settings.max_message_bytes,
+                                                 token),
+            "upscale": create_channel(settings.upscale_address, settings.max_message_bytes, token),
         }
         return cls(
             generate=generate_grpc.GenerateServiceStub(channels["generate"]),

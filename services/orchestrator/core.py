@@ -26,6 +26,7 @@ from services.orchestrator.execution import (
     CallOutcome,
     JobOutcome,
     OnProgress,
+    StepFailed,
 )
 from services.orchestrator.execution import (
     run_job as run_claimed_job,
@@ -52,11 +53,21 @@ from services.orchestrator.webhooks import FREEPIK as FREEPIK_FORMAT
 from services.orchestrator.webhooks import WebhookSender
 from services.orchestrator.workflows import Workflow, WorkflowCatalog
 from shared import clients, ssrf
-from shared.errors import Cancelled, ImageMeshError, Internal, InvalidArgument, NotImplementedYet, from_detail
+from shared.errors import (
+    Cancelled,
+    ImageMeshError,
+    Internal,
+    InvalidArgument,
+    NotImplementedYet,
+    SubjectMaskRequired,
+    from_detail,
+)
+from shared.gen.imagemesh.v1 import background_removal_service_pb2 as br_pb
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.image_store import ImageStore, StoredImage
+from shared.images import ImageLimits
 
 log = logging.getLogger("imagemesh.orchestrator")
 # Job label holding what Generate said it would run, checked at submit (JSON: model_id, width, height, steps,
@@ -240,6 +251,7 @@ class OrchestratorCore:
             poll_interval_s=settings.webhook_poll_interval_s,
         )
         self.shotgun_runner = shotgun_runner
+        self._upload_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         # Images (uploads, then outputs) of the jobs a synchronous caller (run_job) waits for, by job id then ref:
         # later steps and the answer use the bytes in hand instead of reading back what was just written.
         self._held: dict[str, dict[str, common_pb2.Image]] = {}
@@ -281,6 +293,25 @@ class OrchestratorCore:
 
     async def _generate(self, parameters: gen_pb.GenerateParameters,
                         on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
+        """Generate, chaining BackgroundRemoval when Generate asks for the image's subject mask (an inpaint whose
+        search prompt names the main subject: Generate's rule, docs/generate.md)."""
+        try:
+            return await self._generate_batches(parameters, on_progress)
+        except SubjectMaskRequired:
+            if parameters.HasField("subject_mask") or not parameters.HasField("init_image"):
+                raise
+        cut = await clients.call(self.backends.background_removal.RemoveBackground, br_pb.RemoveBackgroundRequest(
+            image=parameters.init_image, output_format=common_pb2.IMAGE_FORMAT_PNG,
+            options=br_pb.RemovalOptions(only_mask=True)), timeout=self.settings.backend_timeout_s)
+        with_mask = gen_pb.GenerateParameters()
+        with_mask.CopyFrom(parameters)
+        with_mask.subject_mask.CopyFrom(cut.image)
+        reply = await self._generate_batches(with_mask, on_progress)
+        reply.notes.append(f"subject mask by background removal ({cut.model_id})")
+        return reply
+
+    async def _generate_batches(self, parameters: gen_pb.GenerateParameters,
+                                on_progress: OnProgress | None) -> gen_pb.GenerateResponse:
         """One Generate request, or, past the model's per-request image limit, consecutive requests of at most
         that many images whose seeds continue image by image, merged into one response."""
         total = parameters.num_images or 1
@@ -387,7 +418,40 @@ class OrchestratorCore:
         return self.prices.reprice(reported, kind, fallback_seconds=wall_s)
 
     async def _run_claimed(self, job: pb.Job, sink: ClaimSink) -> JobOutcome:
-        return await run_claimed_job(job, sink, self.call_backend, self.registry)
+        try:
+            outcome = await run_claimed_job(job, sink, self.call_backend, self.registry)
+        except StepFailed as exc:
+            await self._drop_refused_inputs(job, exc.error)
+            raise
+        except ImageMeshError as exc:
+            await self._drop_refused_inputs(job, exc)
+            raise
+        if outcome.error is not None:
+            await self._drop_refused_inputs(job, outcome.error)
+        return outcome
+
+    async def _drop_refused_inputs(self, job: pb.Job, error: ImageMeshError) -> None:
+        """A backend refused the job's input (a 400/413/422 error: an image it cannot read, too large for it):
+        the uploads stored for this job are deleted, so rejected input is never kept or served. Only this
+        job's own uploads (kind input, this job id) go; an image the spec names by reference stays."""
+        if error.http_status not in (400, 413, 422):
+            return
+
+        def drop() -> int:
+            dropped = 0
+            for ref in media.refs_in(job.spec):
+                try:
+                    record = self.images.record(ref)
+                    if record.kind == media.INPUT and record.job_id == job.id:
+                        self.images.delete(ref)
+                        dropped += 1
+                except ImageMeshError:
+                    continue
+            return dropped
+
+        dropped = await asyncio.to_thread(drop)
+        if dropped:
+            log.info("job %s: input refused (%s); %d stored upload(s) deleted", job.id, error.reason, dropped)
 
     # --- the job API -------------------------------------------------------------------------------------------
 
@@ -433,8 +497,9 @@ class OrchestratorCore:
         propagate.inject(new.trace_context)
         new.spec.CopyFrom(spec)
         # Uploaded images go to the image store; the row keeps references.
+        # Checked (header only) before anything is written: refused input is never stored.
         stored = await asyncio.to_thread(media.externalize, new.spec, self.images, owner, new.id, None,
-                                         media.INPUT)
+                                         media.INPUT, None, self._upload_limits)
         if held is not None:
             held.update(stored)  # the uploads: the backend gets them from memory too
             self._held[new.id] = held
@@ -504,7 +569,12 @@ class OrchestratorCore:
 
     async def list_jobs(self, owner: str | None, statuses: list[str], kind: str, model_id: str, page_size: int,
                         page_token: str) -> tuple[list[pb.Job], str, int]:
-        return await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        jobs, token, total = await self.store.list_jobs(owner, statuses, kind, model_id, page_size, page_token)
+        # A listing carries no previews (a page of running jobs would carry one picture each): GetJob and
+        # WatchJob do.
+        for job in jobs:
+            job.progress.ClearField("preview")
+        return jobs, token, total
 
     async def cancel_job(self, job_id: str, owner: str) -> pb.Job:
         job = await self.store.request_cancel(job_id, owner)

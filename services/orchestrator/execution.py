@@ -254,6 +254,8 @@ class WorkflowRun:
             overall = self._progress(step)
             overall.message = f"{overall.message}: {progress.message}" if progress.message else overall.message
             overall.stage, overall.image_index = progress.stage, progress.image_index
+            if progress.HasField("preview"):
+                overall.preview.CopyFrom(progress.preview)
             await self.sink.save_progress(overall)
 
         outcome = await self.call(build_spec(step.action, params), self.job, on_progress)

@@ -63,6 +63,7 @@ class ClaimSink:
         self._last: asyncio.Future | None = None
         self._progress_at: float | None = None
         self._progress_stage: int | None = None
+        self._preview: common_pb2.Image | None = None
         self.progress_interval_s = progress_interval_s
 
     async def _settle(self) -> None:
@@ -78,10 +79,22 @@ class ClaimSink:
 
     async def save_progress(self, progress: common_pb2.Progress) -> None:
         # Backends may report many steps a second; the store gets at most one progress write per interval.
-        # A change of stage (loading -> generating -> encoding) is always written: watchers must see it.
+        # A change of stage (loading -> generating -> encoding) is always written: watchers must see it, and so
+        # is a new preview. The job keeps only its latest preview: later progress carries it along (pollers of
+        # status see it between previews), and the terminal write drops it, so a job row holds at most one
+        # small preview, and only while the job runs.
         now = time.monotonic()
+        fresh = progress.HasField("preview")
+        if fresh:
+            self._preview = progress.preview
+        elif self._preview is not None:
+            carried = common_pb2.Progress()
+            carried.CopyFrom(progress)
+            carried.preview.CopyFrom(self._preview)
+            progress = carried
         same_stage = progress.stage == self._progress_stage
-        if same_stage and self._progress_at is not None and now - self._progress_at < self.progress_interval_s:
+        if (same_stage and not fresh and self._progress_at is not None
+                and now - self._progress_at < self.progress_interval_s):
             return
         self._progress_at, self._progress_stage = now, progress.stage
         await self._settle()

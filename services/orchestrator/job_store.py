@@ -346,7 +346,8 @@ class JobStore:
         with self.engine.begin() as conn:
             value = conn.execute(select(jobs.c.version).where(jobs.c.id == job_id)).scalar()
         if value is None:
-            raise NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND")
+            # The id is the client's input: never echoed (error metadata is bounded; an id can be 10k characters).
+            raise NotFound("job not found", reason="JOB_NOT_FOUND")
         return value
 
     def _row(self, conn: Connection, job_id: str, owner: str | None, lock: bool = False):
@@ -355,7 +356,8 @@ class JobStore:
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None or (owner is not None and row.owner != owner):
-            raise NotFound(f"job {job_id!r} not found", reason="JOB_NOT_FOUND")
+            # The id is the client's input: never echoed (error metadata is bounded; an id can be 10k characters).
+            raise NotFound("job not found", reason="JOB_NOT_FOUND")
         return row
 
     def list_jobs(self, owner: str | None, statuses: Iterable[str] = (), kind: str = "", model_id: str = "",

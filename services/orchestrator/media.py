@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import generate_service_pb2 as gen_pb
 from shared.image_store import ImageStore
-from shared.images import MEDIA_TYPES, RAW_RGBA
+from shared.images import MEDIA_TYPES, RAW_RGBA, ImageLimits, inspect_header
 
 IMAGE = common_pb2.Image.DESCRIPTOR.full_name
 
@@ -49,17 +49,28 @@ def images_in(message: Message) -> Iterator[common_pb2.Image]:
 
 def externalize(message: Message, store: ImageStore, owner: str, job_id: str = "",
                 metadata: dict[str, str] | None = None, kind: str = "",
-                per_image: list[dict[str, str]] | None = None) -> list[tuple[str, common_pb2.Image]]:
+                per_image: list[dict[str, str]] | None = None,
+                limits: ImageLimits | None = None) -> list[tuple[str, common_pb2.Image]]:
     """Store every inline image of `message` and replace it with a reference. `per_image[i]` adds to the
     metadata of the i-th inline image. Returns (ref, the inline image as it was) so a caller holding the bytes
-    never has to read them back."""
-    stored = []
-    for image in images_in(message):
-        if image.WhichOneof("source") != "data" or not image.data:
+    never has to read them back.
+
+    With `limits` (uploads: kind INPUT), every image's header is checked first (shared.images.inspect_header)
+    and nothing is stored unless all pass: rejected input is never stored. Outputs come from the mesh's own
+    services and are stored as they are described."""
+    inline_images = [image for image in images_in(message)
+                     if image.WhichOneof("source") == "data" and image.data]
+    described = []
+    for image in inline_images:
+        if limits is not None:
+            described.append(inspect_header(image.data, image.media_type, image.width, image.height, limits))
             continue
         media_type, width, height = image.media_type, image.width, image.height
         if media_type != RAW_RGBA and not (media_type and width and height):
             media_type, width, height = _sniff(image.data, media_type)
+        described.append((media_type, width, height))
+    stored = []
+    for image, (media_type, width, height) in zip(inline_images, described):
         extra = per_image[len(stored)] if per_image and len(stored) < len(per_image) else {}
         record = store.put(image.data, media_type, width, height, owner=owner, job_id=job_id,
                            metadata={**(metadata or {}), **extra}, kind=kind)

@@ -13,6 +13,7 @@ from services.orchestrator.core import OrchestratorCore, ranked_models
 from services.orchestrator.job_store import AsyncStore, JobStore, make_engine
 from services.orchestrator.metrics import JobMetrics
 from services.orchestrator.pricing import PriceTable
+from services.orchestrator.retention import RetentionSweeper
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.shotgun import RankingSource, Shotgun, ShotgunLimits
@@ -21,7 +22,7 @@ from services.orchestrator.workflows import WorkflowCatalog, load_workflows
 from shared import images
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from shared.image_store import ImageStore, open_image_store
+from shared.image_store import ImageStore, RetentionPolicy, open_image_store
 from shared.server import ServiceRuntime, build_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -102,11 +103,18 @@ def create_server(settings: OrchestratorSettings | None = None,
 
     # The worker loops start with the server (they need the running event loop), and stop after it: jobs
     # still running get the grace period, then go back to the queue for another replica.
+    retention = RetentionSweeper(deps.image_store, RetentionPolicy(
+        settings.image_retention_max_age_s, settings.image_retention_max_total_bytes,
+        settings.image_retention_min_age_s), settings.image_retention_sweep_interval_s)
+    runtime.retention = retention  # type: ignore[attr-defined] - tests read its last sweep
+
     async def stop() -> None:
+        await retention.stop()
         await core.stop(settings.grace_period_s)
         await backends.close()
         store.close()
 
     runtime.on_start(core.start)
+    runtime.on_start(retention.start)
     runtime.on_stop(stop)
     return runtime, runtime.port

@@ -24,6 +24,16 @@ class OrchestratorSettings(ServiceSettings, ClientSettings):
     # Submits past this many pending jobs get QUEUE_FULL instead of an ever-growing queue.
     max_pending_jobs: int = 10_000
 
+    # --- image store retention (services/orchestrator/retention.py; docs/orchestrator.md, "Image retention") ---
+    # Images older than this are deleted (0 = kept forever).
+    image_retention_max_age_s: float = Field(30 * 86400.0, ge=0)
+    # Past this many bytes in the store the oldest images are deleted first (0 = no bound).
+    image_retention_max_total_bytes: int = Field(0, ge=0)
+    # The size bound never deletes an image younger than this (uploads of queued jobs, results not yet fetched).
+    image_retention_min_age_s: float = Field(3600.0, ge=0)
+    # How often the sweep runs (the first at start); 0 = never.
+    image_retention_sweep_interval_s: float = Field(3600.0, ge=0)
+
     # --- workers ---------------------------------------------------------------------------------------------
     # Jobs one orchestrator process runs at once (they mostly wait on backends, so more than CPU cores).
     job_workers: int = 4

@@ -178,8 +178,9 @@ class WorkflowCatalog:
         try:
             return self.workflows[workflow_id]
         except KeyError:
-            raise NotFound(f"workflow {workflow_id!r} does not exist", reason="WORKFLOW_NOT_FOUND",
-                           workflow_id=workflow_id, available=sorted(self.workflows)) from None
+            # The id is the client's input: not echoed (the available ids are ours).
+            raise NotFound("workflow does not exist", reason="WORKFLOW_NOT_FOUND",
+                           available=sorted(self.workflows)) from None
 
 
 # --- references -------------------------------------------------------------------------------------------

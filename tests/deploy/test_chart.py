@@ -392,3 +392,77 @@ def test_readme_documents_every_value() -> None:
 
     missing = [p for p in paths(values) if not documented(p)]
     assert not missing, f"values not documented in helm/imagemesh/README.md: {missing}"
+
+
+# -- service-to-service auth and slow clients (issue 14) -------------------------------------------------
+
+
+def test_service_token_is_on_by_default_for_every_service(value_set: str) -> None:
+    docs = render(value_set)
+    (secret,) = [s for name, s in objects(docs, "Secret").items() if name.endswith("-internal-token")]
+    assert len(secret["stringData"]["internal-token"]) == 48
+    for name, deployment in by_component(docs, "Deployment").items():
+        ref = env_of(container(deployment))["IMAGEMESH_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret["metadata"]["name"], "key": "internal-token"}, name
+
+
+def test_service_token_from_a_value_an_existing_secret_or_off() -> None:
+    docs = render("default", "auth.internalToken.value=fixed-token")
+    assert objects(docs, "Secret")["imagemesh-internal-token"]["stringData"]["internal-token"] == "fixed-token"
+    docs = render("default", "auth.internalToken.existingSecret=mesh-token")
+    assert "imagemesh-internal-token" not in objects(docs, "Secret")
+    for deployment in by_component(docs, "Deployment").values():
+        assert env_of(container(deployment))["IMAGEMESH_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == \
+            "mesh-token"
+    docs = render("default", "auth.internalToken.enabled=false")
+    for deployment in by_component(docs, "Deployment").values():
+        assert "IMAGEMESH_INTERNAL_TOKEN" not in env_of(container(deployment))
+
+
+def test_gateway_server_bounds_and_a_matching_nginx_ingress() -> None:
+    from gateway.settings import GatewaySettings
+
+    docs = render("gpu-production")
+    env = env_of(container(by_component(docs, "Deployment")["gateway"]))
+    bounds = {k: env[k]["value"] for k in ("IMAGEMESH_HTTP_HEADER_TIMEOUT_S", "IMAGEMESH_HTTP_BODY_TIMEOUT_S",
+                                           "IMAGEMESH_HTTP_KEEP_ALIVE_TIMEOUT_S", "IMAGEMESH_HTTP_MAX_CONNECTIONS",
+                                           "IMAGEMESH_REQUEST_TIMEOUT_S", "IMAGEMESH_MAX_BODY_BYTES")}
+    assert bounds == {"IMAGEMESH_HTTP_HEADER_TIMEOUT_S": "10", "IMAGEMESH_HTTP_BODY_TIMEOUT_S": "30",
+                      "IMAGEMESH_HTTP_KEEP_ALIVE_TIMEOUT_S": "5", "IMAGEMESH_HTTP_MAX_CONNECTIONS": "1000",
+                      "IMAGEMESH_REQUEST_TIMEOUT_S": "600", "IMAGEMESH_MAX_BODY_BYTES": str(50 * 1024 * 1024)}
+    fields = {f"IMAGEMESH_{f.upper()}" for f in GatewaySettings.model_fields}
+    assert set(bounds) <= fields  # a typo would be silently ignored
+    (ingress,) = objects(docs, "Ingress").values()
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "50m",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "30",
+        "nginx.ingress.kubernetes.io/limit-connections": "100",
+    }
+
+
+def test_image_retention_reaches_the_orchestrator() -> None:
+    from services.orchestrator.settings import OrchestratorSettings
+
+    docs = render("default", "imageStore.retention.maxTotalGiB=5")
+    env = env_of(container(by_component(docs, "Deployment")["orchestrator"]))
+    retention = {k: e["value"] for k, e in env.items() if k.startswith("IMAGEMESH_IMAGE_RETENTION_")}
+    assert retention == {"IMAGEMESH_IMAGE_RETENTION_MAX_AGE_S": str(30 * 86400),
+                         "IMAGEMESH_IMAGE_RETENTION_MAX_TOTAL_BYTES": str(5 * 1024**3),
+                         "IMAGEMESH_IMAGE_RETENTION_MIN_AGE_S": "3600",
+                         "IMAGEMESH_IMAGE_RETENTION_SWEEP_INTERVAL_S": "3600"}
+    assert set(retention) <= {f"IMAGEMESH_{f.upper()}" for f in OrchestratorSettings.model_fields}
+
+
+def test_result_urls_are_built_from_the_public_base_url() -> None:
+    from gateway.settings import GatewaySettings
+
+    assert "IMAGEMESH_PUBLIC_BASE_URL" in {f"IMAGEMESH_{f.upper()}" for f in GatewaySettings.model_fields}
+
+    def public_base(*overrides: str) -> str | None:
+        env = env_of(container(by_component(render("default", *overrides), "Deployment")["gateway"]))
+        return env.get("IMAGEMESH_PUBLIC_BASE_URL", {}).get("value")
+
+    assert public_base() is None  # no ingress: the gateway's own address (gateway.settings)
+    assert public_base("ingress.enabled=true") == "http://imagemesh.local"
+    assert public_base("gateway.publicBaseUrl=https://images.example.com") == "https://images.example.com"

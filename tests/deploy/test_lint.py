@@ -5,6 +5,7 @@ Each negative case copies the chart, breaks one thing, and runs the same script 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -146,20 +147,34 @@ def test_hadolint_fails_on_a_bad_dockerfile(tmp_path: Path) -> None:
         assert rule in res.stdout, res.stdout
 
 
-def test_test_containers_reports_skipped_where_podman_cannot_be_had() -> None:
-    """`make test` must say clearly when the container smoke test cannot run, and still pass."""
-    res = subprocess.run(
+def _test_containers_without_podman(ci: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         ["make", "--no-print-directory", "test-containers", "PODMAN=podman-not-installed", "PODMAN_INSTALL=no"],
         cwd=REPO,
         check=False,
         text=True,
         capture_output=True,
         timeout=120,
+        env={**os.environ, "CI": ci},
     )
+
+
+def test_test_containers_reports_skipped_where_podman_cannot_be_had() -> None:
+    """Outside CI, `make test` must say clearly when the container smoke test cannot run, and still pass."""
+    res = _test_containers_without_podman("")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == (
         "SKIPPED: smoke-containers (podman, runc or debootstrap is not installed and PODMAN_INSTALL=no)"
     )
+
+
+def test_test_containers_fails_in_ci_where_podman_cannot_be_had() -> None:
+    """In CI the container smoke never skips: podman that cannot be had fails the build."""
+    res = _test_containers_without_podman("true")
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "SKIPPED" not in res.stdout
+    assert ("FAILED: smoke-containers in CI: podman cannot be had (podman, runc or debootstrap is not installed and "
+            "PODMAN_INSTALL=no)") in res.stderr
 
 
 def test_values_schema_is_current() -> None:

@@ -208,11 +208,13 @@ async def live(mesh, tmp: Path, **settings: Any):
 
     addresses = {name + "_address": mesh.address(name)
                  for name in ("orchestrator", "generate", "background_removal", "upscale")}
-    gateway_settings = GatewaySettings(var_dir=tmp, **addresses, **settings)
-    app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    # Result URLs are built from the public base URL (never the Host header): here, this server's own address.
+    settings.setdefault("public_base_url", f"http://127.0.0.1:{port}")
+    gateway_settings = GatewaySettings(var_dir=tmp, **addresses, **settings)
+    app = create_app(gateway_settings, mesh=Mesh.connect(gateway_settings))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

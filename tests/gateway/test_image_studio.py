@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
+from services.generate import segmentation
 from shared import clients
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as orch_pb
@@ -11,6 +14,7 @@ from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc
 from tests.gateway.conftest import SEEDS, assert_error_format, assert_shape
 from tests.gateway.helpers import decode_image
 from tests.images import b64, disc_rgba, gradient_rgb
+from tests.mesh import MODELS_DIR
 
 SEED = SEEDS["003"]
 BASE = "/api/image-studio"
@@ -186,27 +190,31 @@ async def test_edit_remove_background(http):
     assert decode_image(body["image_base64"]).mode == "RGBA"
 
 
-@pytest.mark.parametrize("operation", ["inpaint", "outpaint", "general_edit", "search_replace", "search_recolor"])
-async def test_generative_edits_run_or_say_no_model_is_configured(http, operation):
+@pytest.mark.parametrize("operation,path", [
+    ("inpaint", "inpaint"), ("outpaint", "inpaint"), ("general_edit", "instruct-pix2pix"),
+    # A mask, when given, wins over the search text (there is none here).
+    ("search_replace", "inpaint"), ("search_recolor", "inpaint"),
+])
+async def test_generative_edits_run_their_models(http, operation, path):
     payload = {"image_base64": data_url(gradient_rgb(64, 64)), "operation": operation, "prompt": "a red ball",
                "mask_base64": b64(disc_rgba(64)), "expand_right": 32, "steps": 2, "seed": 1}
-    reply = await http.post(f"{BASE}/edit/process", json=payload)
     operations = (await http.get(f"{BASE}/edit/operations")).json()["operations"]
-    if not operations[operation]["available"]:
-        body = assert_error_format("image_studio", reply, 501)
-        assert body["detail"].startswith("operation not available: no model configured")
-        return
+    assert operations[operation]["available"] is True
+    reply = await http.post(f"{BASE}/edit/process", json=payload)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert_shape(body, SEED["edit_response"])
+    assert body["metadata"]["path"] == path
     expected = (96, 64) if operation == "outpaint" else (64, 64)
-    assert decode_image(body["image_base64"]).size == expected
+    assert decode_image(body["image_base64"]).size == expected == (body["width"], body["height"])
 
 
 @pytest.mark.parametrize("payload,detail", [
     ({"operation": "inpaint"}, "Prompt is required for inpainting"),
     ({"operation": "teleport"}, "Unsupported operation"),
     ({"operation": "remove_background", "image_base64": "!!!"}, "not valid base64"),
+    ({"operation": "general_edit", "prompt": "x", "options": {"image_guidance_scale": [1]}},
+     "options.image_guidance_scale must be a number"),
 ])
 async def test_edit_errors(http, payload, detail):
     body = {"image_base64": data_url(gradient_rgb(16, 16)), **payload}
@@ -214,25 +222,80 @@ async def test_edit_errors(http, payload, detail):
     assert detail in assert_error_format("image_studio", reply, 400)["detail"]
 
 
-async def test_edit_search_replace_without_mask_explains_why(http):
+@pytest.mark.parametrize("operation,field", [("search_replace", "search_prompt"), ("search_recolor", "select_prompt")])
+async def test_edit_search_without_search_text_or_mask_says_what_is_missing(http, operation, field):
     reply = await http.post(f"{BASE}/edit/process", json={"image_base64": data_url(gradient_rgb(16, 16)),
-                                                           "operation": "search_replace", "prompt": "a cat",
-                                                           "search_prompt": "dog"})
-    assert "mask_base64 is required" in assert_error_format("image_studio", reply, 400)["detail"]
+                                                           "operation": operation, "prompt": "a cat"})
+    assert f"{field} is required" in assert_error_format("image_studio", reply, 400)["detail"]
 
 
-@pytest.mark.parametrize("operation", ["sketch", "structure", "style", "style_transfer"])
-async def test_control_runs_or_says_no_model_is_configured(http, operation):
-    reply = await http.post(f"{BASE}/control/process", json={
-        "control_image_base64": data_url(gradient_rgb(64, 64)), "operation": operation, "prompt": "an office",
-        "control_strength": 0.8, "fidelity": 0.5, "composition_fidelity": 0.7, "seed": 3})
-    operations = (await http.get(f"{BASE}/control/operations")).json()["operations"]
-    if not operations[operation]["available"]:
-        body = assert_error_format("image_studio", reply, 501)
-        assert body["detail"].startswith("operation not available: no model configured")
-        return
+def _changed(before, after):
+    return np.abs(np.asarray(before, dtype=np.int16) - np.asarray(after, dtype=np.int16)).max(axis=2) > 0
+
+
+async def test_search_replace_finds_the_region_with_clipseg(http):
+    """A search text that is not the main subject: Generate's segmentation model finds the region and only that
+    region is repainted."""
+    source = Image.open(MODELS_DIR / "testdata" / "astronaut.png").convert("RGB").resize((64, 64))
+    reply = await http.post(f"{BASE}/edit/process", json={
+        "image_base64": data_url(source), "operation": "search_replace", "prompt": "a golden helmet",
+        "search_prompt": "helmet", "steps": 2, "seed": 4})
     assert reply.status_code == 200, reply.text
-    assert_shape(reply.json(), SEED["control_response"])
+    body = reply.json()
+    assert_shape(body, SEED["edit_response"])
+    assert body["metadata"]["path"] == "search:clipseg"
+    out = decode_image(body["image_base64"]).convert("RGB")
+    assert out.size == (64, 64)
+    # The same segmentation model, run here, selects the region: the edit happened there and nowhere else.
+    region = np.asarray(segmentation.load(str(MODELS_DIR / "tiny-clipseg"), "cpu", None).region(source, "helmet")) > 0
+    assert 0 < region.mean() < 1
+    changed = _changed(source, out)
+    assert not changed[~region].any() and changed[region].mean() > 0.9
+
+
+async def test_search_recolor_of_the_subject_uses_the_subject_mask(http):
+    """A select text naming the main subject: the orchestrator chains BackgroundRemoval's subject mask into
+    Generate, and only the subject (a red disc on grey) changes colour."""
+    source = Image.new("RGB", (128, 128), (128, 128, 128))
+    ImageDraw.Draw(source).ellipse((40, 40, 88, 88), fill=(220, 20, 20))
+    reply = await http.post(f"{BASE}/edit/process", json={
+        "image_base64": data_url(source), "operation": "search_recolor", "prompt": "bright blue",
+        "select_prompt": "the main object", "steps": 2, "seed": 4})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["metadata"]["path"] == "search:subject-mask"
+    assert any("subject mask by background removal" in note for note in body["metadata"]["notes"])
+    out = decode_image(body["image_base64"]).convert("RGB")
+    assert out.size == (128, 128)
+    changed = _changed(source, out)
+    yy, xx = np.mgrid[:128, :128]
+    distance = np.hypot(xx - 64, yy - 64)
+    assert changed[distance < 20].mean() > 0.9  # the disc's middle is repainted
+    assert not changed[distance > 34].any()  # the background, away from the disc's edge, is untouched
+
+
+@pytest.mark.parametrize("operation,path,size", [
+    ("sketch", "controlnet:lineart", (64, 48)), ("structure", "controlnet:canny", (64, 48)),
+    ("style", "ip-adapter", (182, 91)), ("style_transfer", "ip-adapter:img2img", (64, 48)),
+])
+async def test_control_runs_its_model(http, operation, path, size):
+    operations = (await http.get(f"{BASE}/control/operations")).json()["operations"]
+    assert operations[operation]["available"] is True
+    reply = await http.post(f"{BASE}/control/process", json={
+        "control_image_base64": data_url(gradient_rgb(64, 48)), "operation": operation, "prompt": "an office",
+        "style_image_base64": data_url(disc_rgba(32).convert("RGB")), "aspect_ratio": "2:1",
+        "control_strength": 0.8, "fidelity": 0.5, "composition_fidelity": 0.7, "seed": 3})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert_shape(body, SEED["control_response"])
+    assert body["metadata"]["path"] == path
+    assert decode_image(body["image_base64"]).size == size == (body["width"], body["height"])
+
+
+async def test_style_transfer_needs_its_style_image(http):
+    reply = await http.post(f"{BASE}/control/process", json={
+        "control_image_base64": data_url(gradient_rgb(64, 48)), "operation": "style_transfer", "prompt": "x"})
+    assert "style_image_base64 is required" in assert_error_format("image_studio", reply, 400)["detail"]
 
 
 async def test_control_needs_a_prompt_and_a_known_operation(http):

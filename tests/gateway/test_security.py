@@ -50,7 +50,7 @@ async def test_a_good_key_in_either_header_passes(secured, dialect, headers):
 async def test_health_and_docs_need_no_key(secured):
     assert (await secured.get("/openapi.json")).status_code == 200
     assert (await secured.get("/docs")).status_code == 200
-    assert (await secured.get("/health")).status_code in (200, 503)
+    assert (await secured.get("/health")).status_code == 200  # the session mesh is up
     assert (await secured.get("/api/image-studio/health")).status_code == 200
 
 
@@ -133,18 +133,12 @@ async def test_keys_from_the_database(mesh, tmp_path):
 
 
 @pytest.mark.postgres
-async def test_rate_limits_on_postgresql(mesh, tmp_path):
-    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+async def test_rate_limits_on_postgresql(mesh, tmp_path, postgres_database):
     owner = f"pg-{uuid.uuid4().hex[:8]}"
-    try:
-        async with gateway(mesh, tmp_path, api_keys=f"pgkey:{owner}", database_url=url,
-                           rate_limits={"image_studio": "2/minute"}) as client:
-            statuses = [(await client.get("/api/image-studio/templates", headers={"X-API-Key": "pgkey"})).status_code
-                        for _ in range(3)]
-    except Exception as exc:
-        if "connection" in str(exc).lower():
-            pytest.skip(f"PostgreSQL not reachable: {exc}")
-        raise
+    async with gateway(mesh, tmp_path, api_keys=f"pgkey:{owner}", database_url=postgres_database,
+                       rate_limits={"image_studio": "2/minute"}) as client:
+        statuses = [(await client.get("/api/image-studio/templates", headers={"X-API-Key": "pgkey"})).status_code
+                    for _ in range(3)]
     assert statuses == [200, 200, 429]
 
 

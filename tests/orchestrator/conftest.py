@@ -1,12 +1,12 @@
 """Orchestrator fixtures: a real Upscale server, and orchestrators over SQLite and PostgreSQL.
 
 PostgreSQL: one fresh database per test session (dropped at the end), one fresh schema per test, so replicas
-started by a test only ever see that test's jobs. Skipped with the reason when 127.0.0.1:5432 does not answer.
+started by a test only ever see that test's jobs. tests/pg.py: started when installed but down; skipped with the
+reason when it cannot be had, except in CI (CI=true), where that fails.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,29 +23,18 @@ from services.upscale.settings import UpscaleSettings
 from shared.clients import create_channel
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2_grpc as orch_grpc
 from tests.mesh import service_kwargs
+from tests.pg import PG_SERVER, create_database, drop_database, require_server
 
-PG_SERVER = os.environ.get("IMAGEMESH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 WORKFLOWS = Path(__file__).parent / "workflows"
-
-
-def _pg_admin():
-    import psycopg
-
-    return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
 
 
 @pytest.fixture(scope="session")
 def pg_database():
     """A fresh PostgreSQL database for this session: its SQLAlchemy URL base."""
-    try:
-        admin = _pg_admin()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {exc}")
-    name = f"imagemesh_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield name, f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    require_server()
+    name, url = create_database()
+    yield name, url
+    drop_database(name)
 
 
 def pg_schema_url(pg_database) -> str:

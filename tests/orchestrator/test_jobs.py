@@ -18,7 +18,8 @@ from tests.orchestrator.helpers import get, size_of, submit, upscale_spec, wait_
 
 async def test_submit_returns_pending_id_then_completes_with_stored_result(orch):
     job = await submit(orch.stub, upscale_spec(16, 2))
-    assert job.id.startswith("job_") and job.status in (common_pb2.JOB_STATUS_PENDING, common_pb2.JOB_STATUS_RUNNING)
+    # The submit answers with the row it created: pending, whatever a worker does next.
+    assert job.id.startswith("job_") and job.status == common_pb2.JOB_STATUS_PENDING
     # The uploaded image went to the image store; the row holds a reference.
     assert job.spec.upscale.image.WhichOneof("source") == "ref"
     done = await wait_for(orch.stub, job.id)

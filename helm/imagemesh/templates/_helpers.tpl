@@ -79,6 +79,22 @@ A headless Service gets dns:/// so that the client resolves every pod and balanc
 {{- end -}}
 {{- end -}}
 
+{{/* Name of the Secret holding the service-to-service token (key internal-token). */}}
+{{- define "imagemesh.internalTokenSecretName" -}}
+{{- default (printf "%s-internal-token" (include "imagemesh.fullname" .)) .Values.auth.internalToken.existingSecret -}}
+{{- end -}}
+
+{{/* IMAGEMESH_INTERNAL_TOKEN for every service, from its Secret, when service-to-service auth is on. */}}
+{{- define "imagemesh.internalToken.env" -}}
+{{- if .Values.auth.internalToken.enabled }}
+- name: IMAGEMESH_INTERNAL_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "imagemesh.internalTokenSecretName" . }}
+      key: internal-token
+{{- end }}
+{{- end -}}
+
 {{/* Name of the Secret holding api-keys and webhook-secret. */}}
 {{- define "imagemesh.authSecretName" -}}
 {{- default (printf "%s-auth" (include "imagemesh.fullname" .)) .Values.auth.existingSecret -}}

@@ -100,6 +100,7 @@ spec:
               value: {{ . | quote }}
             {{- end }}
             {{- include "imagemesh.imageStore.env" $root | nindent 12 }}
+            {{- include "imagemesh.internalToken.env" $root | nindent 12 }}
             {{- with .env }}
             {{- . | nindent 12 }}
             {{- end }}

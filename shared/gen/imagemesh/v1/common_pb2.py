@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19imagemesh/v1/common.proto\x12\x0cimagemesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03ref\x18\x02 \x01(\tH\x00\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x42\x08\n\x06source\"+\n\nDimensions\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"A\n\x04\x43ost\x12\x0b\n\x03usd\x18\x01 \x01(\x01\x12\x16\n\x0e\x64\x65vice_seconds\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65vice_class\x18\x03 \x01(\t\"\xa1\x01\n\x08Progress\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.imagemesh.v1.Stage\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\x12\x13\n\x0bimage_index\x18\x04 \x01(\x05\x12\x10\n\x08\x66raction\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x16\n\x0equeue_position\x18\x07 \x01(\x05\"\x9a\x01\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.imagemesh.v1.ErrorDetail.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x02\n\x0bImageRecord\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x08metadata\x18\t \x03(\x0b\x32\'.imagemesh.v1.ImageRecord.MetadataEntry\x12%\n\x04kind\x18\n \x01(\x0e\x32\x17.imagemesh.v1.ImageKind\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8a\x01\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x03\x12\x19\n\x15IMAGE_FORMAT_RAW_RGBA\x10\x04*\xd2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x12\x16\n\x12JOB_STATUS_PARTIAL\x10\x06\x12\x16\n\x12JOB_STATUS_SKIPPED\x10\x07*}\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_QUEUED\x10\x01\x12\x11\n\rSTAGE_LOADING\x10\x02\x12\x14\n\x10STAGE_GENERATING\x10\x03\x12\x12\n\x0eSTAGE_ENCODING\x10\x04\x12\x0e\n\nSTAGE_DONE\x10\x05*o\n\tImageKind\x12\x1a\n\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_KIND_GENERATED\x10\x01\x12\x16\n\x12IMAGE_KIND_DERIVED\x10\x02\x12\x14\n\x10IMAGE_KIND_INPUT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19imagemesh/v1/common.proto\x12\x0cimagemesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03ref\x18\x02 \x01(\tH\x00\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x42\x08\n\x06source\"+\n\nDimensions\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"A\n\x04\x43ost\x12\x0b\n\x03usd\x18\x01 \x01(\x01\x12\x16\n\x0e\x64\x65vice_seconds\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65vice_class\x18\x03 \x01(\t\"\xc7\x01\n\x08Progress\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.imagemesh.v1.Stage\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\x12\x13\n\x0bimage_index\x18\x04 \x01(\x05\x12\x10\n\x08\x66raction\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x16\n\x0equeue_position\x18\x07 \x01(\x05\x12$\n\x07preview\x18\x08 \x01(\x0b\x32\x13.imagemesh.v1.Image\"\x9a\x01\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.imagemesh.v1.ErrorDetail.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x02\n\x0bImageRecord\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x08metadata\x18\t \x03(\x0b\x32\'.imagemesh.v1.ImageRecord.MetadataEntry\x12%\n\x04kind\x18\n \x01(\x0e\x32\x17.imagemesh.v1.ImageKind\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8a\x01\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x02\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x03\x12\x19\n\x15IMAGE_FORMAT_RAW_RGBA\x10\x04*\xd2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x12\x16\n\x12JOB_STATUS_PARTIAL\x10\x06\x12\x16\n\x12JOB_STATUS_SKIPPED\x10\x07*}\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_QUEUED\x10\x01\x12\x11\n\rSTAGE_LOADING\x10\x02\x12\x14\n\x10STAGE_GENERATING\x10\x03\x12\x12\n\x0eSTAGE_ENCODING\x10\x04\x12\x0e\n\nSTAGE_DONE\x10\x05*o\n\tImageKind\x12\x1a\n\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_KIND_GENERATED\x10\x01\x12\x16\n\x12IMAGE_KIND_DERIVED\x10\x02\x12\x14\n\x10IMAGE_KIND_INPUT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERRORDETAIL_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_IMAGERECORD_METADATAENTRY']._loaded_options = None
   _globals['_IMAGERECORD_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEFORMAT']._serialized_start=937
-  _globals['_IMAGEFORMAT']._serialized_end=1075
-  _globals['_JOBSTATUS']._serialized_start=1078
-  _globals['_JOBSTATUS']._serialized_end=1288
-  _globals['_STAGE']._serialized_start=1290
-  _globals['_STAGE']._serialized_end=1415
-  _globals['_IMAGEKIND']._serialized_start=1417
-  _globals['_IMAGEKIND']._serialized_end=1528
+  _globals['_IMAGEFORMAT']._serialized_start=975
+  _globals['_IMAGEFORMAT']._serialized_end=1113
+  _globals['_JOBSTATUS']._serialized_start=1116
+  _globals['_JOBSTATUS']._serialized_end=1326
+  _globals['_STAGE']._serialized_start=1328
+  _globals['_STAGE']._serialized_end=1453
+  _globals['_IMAGEKIND']._serialized_start=1455
+  _globals['_IMAGEKIND']._serialized_end=1566
   _globals['_IMAGE']._serialized_start=76
   _globals['_IMAGE']._serialized_end=175
   _globals['_DIMENSIONS']._serialized_start=177
@@ -52,13 +52,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COST']._serialized_start=222
   _globals['_COST']._serialized_end=287
   _globals['_PROGRESS']._serialized_start=290
-  _globals['_PROGRESS']._serialized_end=451
-  _globals['_ERRORDETAIL']._serialized_start=454
-  _globals['_ERRORDETAIL']._serialized_end=608
-  _globals['_ERRORDETAIL_METADATAENTRY']._serialized_start=561
-  _globals['_ERRORDETAIL_METADATAENTRY']._serialized_end=608
-  _globals['_IMAGERECORD']._serialized_start=611
-  _globals['_IMAGERECORD']._serialized_end=934
-  _globals['_IMAGERECORD_METADATAENTRY']._serialized_start=561
-  _globals['_IMAGERECORD_METADATAENTRY']._serialized_end=608
+  _globals['_PROGRESS']._serialized_end=489
+  _globals['_ERRORDETAIL']._serialized_start=492
+  _globals['_ERRORDETAIL']._serialized_end=646
+  _globals['_ERRORDETAIL_METADATAENTRY']._serialized_start=599
+  _globals['_ERRORDETAIL_METADATAENTRY']._serialized_end=646
+  _globals['_IMAGERECORD']._serialized_start=649
+  _globals['_IMAGERECORD']._serialized_end=972
+  _globals['_IMAGERECORD_METADATAENTRY']._serialized_start=599
+  _globals['_IMAGERECORD_METADATAENTRY']._serialized_end=646
 # @@protoc_insertion_point(module_scope)

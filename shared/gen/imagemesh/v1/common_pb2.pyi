@@ -102,7 +102,7 @@ class Cost(_message.Message):
     def __init__(self, usd: _Optional[float] = ..., device_seconds: _Optional[float] = ..., device_class: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("stage", "step", "total_steps", "image_index", "fraction", "message", "queue_position")
+    __slots__ = ("stage", "step", "total_steps", "image_index", "fraction", "message", "queue_position", "preview")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class Progress(_message.Message):
     FRACTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     stage: Stage
     step: int
     total_steps: int
@@ -117,7 +118,8 @@ class Progress(_message.Message):
     fraction: float
     message: str
     queue_position: int
-    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., image_index: _Optional[int] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ..., queue_position: _Optional[int] = ...) -> None: ...
+    preview: Image
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., image_index: _Optional[int] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ..., queue_position: _Optional[int] = ..., preview: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
 
 class ErrorDetail(_message.Message):
     __slots__ = ("reason", "message", "metadata")

@@ -15,6 +15,11 @@ class GenerateOperation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GENERATE_OPERATION_TEXT_TO_IMAGE: _ClassVar[GenerateOperation]
     GENERATE_OPERATION_IMAGE_TO_IMAGE: _ClassVar[GenerateOperation]
     GENERATE_OPERATION_INPAINT: _ClassVar[GenerateOperation]
+    GENERATE_OPERATION_CONTROL: _ClassVar[GenerateOperation]
+    GENERATE_OPERATION_INSTRUCT_EDIT: _ClassVar[GenerateOperation]
+    GENERATE_OPERATION_STYLE: _ClassVar[GenerateOperation]
+    GENERATE_OPERATION_STYLE_TRANSFER: _ClassVar[GenerateOperation]
+    GENERATE_OPERATION_SEGMENT: _ClassVar[GenerateOperation]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +32,11 @@ GENERATE_OPERATION_UNSPECIFIED: GenerateOperation
 GENERATE_OPERATION_TEXT_TO_IMAGE: GenerateOperation
 GENERATE_OPERATION_IMAGE_TO_IMAGE: GenerateOperation
 GENERATE_OPERATION_INPAINT: GenerateOperation
+GENERATE_OPERATION_CONTROL: GenerateOperation
+GENERATE_OPERATION_INSTRUCT_EDIT: GenerateOperation
+GENERATE_OPERATION_STYLE: GenerateOperation
+GENERATE_OPERATION_STYLE_TRANSFER: GenerateOperation
+GENERATE_OPERATION_SEGMENT: GenerateOperation
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_NOT_LOADED: ModelState
 MODEL_STATE_LOADING: ModelState
@@ -34,7 +44,7 @@ MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class GenerateParameters(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "defaults")
+    __slots__ = ("model", "prompt", "negative_prompt", "width", "height", "aspect_ratio", "steps", "guidance_scale", "seed", "num_images", "style_preset", "output_format", "store_output", "scheduler", "operation", "init_image", "mask_image", "strength", "owner", "template", "quality", "outpaint", "mask_from_alpha", "defaults", "control_preprocessor", "control_strength", "style_image", "style_strength", "image_guidance_scale", "search_prompt", "subject_mask", "control_image")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +69,14 @@ class GenerateParameters(_message.Message):
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
     MASK_FROM_ALPHA_FIELD_NUMBER: _ClassVar[int]
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    STYLE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STYLE_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_MASK_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_IMAGE_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -83,7 +101,15 @@ class GenerateParameters(_message.Message):
     outpaint: Outpaint
     mask_from_alpha: bool
     defaults: GenerateDefaults
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., defaults: _Optional[_Union[GenerateDefaults, _Mapping]] = ...) -> None: ...
+    control_preprocessor: str
+    control_strength: float
+    style_image: _common_pb2.Image
+    style_strength: float
+    image_guidance_scale: float
+    search_prompt: str
+    subject_mask: _common_pb2.Image
+    control_image: _common_pb2.Image
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., num_images: _Optional[int] = ..., style_preset: _Optional[str] = ..., output_format: _Optional[_Union[_common_pb2.ImageFormat, str]] = ..., store_output: _Optional[bool] = ..., scheduler: _Optional[str] = ..., operation: _Optional[_Union[GenerateOperation, str]] = ..., init_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., mask_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., owner: _Optional[str] = ..., template: _Optional[str] = ..., quality: _Optional[str] = ..., outpaint: _Optional[_Union[Outpaint, _Mapping]] = ..., mask_from_alpha: _Optional[bool] = ..., defaults: _Optional[_Union[GenerateDefaults, _Mapping]] = ..., control_preprocessor: _Optional[str] = ..., control_strength: _Optional[float] = ..., style_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., style_strength: _Optional[float] = ..., image_guidance_scale: _Optional[float] = ..., search_prompt: _Optional[str] = ..., subject_mask: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., control_image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ...) -> None: ...
 
 class GenerateDefaults(_message.Message):
     __slots__ = ("width", "height", "steps", "guidance_scale")
@@ -162,7 +188,7 @@ class GenerationTimings(_message.Message):
     def __init__(self, queue_ms: _Optional[int] = ..., load_ms: _Optional[int] = ..., inference_ms: _Optional[int] = ..., encode_ms: _Optional[int] = ..., total_ms: _Optional[int] = ...) -> None: ...
 
 class GenerationMetadata(_message.Message):
-    __slots__ = ("model_id", "effective_prompt", "steps", "guidance_scale", "width", "height", "device", "timings", "cost", "batch_size", "scheduler")
+    __slots__ = ("model_id", "effective_prompt", "steps", "guidance_scale", "width", "height", "device", "timings", "cost", "batch_size", "scheduler", "path")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +200,7 @@ class GenerationMetadata(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     effective_prompt: str
     steps: int
@@ -185,7 +212,8 @@ class GenerationMetadata(_message.Message):
     cost: _common_pb2.Cost
     batch_size: int
     scheduler: str
-    def __init__(self, model_id: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., device: _Optional[str] = ..., timings: _Optional[_Union[GenerationTimings, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., batch_size: _Optional[int] = ..., scheduler: _Optional[str] = ...) -> None: ...
+    path: str
+    def __init__(self, model_id: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., device: _Optional[str] = ..., timings: _Optional[_Union[GenerationTimings, _Mapping]] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., batch_size: _Optional[int] = ..., scheduler: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("images", "metadata", "notes")
