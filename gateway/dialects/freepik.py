@@ -184,7 +184,7 @@ class AnalyticsReply(BaseModel):
     failed_generations: int
     success_rate: float
     total_cost_cents: int
-    average_processing_time: float
+    average_processing_time: int  # whole seconds, as seed 000 shows (42)
     models_used: dict[str, int]
     daily_stats: list[DailyStat]
 
@@ -474,7 +474,7 @@ async def analytics(request: Request, days: int = Query(30, ge=1, le=365)) -> An
         period_days=reply.period_days or days, total_generations=made.total, successful_generations=made.successful,
         failed_generations=made.failed,
         success_rate=round(100.0 * made.successful / made.total, 1) if made.total else 0.0,
-        total_cost_cents=reply.total_cost_cents, average_processing_time=round(reply.average_processing_seconds, 1),
+        total_cost_cents=reply.total_cost_cents, average_processing_time=round(reply.average_processing_seconds),
         models_used=dict(made.models_used),
         daily_stats=[DailyStat(date=d.date, generations=d.generation_jobs, cost_cents=d.cost_cents)
                      for d in reply.daily])

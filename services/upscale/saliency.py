@@ -1,4 +1,4 @@
-"""Where the subject is: from the image's alpha, or from a saliency map.
+"""Where the subject is: from faces, from the image's alpha, or from a saliency map.
 
 The saliency map combines two classical cues computed on a 64-px copy: the boundary prior (the frame's border is
 mostly background, so a pixel's colour distance from the border's median colour says how much it stands out) and
@@ -22,6 +22,32 @@ class Subject:
     focal: tuple[float, float]  # x, y in 0..1
     box: tuple[float, float, float, float] | None  # left, top, right, bottom in 0..1
     source: str
+    # A box no crop may cut (detected faces): the crop window grows past the picture (bars) before it cuts it.
+    keep: tuple[float, float, float, float] | None = None
+
+
+# A detected face box runs from the brows to the chin; the head around it (hair, chin, ears) is kept when it fits.
+HEAD_MARGINS = (0.15, 0.35, 0.15, 0.2)  # left, top, right, bottom, as fractions of the face box's size
+
+
+def from_faces(img: Image.Image) -> tuple[Subject | None, str]:
+    """The people in a photo: the union of the detected faces (kept whole), their heads (kept when they fit).
+    Returns (subject, note); the note says why there is none when face detection could not run."""
+    from services.upscale import faces  # OpenCV is imported on first use, never at import
+
+    found = faces.detect(img)
+    if not found.boxes:
+        return None, found.reason
+    keep = (min(b[0] for b in found.boxes), min(b[1] for b in found.boxes),
+            max(b[2] for b in found.boxes), max(b[3] for b in found.boxes))
+    fw, fh = keep[2] - keep[0], keep[3] - keep[1]
+    ml, mt, mr, mb = HEAD_MARGINS
+    head = (max(0.0, keep[0] - ml * fw), max(0.0, keep[1] - mt * fh), min(1.0, keep[2] + mr * fw),
+            min(1.0, keep[3] + mb * fh))
+    focal = ((keep[0] + keep[2]) / 2, (keep[1] + keep[3]) / 2)
+    count = len(found.boxes)
+    return Subject(focal, head, f"subject from {count} detected face{'s' if count > 1 else ''} (OpenCV Haar "
+                   "cascade): kept whole", keep), ""
 
 
 def from_alpha(img: Image.Image) -> Subject | None:

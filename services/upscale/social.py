@@ -4,6 +4,7 @@ under its platform's file-size limit. The catalogue is data (platforms.yaml), lo
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ CROP_MODES = ("smart", "center", "fit")
 ALIASES = {"x": "twitter", "x/twitter": "twitter", "fb": "facebook", "ig": "instagram", "yt": "youtube"}
 JPEG_QUALITIES = (90, 85, 80, 75, 70, 60, 50, 40, 30, 20)
 MB = 1024 * 1024
+KEEP_PADDING = 1.2
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class SocialOutput:
     media_type: str
     quality: int
     notes: list[str]
+    # The window taken from the source (left, top, right, bottom in source pixels; past the edges = filled bars).
+    source_box: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def optimize(request: SocialRequest, catalogue: Catalogue) -> list[SocialOutput]:
@@ -129,67 +133,107 @@ def optimize(request: SocialRequest, catalogue: Catalogue) -> list[SocialOutput]
         raise InvalidArgument("focal point coordinates must be between 0 and 1", field="focal_x")
     formats = catalogue.select(request.platforms, request.formats)
     source = images.normalize_mode(request.image)
-    subject = _find_subject(source, request.focal) if mode == "smart" else None
+    subject_notes: list[str] = []
+    subject = _find_subject(source, request.focal, subject_notes) if mode == "smart" else None
     outputs = []
     for fmt in formats:
-        notes = [subject.source] if subject else []
+        notes = [subject.source, *subject_notes] if subject else []
+        box = (0, 0, source.width, source.height)
         if mode == "fit":
             framed = _letterbox(source, fmt, request.background, request.output_format, notes)
         else:
-            framed = _crop(source, fmt, subject, notes)
+            box = crop_box(source.width, source.height, fmt, subject)
+            framed = _crop(source, fmt, box, request.background, notes)
         if request.overlay:
             framed = draw_safe_zone(framed, fmt.safe_zone)
             notes.append("safe-zone overlay drawn (margins shaded, safe area outlined)")
         data, media_type, quality = encode_within(framed, fmt, request.output_format, notes)
-        outputs.append(SocialOutput(fmt, framed, data, media_type, quality, notes))
+        outputs.append(SocialOutput(fmt, framed, data, media_type, quality, notes, box))
     return outputs
 
 
-def _find_subject(img: Image.Image, focal: tuple[float, float] | None) -> saliency.Subject:
-    # A caller's focal point is their intent; then a cut-out's alpha (ground truth); then saliency; then centre.
+def _find_subject(img: Image.Image, focal: tuple[float, float] | None, notes: list[str]) -> saliency.Subject:
+    """Where the subject is, in this order: a caller's focal point (their intent); detected faces (people are
+    kept whole); the subject mask a background removal left in the image's alpha (a cut-out); saliency; centre.
+    No workflow runs background removal before its social step, so the alpha of the image given is the only
+    mask source."""
     if focal is not None:
         return saliency.Subject(focal, None, "focal point given by the caller")
-    return (saliency.from_alpha(img) or saliency.from_saliency(img)
+    people, reason = saliency.from_faces(img)
+    if reason:
+        notes.append(reason)
+    return (people or saliency.from_alpha(img) or saliency.from_saliency(img)
             or saliency.Subject((0.5, 0.5), None, "nothing stands out: centred crop"))
 
 
 def crop_box(src_w: int, src_h: int, fmt: PlatformFormat, subject: saliency.Subject | None) -> tuple[int, int, int, int]:
-    """The largest window of the format's aspect inside the source, around the subject (or centred)."""
+    """The largest window of the format's aspect inside the source, around the subject (or centred). A subject's
+    `keep` box (faces) is never cut: when it cannot fit that window, the window grows past the picture's edges
+    (the caller fills the outside) just enough to hold it."""
     aspect = fmt.width / fmt.height
     if src_w / src_h > aspect:
         crop_w, crop_h = min(src_w, max(1, round(src_h * aspect))), src_h
     else:
         crop_w, crop_h = src_w, min(src_h, max(1, round(src_w / aspect)))
     fx, fy = subject.focal if subject else (0.5, 0.5)
-    box = subject.box if subject else None
-    left = _place(src_w, crop_w, fx * src_w, box and (box[0] * src_w, box[2] * src_w),
+    boxes = [b for b in ((subject.box, subject.keep) if subject else ()) if b is not None]
+    keep = subject.keep if subject else None
+    if keep is not None:
+        grow = max((keep[2] - keep[0]) * src_w / crop_w, (keep[3] - keep[1]) * src_h / crop_h)
+        if grow > 1:
+            grow *= KEEP_PADDING  # bars are coming anyway: leave the faces some room
+            crop_w, crop_h = math.ceil(crop_w * grow), math.ceil(crop_h * grow)
+            if abs(crop_w / crop_h - aspect) > 1e-9:  # keep the exact aspect after rounding up
+                crop_w, crop_h = max(crop_w, math.ceil(crop_h * aspect)), max(crop_h, math.ceil(crop_w / aspect))
+    left = _place(src_w, crop_w, fx * src_w, [(b[0] * src_w, b[2] * src_w) for b in boxes],
                   (fmt.safe_zone.left, fmt.safe_zone.right))
-    top = _place(src_h, crop_h, fy * src_h, box and (box[1] * src_h, box[3] * src_h),
+    top = _place(src_h, crop_h, fy * src_h, [(b[1] * src_h, b[3] * src_h) for b in boxes],
                  (fmt.safe_zone.top, fmt.safe_zone.bottom))
     return left, top, left + crop_w, top + crop_h
 
 
-def _place(length: int, window: int, focal: float, extent: tuple[float, float] | None,
+def _place(length: int, window: int, focal: float, extents: list[tuple[float, float]],
            margins: tuple[float, float]) -> int:
-    """Start of a window along one axis: centred on the focal point, moved as little as possible so the subject's
-    extent sits inside the safe zone (or at least inside the window), and kept inside the image."""
+    """Start of a window along one axis: centred on the focal point, moved as little as possible so the first
+    subject extent that can sit inside the safe zone (or at least inside the window) does, and kept inside the
+    image. A window longer than the image is centred on the focal point as far as the image allows."""
     start = focal - window / 2
-    if extent is not None:
-        lo, hi = extent
+    if window >= length:
+        return round(min(max(start, length - window), 0))
+    placed = False
+    for lo, hi in extents:
         for m_lo, m_hi in (margins, (0.0, 0.0)):
             inner_lo, inner_hi = window * m_lo, window * (1 - m_hi)
             if hi - lo <= inner_hi - inner_lo:
                 start = min(max(start, hi - inner_hi), lo - inner_lo)
+                placed = True
                 break
+        if placed:
+            break
     return round(min(max(start, 0), length - window))
 
 
-def _crop(img: Image.Image, fmt: PlatformFormat, subject, notes: list[str]) -> Image.Image:
-    left, top, right, bottom = crop_box(img.width, img.height, fmt, subject)
-    region = img.crop((left, top, right, bottom))
+def _crop(img: Image.Image, fmt: PlatformFormat, box: tuple[int, int, int, int], background,
+          notes: list[str]) -> Image.Image:
+    left, top, right, bottom = box
+    if left < 0 or top < 0 or right > img.width or bottom > img.height:
+        region = Image.new(img.mode, (right - left, bottom - top), _fill(img, background))
+        region.paste(img, (-left, -top))
+        notes.append(f"the faces do not fit a {fmt.ratio} crop of this picture: it is framed whole with bars "
+                     f"(window {right - left}x{bottom - top} over a {img.width}x{img.height} picture)")
+    else:
+        region = img.crop(box)
     if region.width < fmt.width:
         notes.append(f"crop {region.width}x{region.height} upscaled x{fmt.width / region.width:.2f} with Lanczos")
     return lanczos_resize(region, fmt.width, fmt.height)
+
+
+def _fill(img: Image.Image, background) -> tuple[int, ...]:
+    """The bars' colour: the caller's background, else transparent for a picture with alpha, else black."""
+    if background is None:
+        background = (0, 0, 0, 0) if img.mode == "RGBA" else (0, 0, 0, 255)
+    colour = tuple(background) + (255,) * (4 - len(background))
+    return colour if img.mode == "RGBA" else colour[:3]
 
 
 def _letterbox(img: Image.Image, fmt: PlatformFormat, background, output_format: str,
