@@ -6,12 +6,12 @@ model first), at a small size within its limits."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from bench._generate import burst, generate_servers
 from bench.harness import Comparison, compare
 
 CONCURRENT = 4
@@ -57,59 +57,32 @@ def size_for(entry) -> int:
 
 async def run() -> list[Comparison]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
     from services.generate.catalog import Catalog
-    from services.generate.server import build_deps, create_server
     from services.generate.settings import GenerateSettings
-    from shared.clients import call, create_channel
-    from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
-    from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
     from tests.mesh import service_kwargs
 
-    torch.set_num_threads(1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {}
-        for label, batch in (("batched", 8), ("sequential", 1)):
-            settings = GenerateSettings(**service_kwargs(Path(tmp) / label), batch_window_ms=20,
-                                        max_batch_images=batch, torch_threads=1, preload=False)
-            deps = build_deps(settings)
-            runtime, port = create_server(settings, deps)
-            await runtime.start()
-            channel = create_channel(f"127.0.0.1:{port}")
-            servers[label] = (runtime, channel, pb_grpc.GenerateServiceStub(channel), deps)
-        try:
+        variants = {"batched": {"batch_window_ms": 20, "max_batch_images": 8, "preload": False},
+                    "sequential": {"batch_window_ms": 20, "max_batch_images": 1, "preload": False}}
+        async with generate_servers(Path(tmp), variants) as servers:
             settings = GenerateSettings(**service_kwargs(Path(tmp)))
             catalog = Catalog.from_file(settings.models_file, settings.resolved_models_dir)
-            device = servers["batched"][3].core.device
+            device = servers["batched"].core.device
             present = families(catalog)
             print(f"families in the registry: {', '.join(f'{k} ({e.id})' for k, e in present.items())}", flush=True)
             for family, entry in present.items():
                 size = size_for(entry)
                 steps = max(entry.min_steps, min(STEPS, entry.max_steps))
-
-                def burst(stub, entry=entry, size=size, steps=steps):
-                    async def go():
-                        replies = await asyncio.gather(*(
-                            call(stub.Generate, pb.GenerateRequest(parameters=pb.GenerateParameters(
-                                model=entry.id, prompt=f"prompt number {i}", seed=i, width=size, height=size,
-                                steps=steps)))
-                            for i in range(CONCURRENT)))
-                        return [r.metadata.batch_size for r in replies]
-                    return go
-
+                batched = burst(servers["batched"].stub, CONCURRENT, size, steps, model=entry.id)
                 comparison = await compare(
                     f"{family}: {CONCURRENT} concurrent {size}x{size} {steps} steps, {entry.id} ({device})",
-                    ("batched (20 ms window, max 8)", burst(servers["batched"][2])),
-                    ("sequential (batching off)", burst(servers["sequential"][2])), repeats=REPEATS,
+                    ("batched (20 ms window, max 8)", batched),
+                    ("sequential (batching off)",
+                     burst(servers["sequential"].stub, CONCURRENT, size, steps, model=entry.id)), repeats=REPEATS,
                 )
-                sizes = await burst(servers["batched"][2])()
+                sizes = await batched()
                 comparison.notes = (f"throughput x{1 / comparison.ratio:.2f}; batch sizes seen {sorted(set(sizes))}; "
                                     "torch threads 1")
                 results.append(comparison)
-        finally:
-            for runtime, channel, _stub, _deps in servers.values():
-                await channel.close()
-                await runtime.stop(0)
     return results

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._generate import generate_servers
 from bench.harness import Comparison, compare
 
 # (size, steps, preview every k steps, repeats)
@@ -22,29 +23,16 @@ CASES = [(128, 16, 4, 7), (512, 12, 4, 3), (128, 16, 1, 5)]
 
 async def run() -> list[Comparison]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    from services.generate.server import build_deps, create_server
     from services.generate.settings import GenerateSettings
-    from shared.clients import create_channel, stream
+    from shared.clients import stream
     from shared.gen.imagemesh.v1 import generate_service_pb2 as pb
-    from shared.gen.imagemesh.v1 import generate_service_pb2_grpc as pb_grpc
-    from tests.mesh import service_kwargs
 
-    torch.set_num_threads(1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {}
-        for label, every in (("every1", 1), ("every4", 4), ("off", 0)):
-            settings = GenerateSettings(**service_kwargs(Path(tmp) / label), preview_every_steps=every,
-                                        max_batch_images=1, torch_threads=1, preload=False)
-            deps = build_deps(settings)
-            runtime, port = create_server(settings, deps)
-            await runtime.start()
-            channel = create_channel(f"127.0.0.1:{port}")
-            servers[label] = (runtime, channel, pb_grpc.GenerateServiceStub(channel), deps)
-        try:
-            device = servers["off"][3].core.device
+        variants = {label: {"preview_every_steps": every, "max_batch_images": 1, "preload": False}
+                    for label, every in (("every1", 1), ("every4", 4), ("off", 0))}
+        async with generate_servers(Path(tmp), variants) as servers:
+            device = servers["off"].core.device
             max_side = GenerateSettings().preview_max_side
             for size, steps, every, repeats in CASES:
                 def generation(stub, size=size, steps=steps):
@@ -58,8 +46,8 @@ async def run() -> list[Comparison]:
                     return go
 
                 label = "every1" if every == 1 else "every4"
-                on = servers[label][2]
-                stats = servers[label][3].core.worker.previewer.stats
+                on = servers[label].stub
+                stats = servers[label].core.worker.previewer.stats
                 spent = {"wall": 0.0}
 
                 def timed(fn):
@@ -75,7 +63,7 @@ async def run() -> list[Comparison]:
                 comparison = await compare(
                     f"GenerateStream {size}x{size} {steps} steps ({device})",
                     (f"previews every {every} step(s), {max_side} px", timed(generation(on))),
-                    ("previews off", generation(servers["off"][2])), repeats=repeats,
+                    ("previews off", generation(servers["off"].stub)), repeats=repeats,
                 )
                 # The same runs' own share: seconds spent decoding previews / wall time of the runs that made them.
                 # Load on a shared machine inflates both alike, unlike the A/B ratio of two medians.
@@ -85,8 +73,4 @@ async def run() -> list[Comparison]:
                 comparison.notes = (f"decoding previews took {share:.2%} of these runs' time (goal <= 5%); A/B "
                                     f"{comparison.ratio - 1:+.1%}; {shown} previews per run; torch threads 1")
                 results.append(comparison)
-        finally:
-            for runtime, channel, _stub, _deps in servers.values():
-                await channel.close()
-                await runtime.stop(0)
     return results
