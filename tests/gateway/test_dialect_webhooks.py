@@ -17,23 +17,9 @@ from standardwebhooks.webhooks import Webhook
 from tests.gateway.conftest import gateway
 from tests.images import b64, disc_rgba
 from tests.mesh import service_kwargs
+from tests.seed_webhook import verify_webhook
 
 SECRET = "whsec_" + base64.b64encode(b"a webhook secret of 32 bytes....").decode()
-
-
-# --- the seed's verifier (000_2f2d43bf2ccb8639.txt, "Webhook Security"), copied verbatim ------------------------
-import hashlib
-import hmac
-
-
-def verify_webhook(payload, signature, secret):
-    expected = hmac.new(
-        secret.encode(),
-        payload,
-        hashlib.sha256
-    ).hexdigest()
-    return hmac.compare_digest(f"sha256={expected}", signature)
-# -------------------------------------------------------------------------------------------------------------------
 
 
 @pytest_asyncio.fixture(scope="module")

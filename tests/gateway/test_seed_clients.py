@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.gateway.conftest import live
+from tests.seed_webhook import VERIFY_WEBHOOK
 
 # ---- 001 FLUX Krea: "SDK Examples / Python", verbatim -------------------------------------------------------
 FLUX_CLIENT = '''
@@ -159,18 +160,6 @@ with open("generated_image.png", "wb") as f:
 '''
 
 # ---- 000 Freepik: "Webhook Security", verbatim --------------------------------------------------------------
-VERIFY_WEBHOOK = '''
-import hmac
-import hashlib
-
-def verify_webhook(payload, signature, secret):
-    expected = hmac.new(
-        secret.encode(),
-        payload,
-        hashlib.sha256
-    ).hexdigest()
-    return hmac.compare_digest(f"sha256={expected}", signature)
-'''
 
 
 def run_snippet(code: str, base_from: str, base_to: str) -> dict:

@@ -20,23 +20,9 @@ from shared.errors import InvalidArgument
 from shared.gen.imagemesh.v1 import common_pb2
 from shared.gen.imagemesh.v1 import orchestrator_service_pb2 as pb
 from tests.orchestrator.helpers import submit, upscale_spec, wait_for
+from tests.seed_webhook import verify_webhook
 
 SECRET = "whsec_" + base64.b64encode(b"per-key secret of alice, 32 bytes").decode()
-
-
-# --- the seed's verifier (000_2f2d43bf2ccb8639.txt, "Webhook Security"), copied verbatim ------------------------
-import hashlib  # noqa: E402,F811
-import hmac  # noqa: E402,F811
-
-
-def verify_webhook(payload, signature, secret):
-    expected = hmac.new(
-        secret.encode(),
-        payload,
-        hashlib.sha256
-    ).hexdigest()
-    return hmac.compare_digest(f"sha256={expected}", signature)
-# -------------------------------------------------------------------------------------------------------------------
 
 
 def verify_standard_webhook(body: bytes, headers: dict, secret: str, tolerance_s: int = 300) -> bool:
@@ -68,7 +54,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append((time.time(), {k.lower(): v for k, v in self.headers.items()}, body))
                 if receiver.redirect_to:
