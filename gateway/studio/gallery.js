@@ -34,13 +34,19 @@ export function mount(section) {
         el("thead", {}, el("tr", {}, ["Job", "Kind", "Status", "Progress", "Model", "Created", ""].map((h) =>
           el("th", { scope: "col" }, h)))), jobs))));
 
+  // Only the newest gallery request may render: the first view's load can answer after a search the person
+  // made meanwhile, and must not overwrite it.
+  let latest = 0;
+
   async function loadGallery() {
+    const mine = ++latest;
     showError(error, null);
     const query = new URLSearchParams({ page: String(page), limit: limit.value });
     if (search.value) query.set("search", search.value);
     if (model.value) query.set("model", model.value);
     try {
       const reply = await get(`/api/gallery?${query}`);
+      if (mine !== latest) return;
       if (!reply.images.length && page > 1) {
         // The last image of a page was deleted: show the page before it.
         page -= 1;
@@ -51,7 +57,7 @@ export function mount(section) {
       next.disabled = !reply.has_more;
       grid.replaceChildren(...reply.images.map(card));
     } catch (err) {
-      showError(error, err);
+      if (mine === latest) showError(error, err);
     }
   }
 
